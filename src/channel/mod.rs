@@ -1,0 +1,125 @@
+//! A channel: its handle (what Broadcast and Deliver use) and the supervisor of
+//! its actor tree.
+
+mod supervisor;
+
+use std::sync::{Arc, PoisonError, RwLock};
+
+use tokio::sync::{watch, Semaphore};
+
+pub use supervisor::{ChannelSupervisor, Shutdown};
+
+use crate::channelconfig::ChannelConfig;
+use crate::consensus::ChainHandle;
+use crate::ledger::BlockStore;
+use crate::msgprocessor::RuleSet;
+
+/// Where a channel's chain is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelState {
+    Starting,
+    Active,
+    /// Failed; the supervisor restarts it after a back-off.
+    Restarting {
+        attempt: u32,
+        reason: String,
+    },
+    /// Failed too often, or cannot start at all: no longer restarted.
+    Errored(String),
+    /// Stopped by a clean shutdown.
+    Stopped,
+}
+
+/// Shared view of one channel. Cheap to read from any thread.
+pub struct ChannelHandle {
+    id: String,
+    store: BlockStore,
+    config: RwLock<Arc<ChannelConfig>>,
+    chain: RwLock<Option<ChainHandle>>,
+    state: watch::Sender<ChannelState>,
+    filters: Arc<RuleSet>,
+    /// Bounds the envelopes held between Broadcast and the ledger.
+    inflight: Arc<Semaphore>,
+    max_inflight: usize,
+}
+
+impl ChannelHandle {
+    pub fn new(store: BlockStore, config: ChannelConfig, max_inflight: usize) -> ChannelHandle {
+        let (state, _) = watch::channel(ChannelState::Starting);
+        ChannelHandle {
+            id: config.channel_id.clone(),
+            store,
+            config: RwLock::new(Arc::new(config)),
+            chain: RwLock::new(None),
+            state,
+            filters: Arc::new(RuleSet::standard()),
+            inflight: Arc::new(Semaphore::new(max_inflight)),
+            max_inflight,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn store(&self) -> &BlockStore {
+        &self.store
+    }
+
+    pub fn config(&self) -> Arc<ChannelConfig> {
+        self.config
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn filters(&self) -> &Arc<RuleSet> {
+        &self.filters
+    }
+
+    /// The running chain, or why there is none.
+    pub fn chain(&self) -> Result<ChainHandle, String> {
+        if let Some(chain) = self
+            .chain
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            return Ok(chain.clone());
+        }
+        Err(match self.state() {
+            ChannelState::Errored(reason) => format!("channel {} has errored: {reason}", self.id),
+            ChannelState::Restarting { reason, .. } => {
+                format!("channel {} is restarting after: {reason}", self.id)
+            }
+            ChannelState::Stopped => format!("channel {} is stopped", self.id),
+            _ => format!("channel {} is starting", self.id),
+        })
+    }
+
+    pub fn state(&self) -> ChannelState {
+        self.state.borrow().clone()
+    }
+
+    pub fn subscribe_state(&self) -> watch::Receiver<ChannelState> {
+        self.state.subscribe()
+    }
+
+    /// The in-flight bound Broadcast acquires from before submitting.
+    pub fn inflight(&self) -> &Arc<Semaphore> {
+        &self.inflight
+    }
+
+    pub fn max_inflight(&self) -> usize {
+        self.max_inflight
+    }
+
+    fn set_chain(&self, chain: Option<ChainHandle>, state: ChannelState) {
+        *self.chain.write().unwrap_or_else(PoisonError::into_inner) = chain;
+        self.state.send_replace(state);
+    }
+
+    fn set_config(&self, config: ChannelConfig) {
+        *self.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
+    }
+}

@@ -1,0 +1,268 @@
+//! ChannelSupervisor: starts a channel's actor tree, restarts it when a child
+//! fails, and stops it cleanly.
+//!
+//! Mailbox:
+//! - [`LedgerFailed`] (from the LedgerActor) and [`ChainFailed`] (from the
+//!   ChainActor): stop the tree, then restart it after a back-off, rebuilt from
+//!   the ledger. More than [`MAX_RESTARTS`] failures within [`RESTART_WINDOW`]
+//!   mark the channel errored instead.
+//! - [`Shutdown`] (from the registrar): halt the chain (pending batch written),
+//!   then stop. Answered when durable.
+//!
+//! While the tree is down the channel handle has no chain: Broadcast answers
+//! SERVICE_UNAVAILABLE and Deliver streams end with SERVICE_UNAVAILABLE.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use super::{ChannelHandle, ChannelState};
+use crate::channelconfig::ChannelConfig;
+use crate::consensus::{Abort, ChainFailed, ChainHandle, ChainSupport, Consenters, Halt};
+use crate::ledger::{LedgerActor, LedgerFailed};
+
+pub const MAX_RESTARTS: usize = 5;
+pub const RESTART_WINDOW: Duration = Duration::from_secs(60);
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Halt the channel cleanly and stop the supervisor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+pub struct ChannelSupervisor {
+    handle: Arc<ChannelHandle>,
+    consenters: Consenters,
+    chain: Option<ChainHandle>,
+    ledger: Option<Addr<LedgerActor>>,
+    failures: VecDeque<Instant>,
+    restarts: u32,
+    shutting_down: bool,
+}
+
+impl ChannelSupervisor {
+    pub fn new(handle: Arc<ChannelHandle>, consenters: Consenters) -> ChannelSupervisor {
+        ChannelSupervisor {
+            handle,
+            consenters,
+            chain: None,
+            ledger: None,
+            failures: VecDeque::new(),
+            restarts: 0,
+            shutting_down: false,
+        }
+    }
+
+    /// Starts ledger and chain from what is on disk.
+    fn start_tree(&mut self, ctx: &mut Context<Self>) {
+        if self.shutting_down {
+            return;
+        }
+        match self.try_start_tree(ctx) {
+            Ok(()) => {
+                tracing::info!(channel = %self.handle.id(), height = self.handle.store().height(), restarts = self.restarts, "channel started");
+            }
+            Err(reason) => {
+                tracing::error!(channel = %self.handle.id(), %reason, "channel cannot start");
+                self.handle.set_chain(None, ChannelState::Errored(reason));
+            }
+        }
+    }
+
+    fn try_start_tree(&mut self, ctx: &mut Context<Self>) -> Result<(), String> {
+        let store = self.handle.store().clone();
+        let tip = store.tip();
+        let config_block = store
+            .block(tip.last_config)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("last config block {} is missing", tip.last_config))?;
+        let config = ChannelConfig::from_config_block(&config_block)
+            .map_err(|e| format!("config block {}: {e}", tip.last_config))?;
+        let consenter = self
+            .consenters
+            .get(&config.consensus_type)
+            .map_err(|e| e.to_string())?;
+        self.handle.set_config(config);
+
+        let ledger = LedgerActor::new(store, ctx.address().recipient()).start();
+        let support = ChainSupport {
+            channel_id: self.handle.id().to_string(),
+            config: self.handle.config(),
+            tip,
+            ledger: ledger.clone(),
+            filters: self.handle.filters().clone(),
+            on_failure: ctx.address().recipient(),
+        };
+        let chain = consenter.start_chain(support).map_err(|e| e.to_string())?;
+        self.ledger = Some(ledger);
+        self.chain = Some(chain.clone());
+        self.handle.set_chain(Some(chain), ChannelState::Active);
+        Ok(())
+    }
+
+    fn child_failed(&mut self, reason: String, ctx: &mut Context<Self>) {
+        if let Some(chain) = self.chain.take() {
+            chain.abort.do_send(Abort);
+        }
+        self.ledger = None;
+        if self.shutting_down {
+            return;
+        }
+        let now = Instant::now();
+        self.failures.push_back(now);
+        while self
+            .failures
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > RESTART_WINDOW)
+        {
+            self.failures.pop_front();
+        }
+        if self.failures.len() > MAX_RESTARTS {
+            tracing::error!(channel = %self.handle.id(), %reason, failures = self.failures.len(), "channel keeps failing; marked errored");
+            self.handle.set_chain(None, ChannelState::Errored(reason));
+            return;
+        }
+        self.restarts += 1;
+        let exponent = (self.failures.len() as u32).saturating_sub(1).min(6);
+        let backoff = (FIRST_BACKOFF * 2u32.pow(exponent)).min(MAX_BACKOFF);
+        tracing::warn!(channel = %self.handle.id(), %reason, attempt = self.restarts, ?backoff, "channel failed; restarting");
+        self.handle.set_chain(
+            None,
+            ChannelState::Restarting {
+                attempt: self.restarts,
+                reason,
+            },
+        );
+        ctx.run_later(backoff, |act, ctx| act.start_tree(ctx));
+    }
+
+    /// Restarts counted so far.
+    pub fn restarts(&self) -> u32 {
+        self.restarts
+    }
+}
+
+impl Actor for ChannelSupervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.start_tree(ctx);
+    }
+}
+
+impl Handler<LedgerFailed> for ChannelSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: LedgerFailed, ctx: &mut Context<Self>) {
+        self.child_failed(format!("ledger: {}", msg.reason), ctx);
+    }
+}
+
+impl Handler<ChainFailed> for ChannelSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChainFailed, ctx: &mut Context<Self>) {
+        self.child_failed(format!("chain: {}", msg.reason), ctx);
+    }
+}
+
+impl Handler<Shutdown> for ChannelSupervisor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
+        self.shutting_down = true;
+        let chain = self.chain.take();
+        let halt = async move {
+            if let Some(chain) = chain {
+                let _ = chain.halt.send(Halt).await;
+            }
+        };
+        Box::pin(halt.into_actor(self).map(|_, act, ctx| {
+            act.ledger = None;
+            act.handle.set_chain(None, ChannelState::Stopped);
+            ctx.stop();
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channelconfig::genesis::GenesisProfile;
+    use crate::ledger::LedgerFactory;
+
+    #[actix_rt::test]
+    async fn a_failed_chain_is_restarted_from_the_ledger() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let factory = LedgerFactory::open(dir.path()).expect("open");
+        let genesis = GenesisProfile::embedded("c1", vec![]).genesis_block();
+        let store = factory.create_store("c1", &genesis).expect("create");
+        let config = ChannelConfig::from_config_block(&genesis).expect("config");
+        let handle = Arc::new(ChannelHandle::new(store, config, 16));
+        let supervisor = ChannelSupervisor::new(handle.clone(), Consenters::standard()).start();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(handle.state(), ChannelState::Active);
+
+        supervisor.do_send(LedgerFailed {
+            channel: "c1".into(),
+            reason: "disk on fire".into(),
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            matches!(handle.state(), ChannelState::Restarting { attempt: 1, .. }),
+            "{:?}",
+            handle.state()
+        );
+        assert!(handle.chain().is_err());
+
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(handle.state(), ChannelState::Active);
+        assert!(handle.chain().is_ok());
+    }
+
+    #[actix_rt::test]
+    async fn a_channel_that_keeps_failing_is_marked_errored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let factory = LedgerFactory::open(dir.path()).expect("open");
+        let genesis = GenesisProfile::embedded("c1", vec![]).genesis_block();
+        let store = factory.create_store("c1", &genesis).expect("create");
+        let config = ChannelConfig::from_config_block(&genesis).expect("config");
+        let handle = Arc::new(ChannelHandle::new(store, config, 16));
+        let supervisor = ChannelSupervisor::new(handle.clone(), Consenters::standard()).start();
+        for _ in 0..=MAX_RESTARTS {
+            supervisor.do_send(ChainFailed {
+                channel: "c1".into(),
+                reason: "boom".into(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            matches!(handle.state(), ChannelState::Errored(_)),
+            "{:?}",
+            handle.state()
+        );
+        let err = handle.chain().err().expect("no chain");
+        assert!(err.contains("errored"), "{err}");
+    }
+
+    #[actix_rt::test]
+    async fn an_unsupported_consensus_type_errors_the_channel() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let factory = LedgerFactory::open(dir.path()).expect("open");
+        let mut profile = GenesisProfile::embedded("c1", vec![]);
+        profile.consensus_type = "bft-of-the-future".into();
+        let genesis = profile.genesis_block();
+        let store = factory.create_store("c1", &genesis).expect("create");
+        let config = ChannelConfig::from_config_block(&genesis).expect("config");
+        let handle = Arc::new(ChannelHandle::new(store, config, 16));
+        let _supervisor = ChannelSupervisor::new(handle.clone(), Consenters::standard()).start();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        match handle.state() {
+            ChannelState::Errored(reason) => assert!(reason.contains("not supported"), "{reason}"),
+            other => panic!("unexpected state {other:?}"),
+        }
+    }
+}

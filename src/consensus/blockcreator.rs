@@ -1,0 +1,72 @@
+//! Turns batches into blocks that continue the chain (Fabric's blockcreator).
+
+use bytes::Bytes;
+
+use crate::blockcutter::Batch;
+use crate::blockutil;
+use crate::ledger::ChainTip;
+use crate::protos::common::Block;
+
+/// Numbers blocks and links each to the previous header hash.
+#[derive(Debug)]
+pub struct BlockCreator {
+    next_number: u64,
+    previous_hash: Bytes,
+    last_config: u64,
+}
+
+impl BlockCreator {
+    /// Continues from the ledger's tip.
+    pub fn new(tip: &ChainTip) -> BlockCreator {
+        BlockCreator {
+            next_number: tip.height,
+            previous_hash: tip.last_hash.clone(),
+            last_config: tip.last_config,
+        }
+    }
+
+    /// The next block over `batch`. `consenter_metadata` goes into the block's
+    /// `OrdererBlockMetadata` (empty for solo).
+    pub fn create_next_block(&mut self, batch: Batch, consenter_metadata: Bytes) -> Block {
+        let block = blockutil::new_block(
+            self.next_number,
+            self.previous_hash.clone(),
+            batch,
+            self.last_config,
+            consenter_metadata,
+        );
+        if let Some(header) = &block.header {
+            self.previous_hash = blockutil::header_hash(header);
+        }
+        self.next_number += 1;
+        block
+    }
+
+    pub fn next_number(&self) -> u64 {
+        self.next_number
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_each_block_to_the_previous_header() {
+        let tip = ChainTip {
+            height: 4,
+            last_hash: Bytes::from_static(b"h3"),
+            last_config: 2,
+        };
+        let mut creator = BlockCreator::new(&tip);
+        let b4 = creator.create_next_block(vec![Bytes::from_static(b"a")], Bytes::new());
+        let b5 = creator.create_next_block(vec![Bytes::from_static(b"b")], Bytes::new());
+        let h4 = b4.header.as_ref().expect("header");
+        let h5 = b5.header.as_ref().expect("header");
+        assert_eq!((h4.number, h5.number), (4, 5));
+        assert_eq!(h4.previous_hash, Bytes::from_static(b"h3"));
+        assert_eq!(h5.previous_hash, blockutil::header_hash(h4));
+        assert_eq!(blockutil::last_config_index(&b5), Some(2));
+        assert_eq!(creator.next_number(), 6);
+    }
+}

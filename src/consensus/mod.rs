@@ -1,0 +1,145 @@
+//! Consenters and the chain interface they share.
+//!
+//! A consenter is a factory: given a channel's config, its ledger and its chain
+//! tip, it starts the channel's ChainActor (and whatever helpers it needs) and
+//! returns a [`ChainHandle`]. Broadcast talks to every chain through that handle
+//! alone, so adding a consenter is one module plus one line in
+//! [`Consenters::standard`] (see `actors.md`, "Adding a consenter").
+
+mod blockcreator;
+pub mod solo;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use tokio::sync::OwnedSemaphorePermit;
+
+pub use blockcreator::BlockCreator;
+
+use crate::blockcutter::OrderedMessage;
+use crate::channelconfig::ChannelConfig;
+use crate::ledger::{ChainTip, LedgerActor};
+use crate::msgprocessor::RuleSet;
+
+/// Order these normal messages (Fabric's `Order(env, configSeq)`), in this order.
+/// `Ok` means the consenter accepted them: Broadcast answers SUCCESS.
+#[derive(Message)]
+#[rtype(result = "Result<(), SubmitError>")]
+pub struct Submit {
+    pub messages: Vec<OrderedMessage>,
+    /// The config sequence the messages were validated at; older ones are re-validated.
+    pub config_seq: u64,
+    /// The messages' in-flight permits, released once their block is durable.
+    pub permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Stop accepting, write what was accepted, then stop. Answered when durable.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Halt;
+
+/// Stop at once, without writing pending messages (the ledger has failed).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Abort;
+
+/// Sent by a chain to its supervisor when it cannot go on.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct ChainFailed {
+    pub channel: String,
+    pub reason: String,
+}
+
+/// Why a chain did not accept a submission.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum SubmitError {
+    /// Not now (halting, no leader, backend lost): SERVICE_UNAVAILABLE.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// How the rest of the node reaches a running chain.
+#[derive(Clone)]
+pub struct ChainHandle {
+    pub submit: Recipient<Submit>,
+    pub halt: Recipient<Halt>,
+    pub abort: Recipient<Abort>,
+}
+
+impl ChainHandle {
+    /// The recipients of one chain actor that handles all three messages.
+    pub fn of<A>(addr: &Addr<A>) -> ChainHandle
+    where
+        A: Actor<Context = Context<A>> + Handler<Submit> + Handler<Halt> + Handler<Abort>,
+    {
+        ChainHandle {
+            submit: addr.clone().recipient(),
+            halt: addr.clone().recipient(),
+            abort: addr.clone().recipient(),
+        }
+    }
+}
+
+/// Everything a consenter gets to start a channel's chain.
+pub struct ChainSupport {
+    pub channel_id: String,
+    pub config: Arc<ChannelConfig>,
+    /// What the next block builds on, as read from the ledger.
+    pub tip: ChainTip,
+    pub ledger: Addr<LedgerActor>,
+    /// The channel's Broadcast filters, to re-validate messages after a config change.
+    pub filters: Arc<RuleSet>,
+    pub on_failure: Recipient<ChainFailed>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsensusError {
+    #[error("consensus type {0:?} is not supported by this node (supported: {1})")]
+    Unsupported(String, String),
+    #[error("cannot start the {consensus_type} chain: {reason}")]
+    Start {
+        consensus_type: String,
+        reason: String,
+    },
+}
+
+/// A factory of chains for one consensus type.
+pub trait Consenter: Send + Sync + 'static {
+    /// The `ConsensusType.type` this consenter serves ("solo", "etcdraft", ...).
+    fn consensus_type(&self) -> &'static str;
+
+    /// Starts the chain's actors. Called on the channel's arbiter.
+    fn start_chain(&self, support: ChainSupport) -> Result<ChainHandle, ConsensusError>;
+}
+
+/// The consenters of this node, by consensus type.
+#[derive(Clone)]
+pub struct Consenters {
+    by_type: HashMap<&'static str, Arc<dyn Consenter>>,
+}
+
+impl Consenters {
+    /// Every consenter built into Ordo.
+    pub fn standard() -> Consenters {
+        let mut consenters = Consenters {
+            by_type: HashMap::new(),
+        };
+        consenters.register(solo::SoloConsenter);
+        consenters
+    }
+
+    pub fn register(&mut self, consenter: impl Consenter) {
+        self.by_type
+            .insert(consenter.consensus_type(), Arc::new(consenter));
+    }
+
+    pub fn get(&self, consensus_type: &str) -> Result<Arc<dyn Consenter>, ConsensusError> {
+        self.by_type.get(consensus_type).cloned().ok_or_else(|| {
+            let mut names: Vec<&str> = self.by_type.keys().copied().collect();
+            names.sort_unstable();
+            ConsensusError::Unsupported(consensus_type.into(), names.join(", "))
+        })
+    }
+}

@@ -1,0 +1,226 @@
+//! The solo consenter: one orderer, the order of arrival is the order.
+//!
+//! ChainActor (solo) mailbox:
+//! - [`Submit`] (from Broadcast): re-validate if the config moved on, pass the
+//!   messages to the CutterActor; answered at once (SUCCESS) unless halting.
+//! - [`BatchCut`] (from the CutterActor): make the next block, send it to the
+//!   LedgerActor with the batch's in-flight permits.
+//! - [`BatchTimeoutExpired`] (from the CutterActor): cut the pending batch.
+//! - [`Drained`] (from the CutterActor): after a halt, wait for the ledger to
+//!   make everything durable, answer the halt, stop.
+//! - [`Halt`] / [`Abort`] (from the ChannelSupervisor).
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use prost::Message as _;
+use tokio::sync::oneshot;
+
+use super::{
+    Abort, BlockCreator, ChainFailed, ChainHandle, ChainSupport, ConsensusError, Consenter, Halt,
+    Submit, SubmitError,
+};
+use crate::blockcutter::{
+    BatchCut, BatchTimeoutExpired, CutPending, CutterActor, CutterOwner, Drain, Drained, Ordered,
+    OrderedMessage,
+};
+use crate::channelconfig::ChannelConfig;
+use crate::ledger::{AppendBlock, LedgerActor, Sync};
+use crate::msgprocessor::RuleSet;
+use crate::protos::common::Envelope;
+
+/// Consensus type name.
+pub const SOLO: &str = crate::channelconfig::genesis::SOLO;
+
+pub struct SoloConsenter;
+
+impl Consenter for SoloConsenter {
+    fn consensus_type(&self) -> &'static str {
+        SOLO
+    }
+
+    fn start_chain(&self, support: ChainSupport) -> Result<ChainHandle, ConsensusError> {
+        let addr = SoloChain::create(|ctx| SoloChain::new(support, ctx));
+        Ok(ChainHandle::of(&addr))
+    }
+}
+
+pub struct SoloChain {
+    channel_id: String,
+    config: Arc<ChannelConfig>,
+    filters: Arc<RuleSet>,
+    ledger: Addr<LedgerActor>,
+    cutter: Addr<CutterActor>,
+    creator: BlockCreator,
+    on_failure: Recipient<ChainFailed>,
+    /// Set once a halt began: who waits for it to complete.
+    halt_waiters: Option<Vec<oneshot::Sender<()>>>,
+}
+
+impl SoloChain {
+    fn new(support: ChainSupport, ctx: &mut Context<Self>) -> SoloChain {
+        let config = support.config;
+        let cutter = CutterActor::new(
+            config.batch_size,
+            config.batch_timeout,
+            CutterOwner::of(&ctx.address()),
+        )
+        .start();
+        SoloChain {
+            channel_id: support.channel_id,
+            creator: BlockCreator::new(&support.tip),
+            config,
+            filters: support.filters,
+            ledger: support.ledger,
+            cutter,
+            on_failure: support.on_failure,
+            halt_waiters: None,
+        }
+    }
+
+    /// Second filter pass for messages validated under an older config.
+    fn revalidate(&self, messages: Vec<OrderedMessage>) -> (Vec<OrderedMessage>, usize) {
+        let before = messages.len();
+        let kept: Vec<OrderedMessage> = messages
+            .into_iter()
+            .filter(|m| {
+                let verdict = Envelope::decode(m.envelope.clone())
+                    .map_err(|e| e.to_string())
+                    .and_then(|env| {
+                        self.filters
+                            .apply(&env, m.envelope.len(), &self.config)
+                            .map_err(|r| r.info)
+                    });
+                match verdict {
+                    Ok(()) => true,
+                    Err(reason) => {
+                        tracing::warn!(channel = %self.channel_id, %reason, "message no longer valid under the new config; dropped");
+                        false
+                    }
+                }
+            })
+            .collect();
+        let dropped = before - kept.len();
+        (kept, dropped)
+    }
+}
+
+impl Actor for SoloChain {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _: &mut Context<Self>) {
+        tracing::info!(channel = %self.channel_id, next_block = self.creator.next_number(), "solo chain started");
+    }
+}
+
+impl Handler<Submit> for SoloChain {
+    type Result = Result<(), SubmitError>;
+
+    fn handle(&mut self, msg: Submit, _: &mut Context<Self>) -> Self::Result {
+        if self.halt_waiters.is_some() {
+            return Err(SubmitError::Unavailable(format!(
+                "channel {} is halting",
+                self.channel_id
+            )));
+        }
+        let Submit {
+            messages,
+            config_seq,
+            mut permit,
+        } = msg;
+        let messages = if config_seq < self.config.sequence {
+            let (kept, dropped) = self.revalidate(messages);
+            if dropped > 0 {
+                if let Some(p) = permit.as_mut() {
+                    drop(p.split(dropped.min(p.num_permits())));
+                }
+            }
+            kept
+        } else {
+            messages
+        };
+        self.cutter.do_send(Ordered { messages, permit });
+        Ok(())
+    }
+}
+
+impl Handler<BatchCut> for SoloChain {
+    type Result = ();
+
+    fn handle(&mut self, msg: BatchCut, _: &mut Context<Self>) {
+        let block = self.creator.create_next_block(msg.batch, Bytes::new());
+        self.ledger.do_send(AppendBlock {
+            block,
+            permit: msg.permit,
+        });
+    }
+}
+
+impl Handler<BatchTimeoutExpired> for SoloChain {
+    type Result = ();
+
+    fn handle(&mut self, msg: BatchTimeoutExpired, _: &mut Context<Self>) {
+        self.cutter.do_send(CutPending {
+            timer: Some(msg.timer),
+        });
+    }
+}
+
+impl Handler<Halt> for SoloChain {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Halt, _: &mut Context<Self>) -> Self::Result {
+        let (reply, done) = oneshot::channel();
+        match self.halt_waiters.as_mut() {
+            Some(waiters) => waiters.push(reply),
+            None => {
+                self.halt_waiters = Some(vec![reply]);
+                self.cutter.do_send(Drain);
+            }
+        }
+        Box::pin(async move {
+            let _ = done.await;
+        })
+    }
+}
+
+impl Handler<Drained> for SoloChain {
+    type Result = ();
+
+    fn handle(&mut self, _: Drained, ctx: &mut Context<Self>) {
+        let sync = self.ledger.send(Sync);
+        ctx.spawn(sync.into_actor(self).map(|result, act, ctx| {
+            match result {
+                Ok(Ok(height)) => {
+                    tracing::info!(channel = %act.channel_id, height, "solo chain halted; pending batch written")
+                }
+                Ok(Err(reason)) => {
+                    tracing::error!(channel = %act.channel_id, %reason, "pending batch could not be written on halt")
+                }
+                Err(e) => {
+                    tracing::error!(channel = %act.channel_id, error = %e, "ledger gone during halt");
+                    act.on_failure.do_send(ChainFailed {
+                        channel: act.channel_id.clone(),
+                        reason: e.to_string(),
+                    });
+                }
+            }
+            for waiter in act.halt_waiters.take().unwrap_or_default() {
+                let _ = waiter.send(());
+            }
+            // Keep refusing submissions until the actor is gone.
+            act.halt_waiters = Some(Vec::new());
+            ctx.stop();
+        }));
+    }
+}
+
+impl Handler<Abort> for SoloChain {
+    type Result = ();
+
+    fn handle(&mut self, _: Abort, ctx: &mut Context<Self>) {
+        self.halt_waiters.get_or_insert_with(Vec::new);
+        ctx.stop();
+    }
+}

@@ -1,0 +1,37 @@
+//! The block ledger: the only code that touches sled for blocks.
+//!
+//! One sled database per node holds one tree per channel (Fabric's
+//! `blockledger.Factory` over per-channel stores). [`BlockStore`] reads and appends;
+//! [`LedgerActor`] is the channel's single writer and makes every block durable
+//! before any Deliver client can see it.
+
+mod actor;
+mod store;
+
+pub use actor::{AppendBlock, LedgerActor, LedgerFailed, Sync};
+pub use store::{BlockStore, ChainTip, LedgerFactory};
+
+/// Ledger failures. A damaged store is reported, never repaired silently.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("cannot open the block store at {path}: {source}")]
+    Open { path: String, source: sled::Error },
+    #[error("block store I/O error: {0}")]
+    Io(#[from] sled::Error),
+    #[error("ledger of channel {channel} is damaged at block {block}: {reason}")]
+    Damaged {
+        channel: String,
+        block: u64,
+        reason: String,
+    },
+    #[error("channel {0} already has a ledger")]
+    AlreadyExists(String),
+    #[error("channel {0} has no ledger")]
+    NotFound(String),
+    #[error("refusing to append block {got} to channel {channel}: {reason}")]
+    OutOfOrder {
+        channel: String,
+        got: u64,
+        reason: String,
+    },
+}

@@ -1,0 +1,330 @@
+//! The node's own configuration (Fabric's `orderer.yaml`), loaded with the `config`
+//! crate; every key can be overridden from `ORDERER_*` environment variables.
+
+mod env;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The built-in default: `config/orderer.yaml`, used when no file is given.
+pub const DEFAULT_YAML: &str = include_str!("../../config/orderer.yaml");
+
+/// Errors that stop start-up; each names the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid node config: {0}")]
+    Parse(#[from] config::ConfigError),
+    #[error("invalid node config: {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+/// How the first channel is created on an empty ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootstrapMethod {
+    /// From the genesis block at `General.BootstrapFile`.
+    File,
+    /// Channel `mychannel` (solo) from a config block Ordo builds itself.
+    Embedded,
+    /// No channel at start.
+    None,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct OrdererConfig {
+    pub general: General,
+    pub file_ledger: FileLedger,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct General {
+    pub listen_address: String,
+    pub listen_port: u16,
+    #[serde(rename = "TLS")]
+    pub tls: Tls,
+    pub bootstrap_method: String,
+    pub bootstrap_file: Option<String>,
+    #[serde(rename = "LocalMSPDir")]
+    pub local_msp_dir: String,
+    #[serde(rename = "LocalMSPID")]
+    pub local_msp_id: String,
+    pub backpressure: Backpressure,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct Tls {
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct Backpressure {
+    pub max_inflight_envelopes: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct FileLedger {
+    pub location: String,
+}
+
+impl Default for OrdererConfig {
+    fn default() -> Self {
+        OrdererConfig {
+            general: General::default(),
+            file_ledger: FileLedger::default(),
+        }
+    }
+}
+
+impl Default for General {
+    fn default() -> Self {
+        General {
+            listen_address: "127.0.0.1".into(),
+            listen_port: 7050,
+            tls: Tls::default(),
+            bootstrap_method: "embedded".into(),
+            bootstrap_file: None,
+            local_msp_dir: "msp".into(),
+            local_msp_id: "SampleOrg".into(),
+            backpressure: Backpressure::default(),
+        }
+    }
+}
+
+impl Default for Backpressure {
+    fn default() -> Self {
+        Backpressure {
+            max_inflight_envelopes: 4096,
+        }
+    }
+}
+
+impl Default for FileLedger {
+    fn default() -> Self {
+        FileLedger {
+            location: "ordo-data".into(),
+        }
+    }
+}
+
+/// A loaded and checked node config, with paths resolved.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub raw: OrdererConfig,
+    pub listen_address: String,
+    pub bootstrap_method: BootstrapMethod,
+    pub bootstrap_file: Option<PathBuf>,
+    pub ledger_dir: PathBuf,
+    pub max_inflight_envelopes: usize,
+}
+
+impl NodeConfig {
+    /// Loads `path` (or the built-in default when `None`) and applies the
+    /// `ORDERER_*` variables of the process environment.
+    pub fn load(path: Option<&Path>) -> Result<NodeConfig, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    /// As [`NodeConfig::load`], with the environment given explicitly (for tests).
+    pub fn load_with_env(
+        path: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<NodeConfig, ConfigError> {
+        let (yaml, base_dir) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                let dir = p.parent().map(Path::to_path_buf).unwrap_or_default();
+                (text, dir)
+            }
+            None => (DEFAULT_YAML.to_string(), PathBuf::new()),
+        };
+        Self::from_yaml(&yaml, &base_dir, vars)
+    }
+
+    /// Parses YAML text; relative paths are resolved against `base_dir`.
+    pub fn from_yaml(
+        yaml: &str,
+        base_dir: &Path,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<NodeConfig, ConfigError> {
+        let raw: OrdererConfig = env::load_with_overrides(yaml, vars)?;
+        Self::check(raw, base_dir)
+    }
+
+    fn check(raw: OrdererConfig, base_dir: &Path) -> Result<NodeConfig, ConfigError> {
+        let g = &raw.general;
+        if g.listen_address.trim().is_empty() {
+            return Err(invalid("General.ListenAddress", "must not be empty"));
+        }
+        if g.tls.enabled {
+            return Err(invalid(
+                "General.TLS.Enabled",
+                "TLS is not supported by this version of Ordo yet; set it to false",
+            ));
+        }
+        let bootstrap_method = match g.bootstrap_method.to_ascii_lowercase().as_str() {
+            "file" => BootstrapMethod::File,
+            "embedded" => BootstrapMethod::Embedded,
+            "none" => BootstrapMethod::None,
+            other => {
+                return Err(invalid(
+                    "General.BootstrapMethod",
+                    format!("unknown method {other:?} (expected file, embedded or none)"),
+                ))
+            }
+        };
+        let bootstrap_file = g
+            .bootstrap_file
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| base_dir.join(s));
+        if bootstrap_method == BootstrapMethod::File && bootstrap_file.is_none() {
+            return Err(invalid(
+                "General.BootstrapFile",
+                "must name the genesis block when General.BootstrapMethod is file",
+            ));
+        }
+        if g.backpressure.max_inflight_envelopes == 0 {
+            return Err(invalid(
+                "General.Backpressure.MaxInflightEnvelopes",
+                "must be at least 1",
+            ));
+        }
+        if raw.file_ledger.location.trim().is_empty() {
+            return Err(invalid("FileLedger.Location", "must not be empty"));
+        }
+        let listen_address = if g.listen_address.contains(':') && !g.listen_address.starts_with('[')
+        {
+            format!("[{}]:{}", g.listen_address, g.listen_port)
+        } else {
+            format!("{}:{}", g.listen_address, g.listen_port)
+        };
+        Ok(NodeConfig {
+            listen_address,
+            bootstrap_method,
+            bootstrap_file,
+            ledger_dir: base_dir.join(&raw.file_ledger.location),
+            max_inflight_envelopes: g.backpressure.max_inflight_envelopes as usize,
+            raw,
+        })
+    }
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn built_in_default_is_solo_embedded_on_loopback() {
+        let cfg = NodeConfig::load_with_env(None, vars(&[])).expect("default loads");
+        assert_eq!(cfg.listen_address, "127.0.0.1:7050");
+        assert_eq!(cfg.bootstrap_method, BootstrapMethod::Embedded);
+        assert_eq!(cfg.ledger_dir, PathBuf::from("ordo-data"));
+        assert_eq!(cfg.max_inflight_envelopes, 4096);
+    }
+
+    #[test]
+    fn environment_overrides_keys_case_insensitively() {
+        let cfg = NodeConfig::load_with_env(
+            None,
+            vars(&[
+                ("ORDERER_GENERAL_LISTENPORT", "7051"),
+                ("ORDERER_FILELEDGER_LOCATION", "/data"),
+                ("ORDERER_GENERAL_BACKPRESSURE_MAXINFLIGHTENVELOPES", "10"),
+                ("ORDERER_GENERAL_TLS_ENABLED", "false"),
+                ("UNRELATED_GENERAL_LISTENPORT", "1"),
+            ]),
+        )
+        .expect("overrides apply");
+        assert_eq!(cfg.listen_address, "127.0.0.1:7051");
+        assert_eq!(cfg.ledger_dir, PathBuf::from("/data"));
+        assert_eq!(cfg.max_inflight_envelopes, 10);
+    }
+
+    #[test]
+    fn environment_overrides_keys_missing_from_the_file() {
+        let yaml = "General:\n  ListenPort: 9000\n";
+        let cfg = NodeConfig::from_yaml(
+            yaml,
+            Path::new("/etc/ordo"),
+            vars(&[
+                ("ORDERER_GENERAL_BOOTSTRAPMETHOD", "file"),
+                ("ORDERER_GENERAL_BOOTSTRAPFILE", "genesis.block"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(cfg.bootstrap_method, BootstrapMethod::File);
+        assert_eq!(
+            cfg.bootstrap_file,
+            Some(PathBuf::from("/etc/ordo/genesis.block"))
+        );
+        assert_eq!(cfg.ledger_dir, PathBuf::from("/etc/ordo/ordo-data"));
+        assert_eq!(cfg.listen_address, "127.0.0.1:9000");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let err =
+            NodeConfig::load_with_env(None, vars(&[("ORDERER_GENERAL_LISTENPORT", "seventy")]))
+                .expect_err("not a port");
+        assert!(err.to_string().contains("General.ListenPort"), "{err}");
+
+        let err =
+            NodeConfig::from_yaml("General:\n  ListenPort: 99999\n", Path::new(""), vars(&[]))
+                .expect_err("out of range");
+        assert!(err.to_string().contains("General.ListenPort"), "{err}");
+
+        let err =
+            NodeConfig::load_with_env(None, vars(&[("ORDERER_GENERAL_BOOTSTRAPMETHOD", "magic")]))
+                .expect_err("unknown method");
+        assert!(err.to_string().contains("General.BootstrapMethod"), "{err}");
+
+        let err =
+            NodeConfig::load_with_env(None, vars(&[("ORDERER_GENERAL_BOOTSTRAPMETHOD", "file")]))
+                .expect_err("file without path");
+        assert!(err.to_string().contains("General.BootstrapFile"), "{err}");
+
+        let err = NodeConfig::load_with_env(
+            None,
+            vars(&[("ORDERER_GENERAL_BACKPRESSURE_MAXINFLIGHTENVELOPES", "0")]),
+        )
+        .expect_err("zero bound");
+        assert!(err.to_string().contains("MaxInflightEnvelopes"), "{err}");
+    }
+
+    #[test]
+    fn unreadable_file_is_reported_with_its_path() {
+        let err =
+            NodeConfig::load_with_env(Some(Path::new("/nonexistent/orderer.yaml")), vars(&[]))
+                .expect_err("missing file");
+        assert!(
+            err.to_string().contains("/nonexistent/orderer.yaml"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,162 @@
+//! A running orderer node: the actor system, the registrar and the gRPC server.
+//!
+//! Runtime layout: gRPC (tonic) runs on a multi-threaded tokio runtime, so
+//! decoding and validating envelopes, and encoding blocks for Deliver, use every
+//! core. The channels' actors run on one actix arbiter thread of their own: they
+//! only move batches and blocks along, and their state needs no locks. Disk
+//! writes leave that thread for tokio's blocking pool.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_rt::{ArbiterHandle, System};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+
+use crate::localconfig::NodeConfig;
+use crate::registrar::{Registrar, RegistrarError};
+use crate::server::AtomicBroadcastService;
+
+/// How long a clean stop waits for gRPC connections to close.
+const SERVER_STOP_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot start the actor system: {0}")]
+    Actors(String),
+    #[error(transparent)]
+    Registrar(#[from] RegistrarError),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: String,
+        source: std::io::Error,
+    },
+}
+
+/// The actix system, on a thread of its own.
+struct ActorSystem {
+    system: System,
+    arbiter: ArbiterHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ActorSystem {
+    fn start() -> Result<ActorSystem, NodeError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("ordo-actors".into())
+            .spawn(move || {
+                let runner = System::new();
+                let _ = tx.send(System::current());
+                if let Err(e) = runner.run() {
+                    tracing::error!(error = %e, "actor system ended with an error");
+                }
+            })
+            .map_err(|e| NodeError::Actors(e.to_string()))?;
+        let system = rx
+            .recv()
+            .map_err(|_| NodeError::Actors("the actor thread ended at start".into()))?;
+        let arbiter = system.arbiter().clone();
+        Ok(ActorSystem {
+            system,
+            arbiter,
+            thread: Some(thread),
+        })
+    }
+
+    async fn stop(mut self) {
+        self.system.stop();
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+/// A started node. Stop it with [`Node::shutdown`].
+pub struct Node {
+    local_addr: SocketAddr,
+    registrar: Arc<Registrar>,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    actors: ActorSystem,
+}
+
+impl Node {
+    /// Opens the ledger, starts every channel and serves gRPC. Must run inside a
+    /// multi-threaded tokio runtime.
+    pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        let actors = ActorSystem::start()?;
+        let registrar = {
+            let config = config.clone();
+            let arbiter = actors.arbiter.clone();
+            tokio::task::spawn_blocking(move || Registrar::open(&config, arbiter))
+                .await
+                .map_err(|e| NodeError::Actors(e.to_string()))?
+        };
+        let registrar = match registrar {
+            Ok(r) => Arc::new(r),
+            Err(e) => {
+                actors.stop().await;
+                return Err(e.into());
+            }
+        };
+        let listener = match TcpListener::bind(&config.listen_address).await {
+            Ok(l) => l,
+            Err(source) => {
+                registrar.shutdown().await;
+                actors.stop().await;
+                return Err(NodeError::Listen {
+                    address: config.listen_address.clone(),
+                    source,
+                });
+            }
+        };
+        let local_addr = listener.local_addr().map_err(|source| NodeError::Listen {
+            address: config.listen_address.clone(),
+            source,
+        })?;
+        let shutdown = CancellationToken::new();
+        let service = AtomicBroadcastService::new(registrar.clone(), shutdown.clone());
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let server = Server::builder()
+            .add_service(service.into_server())
+            .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
+        let server = tokio::spawn(server);
+        tracing::info!(address = %local_addr, channels = ?registrar.channel_ids(), "ordo is serving AtomicBroadcast");
+        Ok(Node {
+            local_addr,
+            registrar,
+            shutdown,
+            server,
+            actors,
+        })
+    }
+
+    /// The address gRPC listens on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn registrar(&self) -> &Arc<Registrar> {
+        &self.registrar
+    }
+
+    /// Clean stop: stop taking envelopes, end the streams, write every channel's
+    /// pending batch, flush the ledger, stop the actors.
+    pub async fn shutdown(self) {
+        tracing::info!("stopping: no new envelopes are taken");
+        self.shutdown.cancel();
+        match tokio::time::timeout(SERVER_STOP_GRACE, self.server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "gRPC server ended with an error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server task failed"),
+            Err(_) => tracing::warn!("gRPC connections did not close in time"),
+        }
+        self.registrar.shutdown().await;
+        self.actors.stop().await;
+        tracing::info!("stopped; every accepted envelope is on disk");
+    }
+}

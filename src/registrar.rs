@@ -1,0 +1,250 @@
+//! The registrar: the map from channel ID to channel, the bootstrap of the first
+//! channel, and the start and clean stop of every channel's tree.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use actix::prelude::*;
+use actix_rt::ArbiterHandle;
+use prost::Message;
+
+use crate::channel::{ChannelHandle, ChannelSupervisor, Shutdown};
+use crate::channelconfig::genesis::GenesisProfile;
+use crate::channelconfig::{ChannelConfig, ChannelConfigError};
+use crate::consensus::Consenters;
+use crate::ledger::{LedgerError, LedgerFactory};
+use crate::localconfig::{BootstrapMethod, NodeConfig};
+use crate::protos::common::Block;
+
+/// The channel the embedded bootstrap creates.
+pub const EMBEDDED_CHANNEL: &str = "mychannel";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistrarError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("cannot read the genesis block {path}: {source}")]
+    ReadGenesis {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the genesis block {path} is not a block: {source}")]
+    DecodeGenesis {
+        path: String,
+        source: prost::DecodeError,
+    },
+    #[error("invalid genesis block: {0}")]
+    Genesis(#[from] ChannelConfigError),
+    #[error("a genesis block must be block 0, this one is block {0}")]
+    NotGenesis(u64),
+    #[error("invalid channel ID {id:?}: {reason}")]
+    ChannelId { id: String, reason: &'static str },
+    #[error("channel {0} already exists")]
+    ChannelExists(String),
+}
+
+struct ChannelEntry {
+    handle: Arc<ChannelHandle>,
+    supervisor: Addr<ChannelSupervisor>,
+}
+
+pub struct Registrar {
+    factory: LedgerFactory,
+    arbiter: ArbiterHandle,
+    consenters: Consenters,
+    max_inflight: usize,
+    channels: RwLock<HashMap<String, ChannelEntry>>,
+}
+
+impl Registrar {
+    /// Opens the ledger, starts every existing channel, and creates the first one
+    /// from the bootstrap method when the ledger holds none. Actors run on `arbiter`.
+    pub fn open(config: &NodeConfig, arbiter: ArbiterHandle) -> Result<Registrar, RegistrarError> {
+        let factory = LedgerFactory::open(&config.ledger_dir)?;
+        let registrar = Registrar {
+            factory,
+            arbiter,
+            consenters: Consenters::standard(),
+            max_inflight: config.max_inflight_envelopes,
+            channels: RwLock::new(HashMap::new()),
+        };
+        let existing = registrar.factory.channel_ids();
+        if existing.is_empty() {
+            registrar.bootstrap(config)?;
+        }
+        for id in existing {
+            let store = registrar.factory.open_store(&id)?;
+            let tip = store.tip();
+            let config_block =
+                store
+                    .block(tip.last_config)?
+                    .ok_or_else(|| LedgerError::Damaged {
+                        channel: id.clone(),
+                        block: tip.last_config,
+                        reason: "the last config block is missing".into(),
+                    })?;
+            let channel_config = ChannelConfig::from_config_block(&config_block)?;
+            registrar.start_channel(store, channel_config);
+        }
+        Ok(registrar)
+    }
+
+    fn bootstrap(&self, config: &NodeConfig) -> Result<(), RegistrarError> {
+        match (config.bootstrap_method, &config.bootstrap_file) {
+            (BootstrapMethod::File, Some(path)) => {
+                let display = path.display().to_string();
+                let raw = std::fs::read(path).map_err(|source| RegistrarError::ReadGenesis {
+                    path: display.clone(),
+                    source,
+                })?;
+                let block = Block::decode(raw.as_slice()).map_err(|source| {
+                    RegistrarError::DecodeGenesis {
+                        path: display,
+                        source,
+                    }
+                })?;
+                self.create_channel(&block)?;
+            }
+            (BootstrapMethod::Embedded, _) => {
+                let profile =
+                    GenesisProfile::embedded(EMBEDDED_CHANNEL, vec![config.listen_address.clone()]);
+                self.create_channel(&profile.genesis_block())?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Creates a channel from its genesis block and starts it.
+    pub fn create_channel(&self, genesis: &Block) -> Result<Arc<ChannelHandle>, RegistrarError> {
+        let number = crate::blockutil::number(genesis);
+        if number != 0 {
+            return Err(RegistrarError::NotGenesis(number));
+        }
+        let config = ChannelConfig::from_config_block(genesis)?;
+        validate_channel_id(&config.channel_id)?;
+        if self.channel(&config.channel_id).is_some() {
+            return Err(RegistrarError::ChannelExists(config.channel_id));
+        }
+        let store = self.factory.create_store(&config.channel_id, genesis)?;
+        tracing::info!(channel = %config.channel_id, consensus = %config.consensus_type, "channel created from genesis block");
+        Ok(self.start_channel(store, config))
+    }
+
+    fn start_channel(
+        &self,
+        store: crate::ledger::BlockStore,
+        config: ChannelConfig,
+    ) -> Arc<ChannelHandle> {
+        let id = config.channel_id.clone();
+        let handle = Arc::new(ChannelHandle::new(store, config, self.max_inflight));
+        let supervisor = {
+            let handle = handle.clone();
+            let consenters = self.consenters.clone();
+            ChannelSupervisor::start_in_arbiter(&self.arbiter, move |_| {
+                ChannelSupervisor::new(handle, consenters)
+            })
+        };
+        self.channels
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                id,
+                ChannelEntry {
+                    handle: handle.clone(),
+                    supervisor,
+                },
+            );
+        handle
+    }
+
+    pub fn channel(&self, id: &str) -> Option<Arc<ChannelHandle>> {
+        self.channels
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .map(|entry| entry.handle.clone())
+    }
+
+    /// Channel IDs, sorted.
+    pub fn channel_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .channels
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Halts every channel (pending batches are written) and flushes the ledger.
+    pub async fn shutdown(&self) {
+        let supervisors: Vec<(String, Addr<ChannelSupervisor>)> = self
+            .channels
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(id, entry)| (id.clone(), entry.supervisor.clone()))
+            .collect();
+        let halts = supervisors.into_iter().map(|(id, supervisor)| async move {
+            if let Err(e) = supervisor.send(Shutdown).await {
+                tracing::warn!(channel = %id, error = %e, "channel supervisor was already gone at shutdown");
+            }
+        });
+        futures::future::join_all(halts).await;
+        if let Err(e) = self.factory.flush() {
+            tracing::error!(error = %e, "final ledger flush failed");
+        }
+    }
+}
+
+/// Fabric's channel name rules: lower-case letters, digits, '.' and '-', starting
+/// with a letter, shorter than 250 characters.
+pub fn validate_channel_id(id: &str) -> Result<(), RegistrarError> {
+    let invalid = |reason| RegistrarError::ChannelId {
+        id: id.into(),
+        reason,
+    };
+    if id.is_empty() {
+        return Err(invalid("empty"));
+    }
+    if id.len() > 249 {
+        return Err(invalid("longer than 249 characters"));
+    }
+    if !id.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return Err(invalid("must start with a lower-case letter"));
+    }
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+    {
+        return Err(invalid(
+            "only lower-case letters, digits, '.' and '-' are allowed",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_ids_follow_fabric_rules() {
+        for ok in ["mychannel", "a", "chan-1.test"] {
+            assert!(validate_channel_id(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "MyChannel",
+            "1chan",
+            "chan_1",
+            "chan/1",
+            &"a".repeat(250),
+        ] {
+            assert!(validate_channel_id(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! The in-flight bound: Broadcast waits instead of dropping, and the node never
+//! holds more envelopes than configured.
+
+use crate::common::*;
+use ordo::protos::common::Status;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_waits_at_the_inflight_bound_and_loses_nothing() {
+    const BOUND: u64 = 16;
+    // Only the batch timeout cuts (MaxMessageCount is far away), so the first
+    // BOUND envelopes fill the bound until a block is written.
+    let mut p = profile(CHANNEL);
+    p.batch_size.max_message_count = 10_000;
+    p.batch_timeout = "300ms".into();
+    let node = TestNode::from_profile(
+        &p,
+        vec![(
+            "ORDERER_GENERAL_BACKPRESSURE_MAXINFLIGHTENVELOPES".into(),
+            BOUND.to_string(),
+        )],
+    )
+    .await;
+    let mut client = node.client().await;
+    let mut stream = BroadcastStream::open(&mut client).await;
+    let total = BOUND * 3;
+    for i in 0..total {
+        stream.send(tx(format!("{i}").as_bytes())).await;
+    }
+    for answered in 0..total {
+        let answer = stream.next().await.expect("answer");
+        assert_eq!(answer.status, Status::Success as i32, "{}", answer.info);
+        // Answer number k (0-based) needs k - BOUND + 1 envelopes already durable:
+        // at least one block per BOUND answers beyond the first BOUND.
+        if answered >= BOUND {
+            let written_blocks = node.height(CHANNEL) - 1;
+            assert!(
+                written_blocks >= answered / BOUND,
+                "answer {answered} came with only {written_blocks} blocks written"
+            );
+        }
+    }
+    let blocks = wait_for_transactions(&node, CHANNEL, total as usize).await;
+    verify_chain(&blocks);
+    assert_eq!(tx_ids(&blocks).len() as u64, total);
+    assert!(blocks
+        .iter()
+        .skip(1)
+        .all(|b| ordo::blockutil::entries(b).len() as u64 <= BOUND));
+}

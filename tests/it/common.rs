@@ -1,0 +1,316 @@
+//! Starting nodes on temporary ledgers and port 0, and talking to them.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use prost::Message;
+use tempfile::TempDir;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+use ordo::blockutil;
+use ordo::channelconfig::genesis::GenesisProfile;
+use ordo::client::connect;
+use ordo::client::envelope::{seek, transaction, BlockPosition};
+use ordo::localconfig::NodeConfig;
+use ordo::node::Node;
+use ordo::protos::common::{Block, ChannelHeader, Envelope, Payload, Status};
+use ordo::protos::orderer::atomic_broadcast_client::AtomicBroadcastClient;
+use ordo::protos::orderer::deliver_response::Type as DeliverItem;
+use ordo::protos::orderer::seek_info::{SeekBehavior, SeekContentType};
+use ordo::protos::orderer::BroadcastResponse;
+
+pub const CHANNEL: &str = "mychannel";
+/// Generous bound for anything that should happen promptly.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A node on its own ledger folder; the folder outlives restarts.
+pub struct TestNode {
+    pub node: Option<Node>,
+    pub dir: TempDir,
+    pub extra_env: Vec<(String, String)>,
+}
+
+impl TestNode {
+    /// The embedded default (solo `mychannel`), on port 0.
+    pub async fn embedded() -> TestNode {
+        Self::with_env(Vec::new()).await
+    }
+
+    pub async fn with_env(extra_env: Vec<(String, String)>) -> TestNode {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut node = TestNode {
+            node: None,
+            dir,
+            extra_env,
+        };
+        node.start().await;
+        node
+    }
+
+    /// Boots from a genesis block written from `profile`.
+    pub async fn from_profile(
+        profile: &GenesisProfile,
+        extra_env: Vec<(String, String)>,
+    ) -> TestNode {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let genesis = dir.path().join("genesis.block");
+        std::fs::write(&genesis, profile.genesis_block().encode_to_vec()).expect("write genesis");
+        let mut env = vec![
+            (
+                "ORDERER_GENERAL_BOOTSTRAPMETHOD".to_string(),
+                "file".to_string(),
+            ),
+            (
+                "ORDERER_GENERAL_BOOTSTRAPFILE".to_string(),
+                genesis.display().to_string(),
+            ),
+        ];
+        env.extend(extra_env);
+        let mut node = TestNode {
+            node: None,
+            dir,
+            extra_env: env,
+        };
+        node.start().await;
+        node
+    }
+
+    pub fn config(&self) -> NodeConfig {
+        config_for(self.dir.path(), &self.extra_env)
+    }
+
+    pub async fn start(&mut self) {
+        let node = Node::start(self.config()).await.expect("node starts");
+        self.node = Some(node);
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(node) = self.node.take() {
+            node.shutdown().await;
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.start().await;
+    }
+
+    pub fn address(&self) -> String {
+        self.node
+            .as_ref()
+            .expect("running")
+            .local_addr()
+            .to_string()
+    }
+
+    pub fn height(&self, channel: &str) -> u64 {
+        self.node
+            .as_ref()
+            .expect("running")
+            .registrar()
+            .channel(channel)
+            .expect("channel")
+            .store()
+            .height()
+    }
+
+    pub async fn client(&self) -> AtomicBroadcastClient<Channel> {
+        connect(&self.address()).await.expect("connect")
+    }
+}
+
+pub fn config_for(dir: &Path, extra_env: &[(String, String)]) -> NodeConfig {
+    let mut env = vec![
+        ("ORDERER_GENERAL_LISTENPORT".to_string(), "0".to_string()),
+        (
+            "ORDERER_FILELEDGER_LOCATION".to_string(),
+            ledger_dir(dir).display().to_string(),
+        ),
+    ];
+    env.extend(extra_env.iter().cloned());
+    NodeConfig::load_with_env(None, env).expect("config")
+}
+
+pub fn ledger_dir(dir: &Path) -> PathBuf {
+    dir.join("ledger")
+}
+
+/// A profile like the embedded one, with a short batch timeout.
+pub fn profile(channel: &str) -> GenesisProfile {
+    let mut p = GenesisProfile::embedded(channel, vec![]);
+    p.batch_timeout = "200ms".into();
+    p
+}
+
+pub fn tx(data: &[u8]) -> Envelope {
+    transaction(CHANNEL, Bytes::copy_from_slice(data))
+}
+
+/// A Broadcast stream: send envelopes, read answers.
+pub struct BroadcastStream {
+    pub tx: mpsc::Sender<Envelope>,
+    pub responses: tonic::Streaming<BroadcastResponse>,
+}
+
+impl BroadcastStream {
+    pub async fn open(client: &mut AtomicBroadcastClient<Channel>) -> BroadcastStream {
+        let (tx, rx) = mpsc::channel(4096);
+        let responses = client
+            .broadcast(ReceiverStream::new(rx))
+            .await
+            .expect("broadcast")
+            .into_inner();
+        BroadcastStream { tx, responses }
+    }
+
+    pub async fn send(&self, envelope: Envelope) {
+        self.tx.send(envelope).await.expect("send");
+    }
+
+    /// The next answer, or `None` once the stream has ended.
+    pub async fn next(&mut self) -> Option<BroadcastResponse> {
+        tokio::time::timeout(PATIENCE, self.responses.next())
+            .await
+            .expect("an answer in time")
+            .map(|r| r.expect("no gRPC error"))
+    }
+}
+
+/// What one Deliver request returned.
+#[derive(Debug, Default)]
+pub struct Delivered {
+    pub blocks: Vec<Block>,
+    pub status: Option<Status>,
+}
+
+/// Sends one seek and collects blocks until its status (or the stream's end).
+pub async fn deliver(
+    client: &mut AtomicBroadcastClient<Channel>,
+    channel: &str,
+    start: BlockPosition,
+    stop: BlockPosition,
+    behavior: SeekBehavior,
+) -> Delivered {
+    let request = seek(channel, start, stop, behavior, SeekContentType::Block);
+    deliver_envelope(client, request).await
+}
+
+pub async fn deliver_envelope(
+    client: &mut AtomicBroadcastClient<Channel>,
+    request: Envelope,
+) -> Delivered {
+    let mut stream = client
+        .deliver(tokio_stream::once(request))
+        .await
+        .expect("deliver")
+        .into_inner();
+    let mut out = Delivered::default();
+    while let Some(item) = tokio::time::timeout(PATIENCE, stream.next())
+        .await
+        .expect("deliver answers in time")
+    {
+        match item.expect("no gRPC error").r#type {
+            Some(DeliverItem::Block(block)) => out.blocks.push(block),
+            Some(DeliverItem::Status(code)) => {
+                out.status = Status::try_from(code).ok();
+                break;
+            }
+            None => panic!("empty deliver response"),
+        }
+    }
+    out
+}
+
+/// Every block from 0 to the current height.
+pub async fn all_blocks(node: &TestNode, channel: &str) -> Vec<Block> {
+    let mut client = node.client().await;
+    let got = deliver(
+        &mut client,
+        channel,
+        BlockPosition::Oldest,
+        BlockPosition::Newest,
+        SeekBehavior::FailIfNotReady,
+    )
+    .await;
+    assert_eq!(got.status, Some(Status::Success));
+    got.blocks
+}
+
+/// Checks numbers, data hashes and the previous-hash links of a chain from block 0.
+pub fn verify_chain(blocks: &[Block]) {
+    for (i, block) in blocks.iter().enumerate() {
+        let header = block.header.as_ref().expect("header");
+        assert_eq!(header.number, i as u64, "block numbers are contiguous");
+        assert_eq!(
+            header.data_hash,
+            blockutil::data_hash(blockutil::entries(block)),
+            "data hash of block {i}"
+        );
+        if i == 0 {
+            assert!(header.previous_hash.is_empty());
+        } else {
+            let previous = blocks[i - 1].header.as_ref().expect("header");
+            assert_eq!(
+                header.previous_hash,
+                blockutil::header_hash(previous),
+                "link of block {i}"
+            );
+        }
+    }
+}
+
+/// The transaction IDs of every normal transaction in the blocks (block 0 is config).
+pub fn tx_ids(blocks: &[Block]) -> Vec<String> {
+    blocks
+        .iter()
+        .skip(1)
+        .flat_map(|b| blockutil::entries(b).iter())
+        .map(|raw| {
+            let env = Envelope::decode(raw.clone()).expect("envelope");
+            let payload = Payload::decode(env.payload).expect("payload");
+            let header = payload.header.expect("header");
+            ChannelHeader::decode(header.channel_header)
+                .expect("channel header")
+                .tx_id
+        })
+        .collect()
+}
+
+pub fn tx_id_of(envelope: &Envelope) -> String {
+    let payload = Payload::decode(envelope.payload.clone()).expect("payload");
+    ChannelHeader::decode(payload.header.expect("header").channel_header)
+        .expect("channel header")
+        .tx_id
+}
+
+/// Waits until the channel reaches `height` blocks.
+pub async fn wait_for_height(node: &TestNode, channel: &str, height: u64) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while node.height(channel) < height {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "height {height} not reached"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until the channel's blocks hold `count` normal transactions; returns the blocks.
+pub async fn wait_for_transactions(node: &TestNode, channel: &str, count: usize) -> Vec<Block> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let blocks = all_blocks(node, channel).await;
+        if tx_ids(&blocks).len() >= count {
+            return blocks;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{count} transactions not delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,243 @@
+//! Deliver through gRPC: positions, waiting, errors, several requests per stream,
+//! and many streams waiting at the head.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::common::*;
+use ordo::blockutil;
+use ordo::client::envelope::{seek, BlockPosition};
+use ordo::protos::common::Status;
+use ordo::protos::orderer::deliver_response::Type as DeliverItem;
+use ordo::protos::orderer::seek_info::{SeekBehavior, SeekContentType};
+
+use BlockPosition::{Newest, Number, Oldest};
+use SeekBehavior::{BlockUntilReady, FailIfNotReady};
+
+/// A node whose channel holds blocks 0..=3 (each data block holds 2 envelopes).
+async fn node_with_four_blocks() -> TestNode {
+    let mut p = profile(CHANNEL);
+    p.batch_size.max_message_count = 2;
+    let node = TestNode::from_profile(&p, vec![]).await;
+    let mut client = node.client().await;
+    let mut stream = BroadcastStream::open(&mut client).await;
+    for i in 0..6 {
+        stream.send(tx(format!("{i}").as_bytes())).await;
+    }
+    for _ in 0..6 {
+        assert_eq!(
+            stream.next().await.expect("answer").status,
+            Status::Success as i32
+        );
+    }
+    wait_for_height(&node, CHANNEL, 4).await;
+    node
+}
+
+fn numbers(d: &Delivered) -> Vec<u64> {
+    d.blocks.iter().map(blockutil::number).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_and_stop_positions() {
+    let node = node_with_four_blocks().await;
+    let mut c = node.client().await;
+    let all = deliver(&mut c, CHANNEL, Oldest, Newest, BlockUntilReady).await;
+    assert_eq!(
+        (numbers(&all), all.status),
+        (vec![0, 1, 2, 3], Some(Status::Success))
+    );
+    verify_chain(&all.blocks);
+    let newest = deliver(&mut c, CHANNEL, Newest, Newest, BlockUntilReady).await;
+    assert_eq!(numbers(&newest), vec![3]);
+    let range = deliver(&mut c, CHANNEL, Number(1), Number(2), BlockUntilReady).await;
+    assert_eq!(numbers(&range), vec![1, 2]);
+    let oldest = deliver(&mut c, CHANNEL, Oldest, Oldest, FailIfNotReady).await;
+    assert_eq!(numbers(&oldest), vec![0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_answers() {
+    let node = node_with_four_blocks().await;
+    let mut c = node.client().await;
+    let backwards = deliver(&mut c, CHANNEL, Number(3), Number(1), BlockUntilReady).await;
+    assert_eq!(
+        (backwards.blocks.len(), backwards.status),
+        (0, Some(Status::BadRequest))
+    );
+    let beyond = deliver(&mut c, CHANNEL, Number(10), Number(12), FailIfNotReady).await;
+    assert_eq!(
+        (beyond.blocks.len(), beyond.status),
+        (0, Some(Status::NotFound))
+    );
+    // FAIL_IF_NOT_READY past the head: the existing blocks, then NOT_FOUND.
+    let partly = deliver(&mut c, CHANNEL, Number(2), Number(u64::MAX), FailIfNotReady).await;
+    assert_eq!(
+        (numbers(&partly), partly.status),
+        (vec![2, 3], Some(Status::NotFound))
+    );
+    let unknown = deliver(&mut c, "nosuchchannel", Oldest, Newest, BlockUntilReady).await;
+    assert_eq!(unknown.status, Some(Status::NotFound));
+    let garbage = deliver_envelope(&mut c, ordo::protos::common::Envelope::default()).await;
+    assert_eq!(garbage.status, Some(Status::BadRequest));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_requests_on_one_stream_are_answered_in_turn() {
+    let node = node_with_four_blocks().await;
+    let mut c = node.client().await;
+    let requests = vec![
+        seek(
+            CHANNEL,
+            Number(0),
+            Number(1),
+            BlockUntilReady,
+            SeekContentType::Block,
+        ),
+        seek(
+            CHANNEL,
+            Number(3),
+            Number(3),
+            BlockUntilReady,
+            SeekContentType::Block,
+        ),
+        seek(
+            CHANNEL,
+            Number(2),
+            Number(2),
+            BlockUntilReady,
+            SeekContentType::HeaderWithSig,
+        ),
+    ];
+    let mut stream = c
+        .deliver(tokio_stream::iter(requests))
+        .await
+        .expect("deliver")
+        .into_inner();
+    let mut seen = Vec::new();
+    while let Some(item) = tokio::time::timeout(PATIENCE, stream.next())
+        .await
+        .expect("in time")
+    {
+        match item.expect("ok").r#type {
+            Some(DeliverItem::Block(b)) => seen.push(format!(
+                "block {} data {}",
+                blockutil::number(&b),
+                b.data.is_some()
+            )),
+            Some(DeliverItem::Status(s)) => {
+                seen.push(format!("status {s}"));
+                if seen.len() == 7 {
+                    break;
+                }
+            }
+            None => panic!("empty response"),
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![
+            "block 0 data true",
+            "block 1 data true",
+            "status 200",
+            "block 3 data true",
+            "status 200",
+            "block 2 data false",
+            "status 200"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_waiting_at_the_head_receives_new_blocks_as_they_are_cut() {
+    let node = node_with_four_blocks().await;
+    let mut c = node.client().await;
+    let (requests, rx) = tokio::sync::mpsc::channel(1);
+    requests
+        .send(seek(
+            CHANNEL,
+            Number(4),
+            Number(u64::MAX),
+            BlockUntilReady,
+            SeekContentType::Block,
+        ))
+        .await
+        .expect("send");
+    let mut stream = c
+        .deliver(ReceiverStream::new(rx))
+        .await
+        .expect("deliver")
+        .into_inner();
+    // Nothing yet: block 4 does not exist.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), stream.next())
+            .await
+            .is_err()
+    );
+    let mut bc = node.client().await;
+    let broadcast = BroadcastStream::open(&mut bc).await;
+    for round in 0..3u64 {
+        broadcast.send(tx(format!("a{round}").as_bytes())).await;
+        broadcast.send(tx(format!("b{round}").as_bytes())).await;
+        let item = tokio::time::timeout(PATIENCE, stream.next())
+            .await
+            .expect("block in time");
+        match item.expect("some").expect("ok").r#type {
+            Some(DeliverItem::Block(b)) => assert_eq!(blockutil::number(&b), 4 + round),
+            other => panic!("expected a block, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_for_a_future_block_waits_for_it() {
+    let node = node_with_four_blocks().await;
+    let mut c = node.client().await;
+    let waiting = tokio::spawn(async move {
+        deliver(&mut c, CHANNEL, Number(5), Number(5), BlockUntilReady).await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished());
+    let mut bc = node.client().await;
+    let broadcast = BroadcastStream::open(&mut bc).await;
+    for i in 0..4 {
+        broadcast.send(tx(format!("later {i}").as_bytes())).await;
+    }
+    let got = waiting.await.expect("task");
+    assert_eq!(
+        (numbers(&got), got.status),
+        (vec![5], Some(Status::Success))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_streams_at_the_head_all_receive_the_next_block() {
+    const STREAMS: usize = 300;
+    let node = node_with_four_blocks().await;
+    // A few connections, many streams each, like peers multiplexed over HTTP/2.
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(node.client().await);
+    }
+    let mut waiters = Vec::new();
+    for i in 0..STREAMS {
+        let mut c = clients[i % clients.len()].clone();
+        waiters.push(tokio::spawn(async move {
+            deliver(&mut c, CHANNEL, Number(4), Number(4), BlockUntilReady).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut bc = node.client().await;
+    let broadcast = BroadcastStream::open(&mut bc).await;
+    broadcast.send(tx(b"x")).await;
+    broadcast.send(tx(b"y")).await;
+    for w in waiters {
+        let got = w.await.expect("task");
+        assert_eq!(
+            (numbers(&got), got.status),
+            (vec![4], Some(Status::Success))
+        );
+    }
+}

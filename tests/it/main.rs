@@ -1,0 +1,9 @@
+//! End-to-end tests: a real node (sled on disk, gRPC on a loopback port) driven
+//! through its public gRPC API.
+
+mod backpressure;
+mod broadcast;
+mod common;
+mod conformance;
+mod deliver;
+mod restart;
