@@ -1,1 +1,119 @@
-fn main() {}
+//! Benchmarks of the steps every envelope goes through:
+//! validation, cutting, block hashing, durable ledger append.
+//!
+//! `cargo bench --bench pipeline`
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use prost::Message;
+
+use ordo::blockcutter::{BlockCutter, OrderedMessage};
+use ordo::blockutil;
+use ordo::channelconfig::genesis::GenesisProfile;
+use ordo::channelconfig::ChannelConfig;
+use ordo::client::envelope::transaction;
+use ordo::ledger::LedgerFactory;
+use ordo::msgprocessor::{self, RuleSet};
+
+const ENVELOPE_DATA: usize = 2048;
+const BATCH: usize = 500;
+
+fn envelopes(count: usize) -> Vec<Bytes> {
+    let data = Bytes::from(vec![0x5a; ENVELOPE_DATA]);
+    (0..count)
+        .map(|_| {
+            transaction("mychannel", data.clone())
+                .encode_to_vec()
+                .into()
+        })
+        .collect()
+}
+
+fn validation(c: &mut Criterion) {
+    let profile = GenesisProfile::embedded("mychannel", vec![]);
+    let config = ChannelConfig::from_config_block(&profile.genesis_block()).expect("config");
+    let rules = RuleSet::standard();
+    let raw = envelopes(1).remove(0);
+    let mut group = c.benchmark_group("envelope");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("decode_and_validate_2KB", |b| {
+        b.iter(|| {
+            let envelope = ordo::protos::common::Envelope::decode(raw.clone()).expect("decode");
+            let header = msgprocessor::channel_header(&envelope).expect("header");
+            rules.apply(&envelope, raw.len(), &config).expect("valid");
+            header.channel_id.len()
+        })
+    });
+    group.finish();
+}
+
+fn cutter(c: &mut Criterion) {
+    let profile = GenesisProfile::embedded("mychannel", vec![]);
+    let config = ChannelConfig::from_config_block(&profile.genesis_block()).expect("config");
+    let messages: Vec<OrderedMessage> = envelopes(BATCH * 4)
+        .into_iter()
+        .map(|envelope| OrderedMessage {
+            size: envelope.len(),
+            envelope,
+        })
+        .collect();
+    let mut group = c.benchmark_group("blockcutter");
+    group.throughput(Throughput::Elements(messages.len() as u64));
+    group.bench_function("ordered_2000_messages", |b| {
+        b.iter_batched(
+            || messages.clone(),
+            |messages| {
+                let mut cutter = BlockCutter::new(config.batch_size);
+                messages
+                    .into_iter()
+                    .map(|m| cutter.ordered(m).batches.len())
+                    .sum::<usize>()
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+fn hashing(c: &mut Criterion) {
+    let batch = envelopes(BATCH);
+    let bytes: usize = batch.iter().map(Bytes::len).sum();
+    let mut group = c.benchmark_group("block_hashing");
+    group.throughput(Throughput::Bytes(bytes as u64));
+    group.bench_function("data_and_header_hash_500x2KB", |b| {
+        b.iter(|| {
+            let block = blockutil::new_block(
+                7,
+                Bytes::from_static(&[1; 32]),
+                batch.clone(),
+                0,
+                Bytes::new(),
+            );
+            blockutil::header_hash(block.header.as_ref().expect("header"))
+        })
+    });
+    group.finish();
+}
+
+fn ledger(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let factory = LedgerFactory::open(dir.path()).expect("ledger");
+    let genesis = GenesisProfile::embedded("mychannel", vec![]).genesis_block();
+    let store = factory.create_store("mychannel", &genesis).expect("store");
+    let batch = envelopes(BATCH);
+    let mut group = c.benchmark_group("ledger");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.sample_size(20);
+    group.bench_function("append_flushed_block_500x2KB", |b| {
+        b.iter(|| {
+            let tip = store.tip();
+            let block =
+                blockutil::new_block(tip.height, tip.last_hash, batch.clone(), 0, Bytes::new());
+            store.append(&[block]).expect("append");
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, validation, cutter, hashing, ledger);
+criterion_main!(benches);

@@ -1,7 +1,7 @@
 //! The block ledger: the only code that touches sled for blocks.
 //!
-//! One sled database per node holds one tree per channel (Fabric's
-//! `blockledger.Factory` over per-channel stores). [`BlockStore`] reads and appends;
+//! Each channel's blocks live in append-only block files, indexed by one sled
+//! database per node (Fabric's block file ledger, with sled as its index). [`BlockStore`] reads and appends;
 //! [`LedgerActor`] is the channel's single writer and makes every block durable
 //! before any Deliver client can see it.
 
@@ -16,8 +16,13 @@ pub use store::{BlockStore, ChainTip, LedgerFactory};
 pub enum LedgerError {
     #[error("cannot open the block store at {path}: {source}")]
     Open { path: String, source: sled::Error },
-    #[error("block store I/O error: {0}")]
+    #[error("block index error: {0}")]
     Io(#[from] sled::Error),
+    #[error("block file {path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("ledger of channel {channel} is damaged at block {block}: {reason}")]
     Damaged {
         channel: String,

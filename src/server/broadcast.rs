@@ -27,7 +27,7 @@ use crate::registrar::Registrar;
 /// Responses buffered towards a client before the stream stops reading.
 pub const RESPONSE_BUFFER: usize = 1024;
 /// Envelopes taken from a stream at once.
-const MAX_CHUNK: usize = 512;
+const MAX_CHUNK: usize = 128;
 
 type Responses = mpsc::Sender<Result<BroadcastResponse, GrpcStatus>>;
 

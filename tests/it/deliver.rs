@@ -17,9 +17,11 @@ use BlockPosition::{Newest, Number, Oldest};
 use SeekBehavior::{BlockUntilReady, FailIfNotReady};
 
 /// A node whose channel holds blocks 0..=3 (each data block holds 2 envelopes).
+/// Blocks are cut by count only, so even a slow machine cuts exactly these.
 async fn node_with_four_blocks() -> TestNode {
     let mut p = profile(CHANNEL);
     p.batch_size.max_message_count = 2;
+    p.batch_timeout = "1h".into();
     let node = TestNode::from_profile(&p, vec![]).await;
     let mut client = node.client().await;
     let mut stream = BroadcastStream::open(&mut client).await;
