@@ -10,8 +10,8 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 
 use crate::protos::common::{
-    Block, BlockData, BlockHeader, BlockMetadata, BlockMetadataIndex, LastConfig, Metadata,
-    OrdererBlockMetadata,
+    Block, BlockData, BlockHeader, BlockMetadata, BlockMetadataIndex, ChannelHeader, Envelope,
+    HeaderType, LastConfig, Metadata, OrdererBlockMetadata, Payload,
 };
 
 /// Number of metadata slots Fabric writes in every block (SIGNATURES .. COMMIT_HASH).
@@ -106,6 +106,26 @@ pub fn last_config_index(block: &Block) -> Option<u64> {
             return None;
         }
         LastConfig::decode(md.value).ok().map(|lc| lc.index)
+    })
+}
+
+/// Whether the block is a config block: its single envelope is of type CONFIG
+/// (or the legacy ORDERER_TRANSACTION).
+pub fn is_config_block(block: &Block) -> bool {
+    let [raw] = entries(block) else {
+        return false;
+    };
+    let Ok(envelope) = Envelope::decode(raw.clone()) else {
+        return false;
+    };
+    let Some(header) = Payload::decode(envelope.payload)
+        .ok()
+        .and_then(|p| p.header)
+    else {
+        return false;
+    };
+    ChannelHeader::decode(header.channel_header).is_ok_and(|h| {
+        h.r#type == HeaderType::Config as i32 || h.r#type == HeaderType::OrdererTransaction as i32
     })
 }
 

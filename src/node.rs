@@ -103,6 +103,7 @@ impl Node {
                 return Err(e.into());
             }
         };
+        registrar.wait_started().await;
         let listener = match TcpListener::bind(&config.listen_address).await {
             Ok(l) => l,
             Err(source) => {

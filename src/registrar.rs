@@ -179,6 +179,24 @@ impl Registrar {
         ids
     }
 
+    /// Waits until no channel is still starting (each is active or errored), so
+    /// that the first Broadcast after start-up finds its chain running.
+    pub async fn wait_started(&self) {
+        let handles: Vec<Arc<ChannelHandle>> = self
+            .channels
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .map(|entry| entry.handle.clone())
+            .collect();
+        for handle in handles {
+            let mut state = handle.subscribe_state();
+            let _ = state
+                .wait_for(|s| *s != crate::channel::ChannelState::Starting)
+                .await;
+        }
+    }
+
     /// Halts every channel (pending batches are written) and flushes the ledger.
     pub async fn shutdown(&self) {
         let supervisors: Vec<(String, Addr<ChannelSupervisor>)> = self

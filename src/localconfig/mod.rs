@@ -35,7 +35,7 @@ pub enum BootstrapMethod {
     None,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
 pub struct OrdererConfig {
     pub general: General,
@@ -74,15 +74,6 @@ pub struct Backpressure {
 #[serde(default, rename_all = "PascalCase")]
 pub struct FileLedger {
     pub location: String,
-}
-
-impl Default for OrdererConfig {
-    fn default() -> Self {
-        OrdererConfig {
-            general: General::default(),
-            file_ledger: FileLedger::default(),
-        }
-    }
 }
 
 impl Default for General {

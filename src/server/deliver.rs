@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Status as GrpcStatus, Streaming};
 use tracing::Instrument;
 
+use crate::blockutil;
 use crate::channel::{ChannelHandle, ChannelState};
 use crate::msgprocessor;
 use crate::protos::common::{Block, Envelope, Payload, Status};
@@ -200,7 +201,8 @@ impl DeliverStream {
                     return Outcome::Status(Status::InternalServerError);
                 }
             };
-            let block = if seek.header_only {
+            // Fabric strips the data of normal blocks only: config blocks stay whole.
+            let block = if seek.header_only && !blockutil::is_config_block(&block) {
                 Block {
                     header: block.header,
                     data: None,

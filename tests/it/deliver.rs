@@ -88,8 +88,11 @@ async fn error_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_requests_on_one_stream_are_answered_in_turn() {
+    // The last two ask for headers only: normal blocks come without data, config
+    // blocks (block 0) whole, as in Fabric.
     let node = node_with_four_blocks().await;
     let mut c = node.client().await;
+    let header_only = SeekContentType::HeaderWithSig;
     let requests = vec![
         seek(
             CHANNEL,
@@ -105,13 +108,8 @@ async fn several_requests_on_one_stream_are_answered_in_turn() {
             BlockUntilReady,
             SeekContentType::Block,
         ),
-        seek(
-            CHANNEL,
-            Number(2),
-            Number(2),
-            BlockUntilReady,
-            SeekContentType::HeaderWithSig,
-        ),
+        seek(CHANNEL, Number(2), Number(2), BlockUntilReady, header_only),
+        seek(CHANNEL, Number(0), Number(0), BlockUntilReady, header_only),
     ];
     let mut stream = c
         .deliver(tokio_stream::iter(requests))
@@ -131,7 +129,7 @@ async fn several_requests_on_one_stream_are_answered_in_turn() {
             )),
             Some(DeliverItem::Status(s)) => {
                 seen.push(format!("status {s}"));
-                if seen.len() == 7 {
+                if seen.len() == 9 {
                     break;
                 }
             }
@@ -147,6 +145,8 @@ async fn several_requests_on_one_stream_are_answered_in_turn() {
             "block 3 data true",
             "status 200",
             "block 2 data false",
+            "status 200",
+            "block 0 data true",
             "status 200"
         ]
     );

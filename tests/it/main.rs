@@ -2,6 +2,7 @@
 //! through its public gRPC API.
 
 mod backpressure;
+mod bootstrap;
 mod broadcast;
 mod common;
 mod conformance;
