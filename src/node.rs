@@ -41,14 +41,19 @@ struct ActorSystem {
     system: System,
     arbiter: ArbiterHandle,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Resolves when the actor thread ends, however it ends (a panic included).
+    ended: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl ActorSystem {
     fn start() -> Result<ActorSystem, NodeError> {
         let (tx, rx) = std::sync::mpsc::channel();
+        let (ended_tx, ended) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("ordo-actors".into())
             .spawn(move || {
+                // Dropped when this thread ends, even by unwinding from a panic.
+                let _ended = ended_tx;
                 let runner = System::new();
                 let _ = tx.send(System::current());
                 if let Err(e) = runner.run() {
@@ -64,6 +69,7 @@ impl ActorSystem {
             system,
             arbiter,
             thread: Some(thread),
+            ended: Some(ended),
         })
     }
 
@@ -143,6 +149,19 @@ impl Node {
 
     pub fn registrar(&self) -> &Arc<Registrar> {
         &self.registrar
+    }
+
+    /// Resolves if the actor thread ends while the node runs: a panic in an
+    /// actor. Every channel has stopped then; the process should exit so that
+    /// whatever supervises it restarts it (Fabric's orderer exits on a panic).
+    pub async fn actors_ended(&mut self) {
+        match self.actors.ended.as_mut() {
+            Some(ended) => {
+                let _ = ended.await;
+                self.actors.ended = None;
+            }
+            None => futures::future::pending().await,
+        }
     }
 
     /// Clean stop: stop taking envelopes, end the streams, write every channel's

@@ -4,6 +4,7 @@
 mod backpressure;
 mod bootstrap;
 mod broadcast;
+mod cli;
 mod common;
 mod conformance;
 mod deliver;

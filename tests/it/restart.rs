@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use crate::common::*;
 use ordo::client::broadcast::{broadcast, BroadcastOptions};
+use ordo::client::envelope::BlockPosition;
 use ordo::node::Node;
 use ordo::protos::common::Status;
+use ordo::protos::orderer::seek_info::SeekBehavior;
 
 async fn send_and_ack(node: &TestNode, count: usize, tag: &str) {
     let mut client = node.client().await;
@@ -30,8 +32,32 @@ async fn a_clean_stop_writes_the_pending_batch_and_the_chain_continues() {
     let mut node = TestNode::from_profile(&p, vec![]).await;
     send_and_ack(&node, 750, "before").await;
     wait_for_height(&node, CHANNEL, 2).await;
+    // A peer-like Deliver stream waits at the head; the stop must not wait for it.
+    let mut follower = node.client().await;
+    let following = tokio::spawn(async move {
+        deliver(
+            &mut follower,
+            CHANNEL,
+            BlockPosition::Number(3),
+            BlockPosition::Number(u64::MAX),
+            SeekBehavior::BlockUntilReady,
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
     // 250 envelopes are acknowledged but still pending in the cutter.
+    let stopping = tokio::time::Instant::now();
     node.restart().await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "a waiting Deliver stream held up the stop"
+    );
+    let ended = following.await.expect("task");
+    assert_eq!(
+        ended.status,
+        Some(Status::ServiceUnavailable),
+        "waiting streams end with SERVICE_UNAVAILABLE"
+    );
     assert_eq!(
         node.height(CHANNEL),
         3,
