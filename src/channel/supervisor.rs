@@ -194,15 +194,27 @@ mod tests {
     use crate::channelconfig::genesis::GenesisProfile;
     use crate::ledger::LedgerFactory;
 
-    #[actix_rt::test]
-    async fn a_failed_chain_is_restarted_from_the_ledger() {
+    /// A channel "c1" of `profile`'s consensus type on a fresh ledger, supervised.
+    fn supervised(
+        profile: GenesisProfile,
+    ) -> (
+        tempfile::TempDir,
+        Arc<ChannelHandle>,
+        Addr<ChannelSupervisor>,
+    ) {
         let dir = tempfile::tempdir().expect("tempdir");
         let factory = LedgerFactory::open(dir.path()).expect("open");
-        let genesis = GenesisProfile::embedded("c1", vec![]).genesis_block();
+        let genesis = profile.genesis_block();
         let store = factory.create_store("c1", &genesis).expect("create");
         let config = ChannelConfig::from_config_block(&genesis).expect("config");
         let handle = Arc::new(ChannelHandle::new(store, config, 16));
         let supervisor = ChannelSupervisor::new(handle.clone(), Consenters::standard()).start();
+        (dir, handle, supervisor)
+    }
+
+    #[actix_rt::test]
+    async fn a_failed_chain_is_restarted_from_the_ledger() {
+        let (_dir, handle, supervisor) = supervised(GenesisProfile::embedded("c1", vec![]));
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(handle.state(), ChannelState::Active);
 
@@ -225,13 +237,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn a_channel_that_keeps_failing_is_marked_errored() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let factory = LedgerFactory::open(dir.path()).expect("open");
-        let genesis = GenesisProfile::embedded("c1", vec![]).genesis_block();
-        let store = factory.create_store("c1", &genesis).expect("create");
-        let config = ChannelConfig::from_config_block(&genesis).expect("config");
-        let handle = Arc::new(ChannelHandle::new(store, config, 16));
-        let supervisor = ChannelSupervisor::new(handle.clone(), Consenters::standard()).start();
+        let (_dir, handle, supervisor) = supervised(GenesisProfile::embedded("c1", vec![]));
         for _ in 0..=MAX_RESTARTS {
             supervisor.do_send(ChainFailed {
                 channel: "c1".into(),
@@ -250,15 +256,9 @@ mod tests {
 
     #[actix_rt::test]
     async fn an_unsupported_consensus_type_errors_the_channel() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let factory = LedgerFactory::open(dir.path()).expect("open");
         let mut profile = GenesisProfile::embedded("c1", vec![]);
         profile.consensus_type = "bft-of-the-future".into();
-        let genesis = profile.genesis_block();
-        let store = factory.create_store("c1", &genesis).expect("create");
-        let config = ChannelConfig::from_config_block(&genesis).expect("config");
-        let handle = Arc::new(ChannelHandle::new(store, config, 16));
-        let _supervisor = ChannelSupervisor::new(handle.clone(), Consenters::standard()).start();
+        let (_dir, handle, _supervisor) = supervised(profile);
         tokio::time::sleep(Duration::from_millis(50)).await;
         match handle.state() {
             ChannelState::Errored(reason) => assert!(reason.contains("not supported"), "{reason}"),

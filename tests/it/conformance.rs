@@ -26,18 +26,19 @@ fn script(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn run_python(args: &[&std::ffi::OsStr]) {
+/// Runs a conformance script; returns its output, failing the test on a non-zero exit.
+fn run_python(args: &[&std::ffi::OsStr]) -> String {
     let output = Command::new(python())
         .args(args)
         .output()
         .expect("python runs (install it with scripts/setup-test-env.sh)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
         "conformance script failed:\n{stdout}\n{stderr}"
     );
-    println!("{stdout}");
+    stdout
 }
 
 #[test]
@@ -45,35 +46,25 @@ fn our_protos_match_the_official_descriptors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let descriptors = dir.path().join("ordo.desc");
     std::fs::write(&descriptors, ordo::protos::FILE_DESCRIPTOR_SET).expect("write");
-    run_python(&[
+    let out = run_python(&[
         script("check_protos.py").as_os_str(),
         descriptors.as_os_str(),
     ]);
+    assert!(out.contains("match the official definitions"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_python_client_broadcasts_and_delivers() {
     let node = TestNode::from_profile(&profile(CHANNEL), vec![]).await;
     let address = node.address();
-    let script = script("client_test.py");
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python())
-            .arg(script)
-            .arg(address)
-            .arg(CHANNEL)
-            .output()
+    let out = tokio::task::spawn_blocking(move || {
+        run_python(&[
+            script("client_test.py").as_os_str(),
+            address.as_ref(),
+            CHANNEL.as_ref(),
+        ])
     })
     .await
-    .expect("join")
-    .expect("python runs (install it with scripts/setup-test-env.sh)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "python client failed:\n{stdout}\n{stderr}"
-    );
-    assert!(
-        stdout.contains("conformance: all checks passed"),
-        "{stdout}"
-    );
+    .expect("join");
+    assert!(out.contains("conformance: all checks passed"), "{out}");
 }
