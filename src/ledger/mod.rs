@@ -1,7 +1,8 @@
-//! The block ledger: the only code that touches sled for blocks.
+//! The block ledger: the only code that touches block storage.
 //!
 //! Each channel's blocks live in append-only block files, indexed by one sled
-//! database per node (Fabric's block file ledger, with sled as its index). [`BlockStore`] reads and appends;
+//! database per node (Fabric's block file ledger, with sled as its index).
+//! [`BlockStore`] reads and appends;
 //! [`LedgerActor`] is the channel's single writer and makes every block durable
 //! before any Deliver client can see it.
 
