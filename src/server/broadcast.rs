@@ -171,6 +171,10 @@ impl BroadcastStream {
             return true;
         }
         let count = messages.len();
+        // A channel that is down answers at once rather than after a wait for permits.
+        if let Err(reason) = channel.chain() {
+            return self.unavailable(reason).await;
+        }
         // Waits while the channel holds its bound of envelopes: this is the backpressure.
         let Ok(permit) = channel
             .inflight()
@@ -182,6 +186,7 @@ impl BroadcastStream {
                 .unavailable(format!("channel {} is closed", channel.id()))
                 .await;
         };
+        // The chain may have gone down during the wait.
         let chain = match channel.chain() {
             Ok(chain) => chain,
             Err(reason) => return self.unavailable(reason).await,
