@@ -309,6 +309,18 @@ mod tests {
         (cutter_addr.expect("cutter started"), log)
     }
 
+    /// Waits (bounded) until the owner has seen `count` messages.
+    async fn seen(log: &Arc<Mutex<Vec<String>>>, count: usize) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let seen = log.lock().expect("log").clone();
+            if seen.len() >= count || tokio::time::Instant::now() > deadline {
+                return seen;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     #[actix_rt::test]
     async fn batch_timeout_cuts_the_pending_batch() {
         let (cutter, log) = start(Duration::from_millis(50), 10);
@@ -316,8 +328,7 @@ mod tests {
             messages: vec![message(), message()],
             permit: None,
         });
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        let seen = log.lock().expect("log").clone();
+        let seen = seen(&log, 2).await;
         assert_eq!(seen, vec!["timeout", "batch 2 permits 0"]);
     }
 
@@ -335,8 +346,7 @@ mod tests {
             permit: Some(permit),
         });
         cutter.do_send(Drain);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let seen = log.lock().expect("log").clone();
+        let seen = seen(&log, 3).await;
         assert_eq!(
             seen,
             vec!["batch 3 permits 3", "batch 2 permits 2", "drained"]

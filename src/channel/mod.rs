@@ -3,6 +3,7 @@
 
 mod supervisor;
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use tokio::sync::{watch, Semaphore};
@@ -41,6 +42,7 @@ pub struct ChannelHandle {
     /// Bounds the envelopes held between Broadcast and the ledger.
     inflight: Arc<Semaphore>,
     max_inflight: usize,
+    restarts: AtomicU32,
 }
 
 impl ChannelHandle {
@@ -55,6 +57,7 @@ impl ChannelHandle {
             filters: Arc::new(RuleSet::standard()),
             inflight: Arc::new(Semaphore::new(max_inflight)),
             max_inflight,
+            restarts: AtomicU32::new(0),
         }
     }
 
@@ -112,6 +115,15 @@ impl ChannelHandle {
 
     pub fn max_inflight(&self) -> usize {
         self.max_inflight
+    }
+
+    /// How often the supervisor restarted this channel's tree.
+    pub fn restarts(&self) -> u32 {
+        self.restarts.load(Ordering::Relaxed)
+    }
+
+    fn count_restart(&self) -> u32 {
+        self.restarts.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     fn set_chain(&self, chain: Option<ChainHandle>, state: ChannelState) {

@@ -39,7 +39,8 @@ pub struct ChannelSupervisor {
     chain: Option<ChainHandle>,
     ledger: Option<Addr<LedgerActor>>,
     failures: VecDeque<Instant>,
-    restarts: u32,
+    /// The one pending restart, if any: a new failure replaces it.
+    pending_restart: Option<SpawnHandle>,
     shutting_down: bool,
 }
 
@@ -51,19 +52,21 @@ impl ChannelSupervisor {
             chain: None,
             ledger: None,
             failures: VecDeque::new(),
-            restarts: 0,
+            pending_restart: None,
             shutting_down: false,
         }
     }
 
     /// Starts ledger and chain from what is on disk.
     fn start_tree(&mut self, ctx: &mut Context<Self>) {
-        if self.shutting_down {
+        self.pending_restart = None;
+        let errored = matches!(self.handle.state(), ChannelState::Errored(_));
+        if self.shutting_down || errored || self.chain.is_some() {
             return;
         }
         match self.try_start_tree(ctx) {
             Ok(()) => {
-                tracing::info!(channel = %self.handle.id(), height = self.handle.store().height(), restarts = self.restarts, "channel started");
+                tracing::info!(channel = %self.handle.id(), height = self.handle.store().height(), restarts = self.handle.restarts(), "channel started");
             }
             Err(reason) => {
                 tracing::error!(channel = %self.handle.id(), %reason, "channel cannot start");
@@ -108,7 +111,11 @@ impl ChannelSupervisor {
             chain.abort.do_send(Abort);
         }
         self.ledger = None;
-        if self.shutting_down {
+        if let Some(pending) = self.pending_restart.take() {
+            ctx.cancel_future(pending);
+        }
+        let errored = matches!(self.handle.state(), ChannelState::Errored(_));
+        if self.shutting_down || errored {
             return;
         }
         let now = Instant::now();
@@ -125,23 +132,13 @@ impl ChannelSupervisor {
             self.handle.set_chain(None, ChannelState::Errored(reason));
             return;
         }
-        self.restarts += 1;
+        let attempt = self.handle.count_restart();
         let exponent = (self.failures.len() as u32).saturating_sub(1).min(6);
         let backoff = (FIRST_BACKOFF * 2u32.pow(exponent)).min(MAX_BACKOFF);
-        tracing::warn!(channel = %self.handle.id(), %reason, attempt = self.restarts, ?backoff, "channel failed; restarting");
-        self.handle.set_chain(
-            None,
-            ChannelState::Restarting {
-                attempt: self.restarts,
-                reason,
-            },
-        );
-        ctx.run_later(backoff, |act, ctx| act.start_tree(ctx));
-    }
-
-    /// Restarts counted so far.
-    pub fn restarts(&self) -> u32 {
-        self.restarts
+        tracing::warn!(channel = %self.handle.id(), %reason, attempt, ?backoff, "channel failed; restarting");
+        self.handle
+            .set_chain(None, ChannelState::Restarting { attempt, reason });
+        self.pending_restart = Some(ctx.run_later(backoff, |act, ctx| act.start_tree(ctx)));
     }
 }
 
@@ -194,6 +191,8 @@ mod tests {
     use crate::channelconfig::genesis::GenesisProfile;
     use crate::ledger::LedgerFactory;
 
+    const PATIENCE: Duration = Duration::from_secs(10);
+
     /// A channel "c1" of `profile`'s consensus type on a fresh ledger, supervised.
     fn supervised(
         profile: GenesisProfile,
@@ -212,26 +211,34 @@ mod tests {
         (dir, handle, supervisor)
     }
 
+    /// Waits (bounded) until the channel's state satisfies `predicate`.
+    async fn state_becomes(
+        handle: &ChannelHandle,
+        predicate: impl Fn(&ChannelState) -> bool,
+    ) -> ChannelState {
+        let mut states = handle.subscribe_state();
+        let result = tokio::time::timeout(PATIENCE, states.wait_for(|s| predicate(s))).await;
+        let state = handle.state();
+        assert!(
+            matches!(result, Ok(Ok(_))),
+            "state did not change as expected; it is {state:?}"
+        );
+        state
+    }
+
     #[actix_rt::test]
     async fn a_failed_chain_is_restarted_from_the_ledger() {
         let (_dir, handle, supervisor) = supervised(GenesisProfile::embedded("c1", vec![]));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(handle.state(), ChannelState::Active);
+        state_becomes(&handle, |s| *s == ChannelState::Active).await;
+        assert_eq!(handle.restarts(), 0);
 
         supervisor.do_send(LedgerFailed {
             channel: "c1".into(),
             reason: "disk on fire".into(),
         });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(
-            matches!(handle.state(), ChannelState::Restarting { attempt: 1, .. }),
-            "{:?}",
-            handle.state()
-        );
-        assert!(handle.chain().is_err());
-
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(handle.state(), ChannelState::Active);
+        state_becomes(&handle, |s| *s != ChannelState::Active).await;
+        state_becomes(&handle, |s| *s == ChannelState::Active).await;
+        assert_eq!(handle.restarts(), 1);
         assert!(handle.chain().is_ok());
     }
 
@@ -244,7 +251,9 @@ mod tests {
                 reason: "boom".into(),
             });
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        state_becomes(&handle, |s| matches!(s, ChannelState::Errored(_))).await;
+        // No restart that was already scheduled may bring it back.
+        tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(
             matches!(handle.state(), ChannelState::Errored(_)),
             "{:?}",
@@ -252,6 +261,7 @@ mod tests {
         );
         let err = handle.chain().err().expect("no chain");
         assert!(err.contains("errored"), "{err}");
+        assert_eq!(handle.restarts(), MAX_RESTARTS as u32);
     }
 
     #[actix_rt::test]
@@ -259,8 +269,7 @@ mod tests {
         let mut profile = GenesisProfile::embedded("c1", vec![]);
         profile.consensus_type = "bft-of-the-future".into();
         let (_dir, handle, _supervisor) = supervised(profile);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        match handle.state() {
+        match state_becomes(&handle, |s| matches!(s, ChannelState::Errored(_))).await {
             ChannelState::Errored(reason) => assert!(reason.contains("not supported"), "{reason}"),
             other => panic!("unexpected state {other:?}"),
         }
