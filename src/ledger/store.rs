@@ -390,6 +390,7 @@ impl BlockStore {
             }
             match read_record(&file, position.1, file_len) {
                 Some((bytes, offset)) => {
+                    let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
                     let block = match Block::decode(Bytes::from(bytes)) {
                         Ok(block) => block,
                         Err(_) => {
@@ -400,7 +401,7 @@ impl BlockStore {
                     let location = Location {
                         file: position.0,
                         offset,
-                        len: u32::try_from(block.encoded_len()).unwrap_or(u32::MAX),
+                        len,
                     };
                     position = (position.0, location.end());
                     recovered.push((block, location));

@@ -16,44 +16,34 @@ fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_missing_or_garbled_genesis_block_stops_start_up_naming_the_file() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let missing = dir.path().join("nowhere.block");
+/// Starts a node that must bootstrap from `genesis`; returns why it refused.
+async fn start_from_file_fails(dir: &std::path::Path, genesis: &std::path::Path) -> String {
     let config = config_for(
-        dir.path(),
+        dir,
         &env(&[
             ("ORDERER_GENERAL_BOOTSTRAPMETHOD", "file"),
             (
                 "ORDERER_GENERAL_BOOTSTRAPFILE",
-                &missing.display().to_string(),
+                &genesis.display().to_string(),
             ),
         ]),
     );
-    let err = Node::start(config)
+    Node::start(config)
         .await
         .err()
-        .expect("must fail")
-        .to_string();
+        .expect("start-up must fail")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_garbled_genesis_block_stops_start_up_naming_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let err = start_from_file_fails(dir.path(), &dir.path().join("nowhere.block")).await;
     assert!(err.contains("nowhere.block"), "{err}");
 
     let garbled = dir.path().join("garbled.block");
     std::fs::write(&garbled, b"\xff\xff\xff not a block").expect("write");
-    let config = config_for(
-        dir.path(),
-        &env(&[
-            ("ORDERER_GENERAL_BOOTSTRAPMETHOD", "file"),
-            (
-                "ORDERER_GENERAL_BOOTSTRAPFILE",
-                &garbled.display().to_string(),
-            ),
-        ]),
-    );
-    let err = Node::start(config)
-        .await
-        .err()
-        .expect("must fail")
-        .to_string();
+    let err = start_from_file_fails(dir.path(), &garbled).await;
     assert!(err.contains("garbled.block"), "{err}");
 }
 
@@ -66,18 +56,7 @@ async fn a_block_that_is_not_block_zero_is_refused_as_genesis() {
     }
     let path = dir.path().join("five.block");
     std::fs::write(&path, block.encode_to_vec()).expect("write");
-    let config = config_for(
-        dir.path(),
-        &env(&[
-            ("ORDERER_GENERAL_BOOTSTRAPMETHOD", "file"),
-            ("ORDERER_GENERAL_BOOTSTRAPFILE", &path.display().to_string()),
-        ]),
-    );
-    let err = Node::start(config)
-        .await
-        .err()
-        .expect("must fail")
-        .to_string();
+    let err = start_from_file_fails(dir.path(), &path).await;
     assert!(err.contains("block 5"), "{err}");
 }
 

@@ -4,12 +4,18 @@ use std::process::Command;
 
 use crate::common::*;
 
-fn ordo(args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_ordo"))
-        .args(args)
-        .env("FABRIC_LOGGING_SPEC", "error")
-        .output()
-        .expect("run ordo");
+/// Runs the `ordo` binary off the async runtime; returns (success, stdout, stderr).
+async fn ordo(args: &[&str]) -> (bool, String, String) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_ordo"))
+            .args(&args)
+            .env("FABRIC_LOGGING_SPEC", "error")
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("run ordo");
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -24,44 +30,32 @@ async fn broadcast_then_deliver_print_what_the_node_holds() {
     p.batch_timeout = "1h".into();
     let node = TestNode::from_profile(&p, vec![]).await;
     let address = node.address();
-    let (ok, out, err) = tokio::task::spawn_blocking({
-        let address = address.clone();
-        move || {
-            ordo(&[
-                "broadcast",
-                "--address",
-                &address,
-                "--count",
-                "300",
-                "--size",
-                "100",
-                "--streams",
-                "3",
-            ])
-        }
-    })
-    .await
-    .expect("join");
+    let (ok, out, err) = ordo(&[
+        "broadcast",
+        "--address",
+        &address,
+        "--count",
+        "300",
+        "--size",
+        "100",
+        "--streams",
+        "3",
+    ])
+    .await;
     assert!(ok, "{out}\n{err}");
     assert!(out.contains("300 SUCCESS"), "{out}");
     wait_for_height(&node, CHANNEL, 4).await;
 
-    let (ok, out, err) = tokio::task::spawn_blocking({
-        let address = address.clone();
-        move || {
-            ordo(&[
-                "deliver",
-                "--address",
-                &address,
-                "--start",
-                "oldest",
-                "--stop",
-                "newest",
-            ])
-        }
-    })
-    .await
-    .expect("join");
+    let (ok, out, err) = ordo(&[
+        "deliver",
+        "--address",
+        &address,
+        "--start",
+        "oldest",
+        "--stop",
+        "newest",
+    ])
+    .await;
     assert!(ok, "{out}\n{err}");
     let blocks = all_blocks(&node, CHANNEL).await;
     let expected: Vec<String> = blocks
@@ -79,17 +73,14 @@ async fn broadcast_then_deliver_print_what_the_node_holds() {
         .collect();
     assert_eq!(out.lines().collect::<Vec<_>>(), expected);
 
-    let (ok, _, err) = tokio::task::spawn_blocking(move || {
-        ordo(&[
-            "deliver",
-            "--address",
-            &address,
-            "--channel",
-            "nosuchchannel",
-        ])
-    })
-    .await
-    .expect("join");
+    let (ok, _, err) = ordo(&[
+        "deliver",
+        "--address",
+        &address,
+        "--channel",
+        "nosuchchannel",
+    ])
+    .await;
     assert!(!ok);
     assert!(err.contains("NOT_FOUND"), "{err}");
 }
