@@ -9,6 +9,7 @@ pub mod blockutil;
 pub mod channel;
 pub mod channelconfig;
 pub mod client;
+pub mod configtx;
 pub mod consensus;
 pub mod ledger;
 pub mod localconfig;

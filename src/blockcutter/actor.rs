@@ -8,7 +8,10 @@
 //!   with a cut does not cut the next batch early.
 //! - [`Drain`] (from the ChainActor, on halt): cut what is pending, then send
 //!   [`Drained`].
-//! - [`UpdateBatchConfig`]: new BatchSize / BatchTimeout after a config block.
+//! - [`OrderedConfig`] (from the ChainActor): a config message. The pending
+//!   batch is cut, the config message becomes a batch of its own, and the new
+//!   BatchSize / BatchTimeout apply to every message after it. Carrying the new
+//!   limits with the message keeps them in step with the order of messages.
 //!
 //! Emits to its owner, through one mailbox so their order is kept: [`BatchCut`],
 //! [`BatchTimeoutExpired`], [`Drained`].
@@ -47,10 +50,14 @@ pub struct CutPending {
 #[rtype(result = "()")]
 pub struct Drain;
 
-/// New batch limits and timeout; apply from the next message on.
+/// A config message: isolated in a batch of its own; the limits and timeout
+/// of the config it makes apply from the next message on.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct UpdateBatchConfig {
+pub struct OrderedConfig {
+    pub message: OrderedMessage,
+    /// The message's in-flight permit.
+    pub permit: Option<OwnedSemaphorePermit>,
     pub limits: BatchLimits,
     pub timeout: Duration,
 }
@@ -60,6 +67,8 @@ pub struct UpdateBatchConfig {
 #[rtype(result = "()")]
 pub struct BatchCut {
     pub batch: Batch,
+    /// The batch is one config message, to be written as a config block.
+    pub is_config: bool,
     /// The permits of the batch's envelopes, to release once the block is durable.
     pub permit: Option<OwnedSemaphorePermit>,
 }
@@ -129,7 +138,11 @@ impl CutterActor {
             return;
         }
         let permit = self.take_permits(batch.len());
-        self.owner.batches.do_send(BatchCut { batch, permit });
+        self.owner.batches.do_send(BatchCut {
+            batch,
+            is_config: false,
+            permit,
+        });
     }
 
     fn take_permits(&mut self, count: usize) -> Option<OwnedSemaphorePermit> {
@@ -227,10 +240,16 @@ impl Handler<Drain> for CutterActor {
     }
 }
 
-impl Handler<UpdateBatchConfig> for CutterActor {
+impl Handler<OrderedConfig> for CutterActor {
     type Result = ();
 
-    fn handle(&mut self, msg: UpdateBatchConfig, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: OrderedConfig, ctx: &mut Context<Self>) {
+        self.cut_pending(ctx);
+        self.owner.batches.do_send(BatchCut {
+            batch: vec![msg.message.envelope],
+            is_config: true,
+            permit: msg.permit,
+        });
         self.cutter.set_limits(msg.limits);
         self.timeout = msg.timeout;
     }
@@ -257,10 +276,11 @@ mod tests {
         type Result = ();
         fn handle(&mut self, msg: BatchCut, _: &mut Context<Self>) {
             let permits = msg.permit.as_ref().map_or(0, |p| p.num_permits());
+            let kind = if msg.is_config { "config" } else { "batch" };
             self.log
                 .lock()
                 .expect("log")
-                .push(format!("batch {} permits {permits}", msg.batch.len()));
+                .push(format!("{kind} {} permits {permits}", msg.batch.len()));
         }
     }
 
@@ -353,5 +373,38 @@ mod tests {
         );
         // The owner dropped the batches, so every permit is back.
         assert_eq!(semaphore.available_permits(), 10);
+    }
+
+    #[actix_rt::test]
+    async fn a_config_message_is_isolated_and_its_limits_apply_after_it() {
+        let (cutter, log) = start(Duration::from_secs(60), 10);
+        cutter.do_send(Ordered {
+            messages: vec![message(), message()],
+            permit: None,
+        });
+        cutter.do_send(OrderedConfig {
+            message: message(),
+            permit: None,
+            limits: BatchLimits {
+                max_message_count: 1,
+                absolute_max_bytes: 100,
+                preferred_max_bytes: 100,
+            },
+            timeout: Duration::from_secs(60),
+        });
+        cutter.do_send(Ordered {
+            messages: vec![message(), message()],
+            permit: None,
+        });
+        let seen = seen(&log, 4).await;
+        assert_eq!(
+            seen,
+            vec![
+                "batch 2 permits 0",
+                "config 1 permits 0",
+                "batch 1 permits 0",
+                "batch 1 permits 0"
+            ]
+        );
     }
 }

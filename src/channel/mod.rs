@@ -10,7 +10,8 @@ use tokio::sync::{watch, Semaphore};
 
 pub use supervisor::{ChannelSupervisor, Shutdown};
 
-use crate::channelconfig::ChannelConfig;
+use crate::channelconfig::{ChannelConfig, SharedConfig};
+use crate::configtx::{PolicyEvaluator, PolicyMustExist};
 use crate::consensus::ChainHandle;
 use crate::ledger::BlockStore;
 use crate::msgprocessor::RuleSet;
@@ -35,10 +36,11 @@ pub enum ChannelState {
 pub struct ChannelHandle {
     id: String,
     store: BlockStore,
-    config: RwLock<Arc<ChannelConfig>>,
+    config: SharedConfig,
     chain: RwLock<Option<ChainHandle>>,
     state: watch::Sender<ChannelState>,
     filters: Arc<RuleSet>,
+    policies: Arc<dyn PolicyEvaluator>,
     /// Bounds the envelopes held between Broadcast and the ledger.
     inflight: Arc<Semaphore>,
     max_inflight: usize,
@@ -51,10 +53,11 @@ impl ChannelHandle {
         ChannelHandle {
             id: config.channel_id.clone(),
             store,
-            config: RwLock::new(Arc::new(config)),
+            config: SharedConfig::new(config),
             chain: RwLock::new(None),
             state,
             filters: Arc::new(RuleSet::standard()),
+            policies: Arc::new(PolicyMustExist),
             inflight: Arc::new(Semaphore::new(max_inflight)),
             max_inflight,
             restarts: AtomicU32::new(0),
@@ -69,11 +72,18 @@ impl ChannelHandle {
         &self.store
     }
 
+    /// The config Broadcast validates with: the one the next message is ordered under.
     pub fn config(&self) -> Arc<ChannelConfig> {
-        self.config
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.config.current()
+    }
+
+    pub fn shared_config(&self) -> &SharedConfig {
+        &self.config
+    }
+
+    /// Evaluates the modification policies of config updates.
+    pub fn policies(&self) -> &Arc<dyn PolicyEvaluator> {
+        &self.policies
     }
 
     pub fn filters(&self) -> &Arc<RuleSet> {
@@ -132,6 +142,6 @@ impl ChannelHandle {
     }
 
     fn set_config(&self, config: ChannelConfig) {
-        *self.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
+        self.config.replace(Arc::new(config));
     }
 }

@@ -93,10 +93,11 @@ impl ChannelSupervisor {
         let ledger = LedgerActor::new(store, ctx.address().recipient()).start();
         let support = ChainSupport {
             channel_id: self.handle.id().to_string(),
-            config: self.handle.config(),
+            config: self.handle.shared_config().clone(),
             tip,
             ledger: ledger.clone(),
             filters: self.handle.filters().clone(),
+            policies: self.handle.policies().clone(),
             on_failure: ctx.address().recipient(),
         };
         let chain = consenter.start_chain(support).map_err(|e| e.to_string())?;

@@ -4,7 +4,6 @@
 //! consensus values, and ImplicitMeta policies at each level.
 
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use prost::Message;
@@ -126,23 +125,22 @@ impl GenesisProfile {
 
     /// Block 0 of the channel: one CONFIG envelope, no previous hash.
     pub fn genesis_block(&self) -> Block {
-        let envelope = config_envelope(&self.channel_id, self.config());
+        let envelope = config_envelope(&self.channel_id, self.config(), None);
         genesis_block_from_envelope(envelope.encode_to_vec().into())
     }
 }
 
 /// Wraps a config tree in an (unsigned) CONFIG envelope for `channel_id`.
-pub fn config_envelope(channel_id: &str, config: Config) -> Envelope {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+/// `last_update`: the CONFIG_UPDATE it was made from (none for a genesis block).
+pub fn config_envelope(
+    channel_id: &str,
+    config: Config,
+    last_update: Option<Envelope>,
+) -> Envelope {
     let channel_header = ChannelHeader {
         r#type: HeaderType::Config as i32,
         version: 0,
-        timestamp: Some(prost_types::Timestamp {
-            seconds: i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
-            nanos: 0,
-        }),
+        timestamp: Some(crate::client::envelope::now()),
         channel_id: channel_id.into(),
         tx_id: String::new(),
         epoch: 0,
@@ -156,7 +154,7 @@ pub fn config_envelope(channel_id: &str, config: Config) -> Envelope {
         }),
         data: ConfigEnvelope {
             config: Some(config),
-            last_update: None,
+            last_update,
         }
         .encode_to_vec()
         .into(),

@@ -5,6 +5,7 @@
 
 mod duration;
 pub mod genesis;
+mod parts;
 
 use std::time::Duration;
 
@@ -12,6 +13,10 @@ use bytes::Bytes;
 use prost::Message;
 
 pub use duration::parse_go_duration;
+pub use parts::{
+    ApplicationValues, ChannelValues, ConsensusState, EtcdRaftConfig, OrdererValues, Organization,
+    PolicyInfo, PolicyRule, ETCDRAFT,
+};
 
 use crate::protos::common::{
     Block, ChannelHeader, Config, ConfigEnvelope, ConfigGroup, Envelope, HeaderType, Payload,
@@ -34,6 +39,8 @@ pub mod keys {
     pub const WRITERS: &str = "Writers";
     pub const ADMINS: &str = "Admins";
     pub const BLOCK_VALIDATION: &str = "BlockValidation";
+    pub const MSP: &str = "MSP";
+    pub const ENDPOINTS: &str = "Endpoints";
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -48,6 +55,33 @@ pub enum ChannelConfigError {
     Missing(&'static str),
     #[error("config value {path} is invalid: {reason}")]
     Invalid { path: &'static str, reason: String },
+}
+
+/// The current config of a channel, shared by its handle (what Broadcast
+/// validates with) and its chain (which moves it on at each config message).
+#[derive(Debug, Clone)]
+pub struct SharedConfig(std::sync::Arc<std::sync::RwLock<std::sync::Arc<ChannelConfig>>>);
+
+impl SharedConfig {
+    pub fn new(config: ChannelConfig) -> SharedConfig {
+        SharedConfig(std::sync::Arc::new(std::sync::RwLock::new(
+            std::sync::Arc::new(config),
+        )))
+    }
+
+    pub fn current(&self) -> std::sync::Arc<ChannelConfig> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn replace(&self, config: std::sync::Arc<ChannelConfig>) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = config;
+    }
 }
 
 /// The block-cutting limits of `Orderer/BatchSize`.
@@ -69,6 +103,14 @@ pub struct ChannelConfig {
     /// `ConsensusType.type`: the consenter that orders this channel.
     pub consensus_type: String,
     pub consensus_metadata: Bytes,
+    /// Values of the `/Channel` group.
+    pub channel: ChannelValues,
+    /// The Orderer group beyond batching: consenters, organizations.
+    pub orderer: OrdererValues,
+    /// The Application group, if the channel has one.
+    pub application: Option<ApplicationValues>,
+    /// Every policy, by absolute path.
+    pub policies: std::collections::BTreeMap<String, PolicyInfo>,
     /// The whole config tree, kept so that nothing unknown is ever dropped.
     pub config: Config,
 }
@@ -147,6 +189,17 @@ impl ChannelConfig {
                 reason: "type is empty".into(),
             });
         }
+        let orderer_values = parts::orderer_values(
+            orderer,
+            &consensus.r#type,
+            &consensus.metadata,
+            consensus.state,
+        )?;
+        let application = root
+            .groups
+            .get(keys::APPLICATION_GROUP)
+            .map(parts::application_values)
+            .transpose()?;
         Ok(ChannelConfig {
             channel_id,
             sequence: config.sequence,
@@ -154,6 +207,10 @@ impl ChannelConfig {
             batch_timeout,
             consensus_type: consensus.r#type,
             consensus_metadata: consensus.metadata,
+            channel: parts::channel_values(root)?,
+            orderer: orderer_values,
+            application,
+            policies: parts::policies(root),
             config,
         })
     }

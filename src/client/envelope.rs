@@ -20,7 +20,8 @@ use crate::protos::orderer::{SeekInfo, SeekNewest, SeekOldest, SeekPosition, See
 /// MSP ID of the identity the client names as creator.
 pub const CLIENT_MSP_ID: &str = "SampleOrg";
 
-fn timestamp() -> prost_types::Timestamp {
+/// The current time as a protobuf timestamp.
+pub fn now() -> prost_types::Timestamp {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -54,7 +55,7 @@ pub fn envelope(channel: &str, kind: HeaderType, data: Bytes) -> Envelope {
     let channel_header = ChannelHeader {
         r#type: kind as i32,
         version: 0,
-        timestamp: Some(timestamp()),
+        timestamp: Some(now()),
         channel_id: channel.into(),
         tx_id,
         epoch: 0,

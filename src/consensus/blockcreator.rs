@@ -26,8 +26,17 @@ impl BlockCreator {
     }
 
     /// The next block over `batch`. `consenter_metadata` goes into the block's
-    /// `OrdererBlockMetadata` (empty for solo).
-    pub fn create_next_block(&mut self, batch: Batch, consenter_metadata: Bytes) -> Block {
+    /// `OrdererBlockMetadata` (empty for solo). A config block's LAST_CONFIG
+    /// names itself, and every later block names it.
+    pub fn create_next_block(
+        &mut self,
+        batch: Batch,
+        is_config: bool,
+        consenter_metadata: Bytes,
+    ) -> Block {
+        if is_config {
+            self.last_config = self.next_number;
+        }
         let block = blockutil::new_block(
             self.next_number,
             self.previous_hash.clone(),
@@ -59,8 +68,8 @@ mod tests {
             last_config: 2,
         };
         let mut creator = BlockCreator::new(&tip);
-        let b4 = creator.create_next_block(vec![Bytes::from_static(b"a")], Bytes::new());
-        let b5 = creator.create_next_block(vec![Bytes::from_static(b"b")], Bytes::new());
+        let b4 = creator.create_next_block(vec![Bytes::from_static(b"a")], false, Bytes::new());
+        let b5 = creator.create_next_block(vec![Bytes::from_static(b"b")], false, Bytes::new());
         let h4 = b4.header.as_ref().expect("header");
         let h5 = b5.header.as_ref().expect("header");
         assert_eq!((h4.number, h5.number), (4, 5));
@@ -68,5 +77,10 @@ mod tests {
         assert_eq!(h5.previous_hash, blockutil::header_hash(h4));
         assert_eq!(blockutil::last_config_index(&b5), Some(2));
         assert_eq!(creator.next_number(), 6);
+
+        let b6 = creator.create_next_block(vec![Bytes::from_static(b"c")], true, Bytes::new());
+        let b7 = creator.create_next_block(vec![Bytes::from_static(b"d")], false, Bytes::new());
+        assert_eq!(blockutil::last_config_index(&b6), Some(6));
+        assert_eq!(blockutil::last_config_index(&b7), Some(6));
     }
 }

@@ -18,7 +18,8 @@ use tokio::sync::OwnedSemaphorePermit;
 pub use blockcreator::BlockCreator;
 
 use crate::blockcutter::OrderedMessage;
-use crate::channelconfig::ChannelConfig;
+use crate::channelconfig::{ChannelConfig, SharedConfig};
+use crate::configtx::PolicyEvaluator;
 use crate::ledger::{ChainTip, LedgerActor};
 use crate::msgprocessor::RuleSet;
 
@@ -31,6 +32,22 @@ pub struct Submit {
     /// The config sequence the messages were validated at; older ones are re-validated.
     pub config_seq: u64,
     /// The messages' in-flight permits, released once their block is durable.
+    pub permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Order one config message (Fabric's `Configure(config, configSeq)`): a CONFIG
+/// envelope made from a validated config update, written as a block of its own.
+/// The new config applies to every message ordered after it.
+#[derive(Message)]
+#[rtype(result = "Result<(), SubmitError>")]
+pub struct Configure {
+    /// The CONFIG envelope.
+    pub message: OrderedMessage,
+    /// The config sequence the update was validated at; if the config moved on,
+    /// the chain checks the update again against the current config.
+    pub config_seq: u64,
+    /// The config the envelope makes.
+    pub config: Arc<ChannelConfig>,
     pub permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -58,24 +75,33 @@ pub enum SubmitError {
     /// Not now (halting, no leader, backend lost): SERVICE_UNAVAILABLE.
     #[error("{0}")]
     Unavailable(String),
+    /// No longer valid under the current config: BAD_REQUEST.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// How the rest of the node reaches a running chain.
 #[derive(Clone)]
 pub struct ChainHandle {
     pub submit: Recipient<Submit>,
+    pub configure: Recipient<Configure>,
     pub halt: Recipient<Halt>,
     pub abort: Recipient<Abort>,
 }
 
 impl ChainHandle {
-    /// The recipients of one chain actor that handles all three messages.
+    /// The recipients of one chain actor that handles all four messages.
     pub fn of<A>(addr: &Addr<A>) -> ChainHandle
     where
-        A: Actor<Context = Context<A>> + Handler<Submit> + Handler<Halt> + Handler<Abort>,
+        A: Actor<Context = Context<A>>
+            + Handler<Submit>
+            + Handler<Configure>
+            + Handler<Halt>
+            + Handler<Abort>,
     {
         ChainHandle {
             submit: addr.clone().recipient(),
+            configure: addr.clone().recipient(),
             halt: addr.clone().recipient(),
             abort: addr.clone().recipient(),
         }
@@ -85,12 +111,15 @@ impl ChainHandle {
 /// Everything a consenter gets to start a channel's chain.
 pub struct ChainSupport {
     pub channel_id: String,
-    pub config: Arc<ChannelConfig>,
+    /// The channel's config, which the chain moves on at each config message.
+    pub config: SharedConfig,
     /// What the next block builds on, as read from the ledger.
     pub tip: ChainTip,
     pub ledger: Addr<LedgerActor>,
     /// The channel's Broadcast filters, to re-validate messages after a config change.
     pub filters: Arc<RuleSet>,
+    /// Checks config updates again when the config moved on before ordering.
+    pub policies: Arc<dyn PolicyEvaluator>,
     pub on_failure: Recipient<ChainFailed>,
 }
 

@@ -3,8 +3,13 @@
 //! ChainActor (solo) mailbox:
 //! - [`Submit`] (from Broadcast): re-validate if the config moved on, pass the
 //!   messages to the CutterActor; answered at once (SUCCESS) unless halting.
-//! - [`BatchCut`] (from the CutterActor): make the next block, send it to the
-//!   LedgerActor with the batch's in-flight permits.
+//! - [`Configure`] (from Broadcast): a CONFIG envelope. Checked again if the
+//!   config moved on since it was validated; the channel's config moves to the
+//!   new one at once (every later message is ordered under it) and the
+//!   CutterActor isolates it in a block of its own.
+//! - [`BatchCut`] (from the CutterActor): make the next block (a config block
+//!   for a config batch), send it to the LedgerActor with the batch's in-flight
+//!   permits.
 //! - [`BatchTimeoutExpired`] (from the CutterActor): cut the pending batch.
 //! - [`Drained`] (from the CutterActor): after a halt, wait for the ledger to
 //!   make everything durable, answer the halt, stop.
@@ -18,14 +23,15 @@ use prost::Message as _;
 use tokio::sync::oneshot;
 
 use super::{
-    Abort, BlockCreator, ChainFailed, ChainHandle, ChainSupport, ConsensusError, Consenter, Halt,
-    Submit, SubmitError,
+    Abort, BlockCreator, ChainFailed, ChainHandle, ChainSupport, Configure, ConsensusError,
+    Consenter, Halt, Submit, SubmitError,
 };
 use crate::blockcutter::{
     BatchCut, BatchTimeoutExpired, CutPending, CutterActor, CutterOwner, Drain, Drained, Ordered,
-    OrderedMessage,
+    OrderedConfig, OrderedMessage,
 };
-use crate::channelconfig::ChannelConfig;
+use crate::channelconfig::{ChannelConfig, SharedConfig};
+use crate::configtx::{self, PolicyEvaluator};
 use crate::ledger::{AppendBlock, LedgerActor, Sync};
 use crate::msgprocessor::RuleSet;
 use crate::protos::common::Envelope;
@@ -48,8 +54,11 @@ impl Consenter for SoloConsenter {
 
 pub struct SoloChain {
     channel_id: String,
+    /// The config the next message is ordered under.
     config: Arc<ChannelConfig>,
+    shared_config: SharedConfig,
     filters: Arc<RuleSet>,
+    policies: Arc<dyn PolicyEvaluator>,
     ledger: Addr<LedgerActor>,
     cutter: Addr<CutterActor>,
     creator: BlockCreator,
@@ -60,7 +69,7 @@ pub struct SoloChain {
 
 impl SoloChain {
     fn new(support: ChainSupport, ctx: &mut Context<Self>) -> SoloChain {
-        let config = support.config;
+        let config = support.config.current();
         let cutter = CutterActor::new(
             config.batch_size,
             config.batch_timeout,
@@ -71,7 +80,9 @@ impl SoloChain {
             channel_id: support.channel_id,
             creator: BlockCreator::new(&support.tip),
             config,
+            shared_config: support.config,
             filters: support.filters,
+            policies: support.policies,
             ledger: support.ledger,
             cutter,
             on_failure: support.on_failure,
@@ -145,11 +156,55 @@ impl Handler<Submit> for SoloChain {
     }
 }
 
+impl Handler<Configure> for SoloChain {
+    type Result = Result<(), SubmitError>;
+
+    fn handle(&mut self, msg: Configure, _: &mut Context<Self>) -> Self::Result {
+        if self.halt_waiters.is_some() {
+            return Err(SubmitError::Unavailable(format!(
+                "channel {} is halting",
+                self.channel_id
+            )));
+        }
+        let (message, config) = if msg.config_seq == self.config.sequence {
+            (msg.message, msg.config)
+        } else {
+            // Another config came first: the update must hold against it.
+            let proposed = configtx::last_update(&msg.message.envelope)
+                .and_then(|update| {
+                    configtx::propose_config_update(&self.config, &update, self.policies.as_ref())
+                })
+                .map_err(|e| {
+                    tracing::warn!(channel = %self.channel_id, reason = %e, "config update no longer valid under the current config");
+                    SubmitError::Invalid(format!("config update no longer valid: {e}"))
+                })?;
+            let envelope = proposed.envelope.encode_to_vec();
+            let message = OrderedMessage {
+                size: envelope.len(),
+                envelope: envelope.into(),
+            };
+            (message, Arc::new(proposed.config))
+        };
+        tracing::info!(channel = %self.channel_id, sequence = config.sequence, "ordering config update");
+        self.config = config.clone();
+        self.shared_config.replace(config.clone());
+        self.cutter.do_send(OrderedConfig {
+            message,
+            permit: msg.permit,
+            limits: config.batch_size,
+            timeout: config.batch_timeout,
+        });
+        Ok(())
+    }
+}
+
 impl Handler<BatchCut> for SoloChain {
     type Result = ();
 
     fn handle(&mut self, msg: BatchCut, _: &mut Context<Self>) {
-        let block = self.creator.create_next_block(msg.batch, Bytes::new());
+        let block = self
+            .creator
+            .create_next_block(msg.batch, msg.is_config, Bytes::new());
         self.ledger.do_send(AppendBlock {
             block,
             permit: msg.permit,

@@ -34,8 +34,10 @@ pub enum Classification {
     Normal,
     /// A CONFIG_UPDATE, to be turned into a CONFIG envelope.
     ConfigUpdate,
-    /// A CONFIG or ORDERER_TRANSACTION envelope.
+    /// A CONFIG envelope: processed again from the update it carries.
     Config,
+    /// An ORDERER_TRANSACTION (system channel era): refused.
+    OrdererTransaction,
 }
 
 /// Reads the channel header of an envelope: the first thing Broadcast needs.
@@ -62,7 +64,8 @@ pub fn channel_header(envelope: &Envelope) -> Result<ChannelHeader, Rejection> {
 pub fn classify(header: &ChannelHeader) -> Classification {
     match HeaderType::try_from(header.r#type) {
         Ok(HeaderType::ConfigUpdate) => Classification::ConfigUpdate,
-        Ok(HeaderType::Config | HeaderType::OrdererTransaction) => Classification::Config,
+        Ok(HeaderType::Config) => Classification::Config,
+        Ok(HeaderType::OrdererTransaction) => Classification::OrdererTransaction,
         _ => Classification::Normal,
     }
 }

@@ -18,7 +18,9 @@ use tonic::{Status as GrpcStatus, Streaming};
 
 use crate::blockcutter::OrderedMessage;
 use crate::channel::ChannelHandle;
-use crate::consensus::{Submit, SubmitError};
+use crate::channelconfig::ChannelConfig;
+use crate::configtx;
+use crate::consensus::{Configure, Submit, SubmitError};
 use crate::msgprocessor::{self, Classification, Rejection};
 use crate::protos::common::{Envelope, Status};
 use crate::protos::orderer::BroadcastResponse;
@@ -31,11 +33,22 @@ const MAX_CHUNK: usize = 128;
 
 type Responses = mpsc::Sender<Result<BroadcastResponse, GrpcStatus>>;
 
-/// Consecutive accepted envelopes for one channel, not yet submitted.
+/// An envelope that passed validation.
+struct Accepted {
+    channel: Arc<ChannelHandle>,
+    config_seq: u64,
+    message: OrderedMessage,
+    /// For a config message: the config it makes.
+    config: Option<Arc<ChannelConfig>>,
+}
+
+/// Consecutive accepted envelopes for one channel, not yet submitted. A config
+/// message is always a run of its own.
 struct Run {
     channel: Arc<ChannelHandle>,
     config_seq: u64,
     messages: Vec<OrderedMessage>,
+    config: Option<Arc<ChannelConfig>>,
 }
 
 pub struct BroadcastStream {
@@ -88,25 +101,29 @@ impl BroadcastStream {
                 }
             };
             match self.accept(envelope) {
-                Ok((channel, config_seq, message)) => {
-                    let limit = channel.max_inflight().min(MAX_CHUNK);
-                    let continues = run.as_ref().is_some_and(|r| {
-                        Arc::ptr_eq(&r.channel, &channel)
-                            && r.config_seq == config_seq
-                            && r.messages.len() < limit
-                    });
-                    if !continues {
+                Ok(accepted) => {
+                    let limit = accepted.channel.max_inflight().min(MAX_CHUNK);
+                    let continues = accepted.config.is_none()
+                        && run.as_ref().is_some_and(|r| {
+                            r.config.is_none()
+                                && Arc::ptr_eq(&r.channel, &accepted.channel)
+                                && r.config_seq == accepted.config_seq
+                                && r.messages.len() < limit
+                        });
+                    if continues {
+                        if let Some(r) = run.as_mut() {
+                            r.messages.push(accepted.message);
+                        }
+                    } else {
                         if !self.submit(run.take()).await {
                             return false;
                         }
                         run = Some(Run {
-                            channel,
-                            config_seq,
-                            messages: Vec::new(),
+                            channel: accepted.channel,
+                            config_seq: accepted.config_seq,
+                            messages: vec![accepted.message],
+                            config: accepted.config,
                         });
-                    }
-                    if let Some(r) = run.as_mut() {
-                        r.messages.push(message);
                     }
                 }
                 Err(rejection) => {
@@ -122,10 +139,7 @@ impl BroadcastStream {
     }
 
     /// Validates one envelope: its channel, its kind, the channel's filters.
-    fn accept(
-        &mut self,
-        envelope: Envelope,
-    ) -> Result<(Arc<ChannelHandle>, u64, OrderedMessage), Rejection> {
+    fn accept(&mut self, envelope: Envelope) -> Result<Accepted, Rejection> {
         let header = msgprocessor::channel_header(&envelope)?;
         let channel = match &self.last_channel {
             Some(c) if c.id() == header.channel_id => c.clone(),
@@ -137,24 +151,34 @@ impl BroadcastStream {
                 c
             }
         };
-        if msgprocessor::classify(&header) != Classification::Normal {
-            return Err(Rejection {
-                status: Status::NotImplemented,
-                info: "config transactions are not supported by this version of Ordo yet".into(),
-            });
+        match msgprocessor::classify(&header) {
+            Classification::Normal => {}
+            Classification::ConfigUpdate => return config_update(channel, &envelope),
+            Classification::Config => {
+                // As in Fabric: a CONFIG envelope is processed again from its update.
+                let update = configtx::last_update(&envelope.encode_to_vec().into())
+                    .map_err(|e| Rejection::bad_request(e.to_string()))?;
+                return config_update(channel, &update);
+            }
+            Classification::OrdererTransaction => {
+                return Err(Rejection::bad_request(
+                    "orderer transactions are not supported: there is no system channel",
+                ))
+            }
         }
         let config = channel.config();
         let encoded = envelope.encode_to_vec();
         channel.filters().apply(&envelope, encoded.len(), &config)?;
         let size = envelope.payload.len() + envelope.signature.len();
-        Ok((
+        Ok(Accepted {
             channel,
-            config.sequence,
-            OrderedMessage {
+            config_seq: config.sequence,
+            message: OrderedMessage {
                 envelope: encoded.into(),
                 size,
             },
-        ))
+            config: None,
+        })
     }
 
     /// Submits a run and answers SUCCESS for each envelope; false once the stream must end.
@@ -162,7 +186,8 @@ impl BroadcastStream {
         let Some(Run {
             channel,
             config_seq,
-            messages,
+            mut messages,
+            config,
         }) = run
         else {
             return true;
@@ -191,12 +216,27 @@ impl BroadcastStream {
             Ok(chain) => chain,
             Err(reason) => return self.unavailable(reason).await,
         };
-        let submit = Submit {
-            messages,
-            config_seq,
-            permit: Some(permit),
+        let answer = match (config, messages.pop()) {
+            (Some(config), Some(message)) => {
+                let configure = Configure {
+                    message,
+                    config_seq,
+                    config,
+                    permit: Some(permit),
+                };
+                chain.configure.send(configure).await
+            }
+            (_, last) => {
+                messages.extend(last);
+                let submit = Submit {
+                    messages,
+                    config_seq,
+                    permit: Some(permit),
+                };
+                chain.submit.send(submit).await
+            }
         };
-        match chain.submit.send(submit).await {
+        match answer {
             Ok(Ok(())) => {
                 for _ in 0..count {
                     if !self.respond(Status::Success, String::new()).await {
@@ -206,6 +246,11 @@ impl BroadcastStream {
                 true
             }
             Ok(Err(SubmitError::Unavailable(reason))) => self.unavailable(reason).await,
+            Ok(Err(SubmitError::Invalid(reason))) => {
+                tracing::warn!(%reason, "rejecting broadcast message");
+                let _ = self.respond(Status::BadRequest, reason).await;
+                false
+            }
             Err(_) => {
                 self.unavailable(format!("channel {} is not running", channel.id()))
                     .await
@@ -226,4 +271,31 @@ impl BroadcastStream {
         };
         self.responses.send(Ok(response)).await.is_ok()
     }
+}
+
+/// Turns a CONFIG_UPDATE into the CONFIG envelope to order (Fabric's
+/// `ProcessConfigUpdateMsg`), checked against the channel's current config.
+fn config_update(channel: Arc<ChannelHandle>, update: &Envelope) -> Result<Accepted, Rejection> {
+    let config = channel.config();
+    let proposed = configtx::propose_config_update(&config, update, channel.policies().as_ref())
+        .map_err(|e| {
+            Rejection::bad_request(format!(
+                "error applying config update to existing channel '{}': {e}",
+                channel.id()
+            ))
+        })?;
+    let encoded = proposed.envelope.encode_to_vec();
+    channel
+        .filters()
+        .apply(&proposed.envelope, encoded.len(), &config)?;
+    let size = proposed.envelope.payload.len() + proposed.envelope.signature.len();
+    Ok(Accepted {
+        channel,
+        config_seq: config.sequence,
+        message: OrderedMessage {
+            envelope: encoded.into(),
+            size,
+        },
+        config: Some(Arc::new(proposed.config)),
+    })
 }

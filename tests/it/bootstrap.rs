@@ -80,7 +80,7 @@ async fn bootstrap_method_none_starts_without_channels() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_channel_of_an_unsupported_consensus_type_is_unavailable_not_fatal() {
     let mut p = profile("rafty");
-    p.consensus_type = "etcdraft".into();
+    p.consensus_type = "BFT".into();
     p.consensus_metadata = Bytes::new();
     let node = TestNode::from_profile(&p, vec![]).await;
     let mut client = node.client().await;
@@ -93,7 +93,7 @@ async fn a_channel_of_an_unsupported_consensus_type_is_unavailable_not_fatal() {
         .await;
     let answer = stream.next().await.expect("answer");
     assert_eq!(answer.status, Status::ServiceUnavailable as i32);
-    assert!(answer.info.contains("etcdraft"), "{}", answer.info);
+    assert!(answer.info.contains("BFT"), "{}", answer.info);
     let got = deliver(
         &mut client,
         "rafty",

@@ -154,7 +154,7 @@ async fn answers_keep_the_order_of_the_envelopes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn config_transactions_are_refused_clearly_until_supported() {
+async fn a_config_update_that_is_not_one_is_a_bad_request() {
     let node = TestNode::embedded().await;
     let mut client = node.client().await;
     let mut stream = BroadcastStream::open(&mut client).await;
@@ -166,7 +166,11 @@ async fn config_transactions_are_refused_clearly_until_supported() {
         ))
         .await;
     let answer = stream.next().await.expect("answer");
-    assert_eq!(answer.status, Status::NotImplemented as i32);
-    assert!(answer.info.contains("config"), "{}", answer.info);
+    assert_eq!(answer.status, Status::BadRequest as i32);
+    assert!(
+        answer.info.contains("ConfigUpdateEnvelope"),
+        "{}",
+        answer.info
+    );
     assert_eq!(node.height(CHANNEL), 1, "nothing was written");
 }

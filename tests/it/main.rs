@@ -6,6 +6,7 @@ mod bootstrap;
 mod broadcast;
 mod cli;
 mod common;
+mod config_update;
 mod conformance;
 mod deliver;
 mod restart;
