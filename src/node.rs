@@ -18,7 +18,7 @@ use tonic::transport::Server;
 
 use crate::localconfig::NodeConfig;
 use crate::registrar::{Registrar, RegistrarError};
-use crate::server::AtomicBroadcastService;
+use crate::server::{participation, serve_http, AtomicBroadcastService};
 
 /// How long a clean stop waits for gRPC connections to close.
 const SERVER_STOP_GRACE: Duration = Duration::from_secs(10);
@@ -84,6 +84,8 @@ impl ActorSystem {
 /// A started node. Stop it with [`Node::shutdown`].
 pub struct Node {
     local_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    http_servers: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
     registrar: Arc<Registrar>,
     shutdown: CancellationToken,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
@@ -133,8 +135,36 @@ impl Node {
             .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
         let server = tokio::spawn(server);
         tracing::info!(address = %local_addr, channels = ?registrar.channel_ids(), "ordo is serving AtomicBroadcast");
+
+        let mut http_servers = Vec::new();
+        let mut admin_addr = None;
+        if let Some(address) = &config.admin_address {
+            let router = participation::router(
+                registrar.clone(),
+                config.channel_participation,
+                config.max_join_body_bytes,
+            );
+            match serve_http(router, address, shutdown.clone()).await {
+                Ok((local, task)) => {
+                    tracing::info!(address = %local, enabled = config.channel_participation, "admin listener: channel participation API");
+                    admin_addr = Some(local);
+                    http_servers.push(task);
+                }
+                Err(source) => {
+                    shutdown.cancel();
+                    registrar.shutdown().await;
+                    actors.stop().await;
+                    return Err(NodeError::Listen {
+                        address: address.clone(),
+                        source,
+                    });
+                }
+            }
+        }
         Ok(Node {
             local_addr,
+            admin_addr,
+            http_servers,
             registrar,
             shutdown,
             server,
@@ -145,6 +175,11 @@ impl Node {
     /// The address gRPC listens on (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The admin listener's address, if it has one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     pub fn registrar(&self) -> &Arc<Registrar> {
@@ -174,6 +209,11 @@ impl Node {
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "gRPC server ended with an error"),
             Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server task failed"),
             Err(_) => tracing::warn!("gRPC connections did not close in time"),
+        }
+        for server in self.http_servers {
+            if let Ok(Ok(Err(e))) = tokio::time::timeout(SERVER_STOP_GRACE, server).await {
+                tracing::warn!(error = %e, "HTTP listener ended with an error");
+            }
         }
         self.registrar.shutdown().await;
         self.actors.stop().await;

@@ -41,6 +41,14 @@ pub enum RegistrarError {
     ChannelId { id: String, reason: &'static str },
     #[error("channel {0} already exists")]
     ChannelExists(String),
+    #[error("removing the ledger failed: {0}")]
+    Removal(String),
+    #[error("channel {0} does not exist")]
+    NoSuchChannel(String),
+    #[error("the config block is for channel {block} but the request names {requested}")]
+    ChannelMismatch { block: String, requested: String },
+    #[error("joining at config block {0} needs the channel's earlier blocks from its other orderers (onboarding); this node joins channels at their genesis block (block 0)")]
+    Onboarding(u64),
 }
 
 struct ChannelEntry {
@@ -112,6 +120,42 @@ impl Registrar {
             }
             _ => {}
         }
+        Ok(())
+    }
+
+    /// Joins a channel with its config block (channel participation API).
+    /// Only genesis blocks today: onboarding from a later config block needs
+    /// the chain's earlier blocks from other orderers, which arrives with the
+    /// etcdraft work.
+    pub fn join_channel(&self, config_block: &Block) -> Result<Arc<ChannelHandle>, RegistrarError> {
+        let number = crate::blockutil::number(config_block);
+        // Check the block before its number, so a bad block is named as such.
+        ChannelConfig::from_config_block(config_block)?;
+        if number != 0 {
+            return Err(RegistrarError::Onboarding(number));
+        }
+        self.create_channel(config_block)
+    }
+
+    /// Stops a channel's tree (its pending batch is written first) and removes
+    /// the channel and its ledger. Other channels are not touched.
+    pub async fn remove_channel(&self, id: &str) -> Result<(), RegistrarError> {
+        let entry = self
+            .channels
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id)
+            .ok_or_else(|| RegistrarError::NoSuchChannel(id.to_string()))?;
+        if let Err(e) = entry.supervisor.send(Shutdown).await {
+            tracing::warn!(channel = %id, error = %e, "channel supervisor was already gone at removal");
+        }
+        drop(entry);
+        let factory = self.factory.clone();
+        let channel = id.to_string();
+        tokio::task::spawn_blocking(move || factory.remove_store(&channel))
+            .await
+            .map_err(|e| RegistrarError::Removal(e.to_string()))??;
+        tracing::info!(channel = %id, "channel removed with its ledger");
         Ok(())
     }
 

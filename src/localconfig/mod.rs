@@ -40,6 +40,58 @@ pub enum BootstrapMethod {
 pub struct OrdererConfig {
     pub general: General,
     pub file_ledger: FileLedger,
+    pub admin: Admin,
+    pub channel_participation: ChannelParticipation,
+    pub operations: Operations,
+}
+
+/// The admin HTTP listener (channel participation API).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct Admin {
+    /// `host:port`; empty: no admin listener.
+    pub listen_address: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct ChannelParticipation {
+    pub enabled: bool,
+    /// Largest config block a join request may carry ("1 MB", "512 KB", bytes).
+    pub max_request_body_size: String,
+}
+
+/// The operations HTTP listener (health, metrics, log level, version).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct Operations {
+    /// `host:port`; empty: no operations listener.
+    pub listen_address: String,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            listen_address: "127.0.0.1:9443".into(),
+        }
+    }
+}
+
+impl Default for ChannelParticipation {
+    fn default() -> Self {
+        ChannelParticipation {
+            enabled: true,
+            max_request_body_size: "1 MB".into(),
+        }
+    }
+}
+
+impl Default for Operations {
+    fn default() -> Self {
+        Operations {
+            listen_address: "127.0.0.1:8443".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -116,6 +168,12 @@ pub struct NodeConfig {
     pub bootstrap_file: Option<PathBuf>,
     pub ledger_dir: PathBuf,
     pub max_inflight_envelopes: usize,
+    /// The admin listener, if any.
+    pub admin_address: Option<String>,
+    pub channel_participation: bool,
+    pub max_join_body_bytes: usize,
+    /// The operations listener, if any.
+    pub operations_address: Option<String>,
 }
 
 impl NodeConfig {
@@ -202,7 +260,22 @@ impl NodeConfig {
         } else {
             format!("{}:{}", g.listen_address, g.listen_port)
         };
+        let max_join_body_bytes = parse_byte_size(&raw.channel_participation.max_request_body_size)
+            .ok_or_else(|| {
+                invalid(
+                    "ChannelParticipation.MaxRequestBodySize",
+                    format!(
+                        "{:?} is not a size (e.g. \"1 MB\", \"512 KB\", 1048576)",
+                        raw.channel_participation.max_request_body_size
+                    ),
+                )
+            })?;
+        let address = |a: &str| Some(a.trim().to_string()).filter(|a| !a.is_empty());
         Ok(NodeConfig {
+            admin_address: address(&raw.admin.listen_address),
+            channel_participation: raw.channel_participation.enabled,
+            max_join_body_bytes,
+            operations_address: address(&raw.operations.listen_address),
             listen_address,
             bootstrap_method,
             bootstrap_file,
@@ -211,6 +284,24 @@ impl NodeConfig {
             raw,
         })
     }
+}
+
+/// "1 MB", "512 KB", "2MB", "1048576": sizes as Fabric's config files write them.
+fn parse_byte_size(text: &str) -> Option<usize> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: usize = number.parse().ok()?;
+    let factor = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "KB" | "K" => 1 << 10,
+        "MB" | "M" => 1 << 20,
+        "GB" | "G" => 1 << 30,
+        _ => return None,
+    };
+    number.checked_mul(factor)
 }
 
 fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -306,6 +397,32 @@ mod tests {
         )
         .expect_err("zero bound");
         assert!(err.to_string().contains("MaxInflightEnvelopes"), "{err}");
+    }
+
+    #[test]
+    fn listeners_and_sizes() {
+        let cfg = NodeConfig::load_with_env(
+            None,
+            vars(&[
+                ("ORDERER_ADMIN_LISTENADDRESS", "127.0.0.1:0"),
+                ("ORDERER_CHANNELPARTICIPATION_MAXREQUESTBODYSIZE", "512 KB"),
+                ("ORDERER_OPERATIONS_LISTENADDRESS", ""),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(cfg.admin_address.as_deref(), Some("127.0.0.1:0"));
+        assert_eq!(cfg.max_join_body_bytes, 512 * 1024);
+        assert!(cfg.channel_participation);
+        assert_eq!(cfg.operations_address, None);
+        assert_eq!(parse_byte_size("1 MB"), Some(1 << 20));
+        assert_eq!(parse_byte_size("100"), Some(100));
+        assert_eq!(parse_byte_size("lots"), None);
+        let err = NodeConfig::load_with_env(
+            None,
+            vars(&[("ORDERER_CHANNELPARTICIPATION_MAXREQUESTBODYSIZE", "1 XB")]),
+        )
+        .expect_err("bad size");
+        assert!(err.to_string().contains("MaxRequestBodySize"), "{err}");
     }
 
     #[test]

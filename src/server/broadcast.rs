@@ -55,8 +55,6 @@ pub struct BroadcastStream {
     registrar: Arc<Registrar>,
     responses: Responses,
     shutdown: CancellationToken,
-    /// The channel of the previous envelope: most streams use one channel.
-    last_channel: Option<Arc<ChannelHandle>>,
 }
 
 impl BroadcastStream {
@@ -69,7 +67,6 @@ impl BroadcastStream {
             registrar,
             responses,
             shutdown,
-            last_channel: None,
         }
     }
 
@@ -141,16 +138,10 @@ impl BroadcastStream {
     /// Validates one envelope: its channel, its kind, the channel's filters.
     fn accept(&mut self, envelope: Envelope) -> Result<Accepted, Rejection> {
         let header = msgprocessor::channel_header(&envelope)?;
-        let channel = match &self.last_channel {
-            Some(c) if c.id() == header.channel_id => c.clone(),
-            _ => {
-                let c = self.registrar.channel(&header.channel_id).ok_or_else(|| {
-                    Rejection::bad_request(format!("channel does not exist: {}", header.channel_id))
-                })?;
-                self.last_channel = Some(c.clone());
-                c
-            }
-        };
+        // Looked up for every envelope (a read lock), so a removed channel is gone at once.
+        let channel = self.registrar.channel(&header.channel_id).ok_or_else(|| {
+            Rejection::bad_request(format!("channel does not exist: {}", header.channel_id))
+        })?;
         match msgprocessor::classify(&header) {
             Classification::Normal => {}
             Classification::ConfigUpdate => return config_update(channel, &envelope),

@@ -1,8 +1,10 @@
-//! gRPC services. They know gRPC, not consensus: they validate, find the channel
-//! in the registrar and talk to the channel's actors by message.
+//! The node's services: gRPC (AtomicBroadcast) and HTTP (channel
+//! participation). They know their protocols, not consensus: they validate,
+//! find the channel in the registrar and talk to the channel's actors by message.
 
 mod broadcast;
 mod deliver;
+pub mod participation;
 
 use std::sync::Arc;
 
@@ -76,4 +78,24 @@ impl AtomicBroadcast for AtomicBroadcastService {
         tokio::spawn(stream.run(request.into_inner()).instrument(span));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
+}
+
+/// Serves an HTTP router on `address` until `shutdown`; returns the bound
+/// address (useful with port 0) and the server task.
+pub async fn serve_http(
+    router: axum::Router,
+    address: &str,
+    shutdown: CancellationToken,
+) -> std::io::Result<(
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+)> {
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    let local = listener.local_addr()?;
+    let server = async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+    };
+    Ok((local, tokio::spawn(server)))
 }

@@ -15,6 +15,7 @@ use ordo::blockutil;
 use ordo::channelconfig::genesis::GenesisProfile;
 use ordo::client::connect;
 use ordo::client::envelope::{seek, transaction, BlockPosition};
+use ordo::client::participation::AdminClient;
 use ordo::localconfig::NodeConfig;
 use ordo::node::Node;
 use ordo::protos::common::{Block, ChannelHeader, Envelope, Payload, Status};
@@ -118,6 +119,17 @@ impl TestNode {
             .height()
     }
 
+    /// A client of the node's admin listener (channel participation API).
+    pub fn admin(&self) -> AdminClient {
+        let address = self
+            .node
+            .as_ref()
+            .expect("running")
+            .admin_addr()
+            .expect("admin listener");
+        AdminClient::new(&address.to_string())
+    }
+
     pub async fn client(&self) -> AtomicBroadcastClient<Channel> {
         connect(&self.address()).await.expect("connect")
     }
@@ -126,6 +138,14 @@ impl TestNode {
 pub fn config_for(dir: &Path, extra_env: &[(String, String)]) -> NodeConfig {
     let mut env = vec![
         ("ORDERER_GENERAL_LISTENPORT".to_string(), "0".to_string()),
+        (
+            "ORDERER_ADMIN_LISTENADDRESS".to_string(),
+            "127.0.0.1:0".to_string(),
+        ),
+        (
+            "ORDERER_OPERATIONS_LISTENADDRESS".to_string(),
+            "127.0.0.1:0".to_string(),
+        ),
         (
             "ORDERER_FILELEDGER_LOCATION".to_string(),
             ledger_dir(dir).display().to_string(),

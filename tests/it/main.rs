@@ -9,4 +9,5 @@ mod common;
 mod config_update;
 mod conformance;
 mod deliver;
+mod participation;
 mod restart;

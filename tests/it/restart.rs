@@ -82,6 +82,8 @@ async fn sigterm_on_the_binary_loses_no_acknowledged_envelope() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ordo"))
         .arg("start")
         .env("ORDERER_GENERAL_LISTENPORT", port.to_string())
+        .env("ORDERER_ADMIN_LISTENADDRESS", "127.0.0.1:0")
+        .env("ORDERER_OPERATIONS_LISTENADDRESS", "127.0.0.1:0")
         .env("ORDERER_FILELEDGER_LOCATION", ledger_dir(dir.path()))
         .env("FABRIC_LOGGING_SPEC", "warn")
         .stdout(Stdio::null())
