@@ -7,15 +7,24 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
 
+use prost::Message;
+
 use ordo::blockutil;
+use ordo::channelconfig::ChannelConfig;
 use ordo::client::broadcast::{broadcast, BroadcastOptions};
 use ordo::client::connect;
 use ordo::client::envelope::{seek, BlockPosition};
+use ordo::client::participation::AdminClient;
+use ordo::configtx::compute::{compute_update, config_update_envelope};
+use ordo::configtxgen::ConfigTx;
 use ordo::localconfig::NodeConfig;
 use ordo::node::Node;
+use ordo::protojson::ProtoJson;
 use ordo::protos::common::Status;
+use ordo::protos::common::{Block, Envelope};
 use ordo::protos::orderer::deliver_response::Type as DeliverItem;
 use ordo::protos::orderer::seek_info::{SeekBehavior, SeekContentType};
+use ordo::protos::orderer::BroadcastResponse;
 
 #[derive(Parser)]
 #[command(
@@ -66,6 +75,93 @@ enum Command {
         fail_if_not_ready: bool,
         #[arg(long, default_value = "127.0.0.1:7050")]
         address: String,
+    },
+    /// Make a genesis config block from a profile of configtx.yaml (configtxgen).
+    Genesis {
+        /// configtx.yaml, or the folder that holds it. Default: $FABRIC_CFG_PATH, else ./config.
+        #[arg(long)]
+        config_path: Option<PathBuf>,
+        #[arg(long)]
+        profile: String,
+        #[arg(long)]
+        channel_id: String,
+        #[arg(long)]
+        output_block: PathBuf,
+    },
+    /// Read and write config blocks and updates as JSON (configtxlator).
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Manage the channels of an orderer through its admin listener (osnadmin).
+    Channel {
+        #[command(subcommand)]
+        command: ChannelCommand,
+        /// The orderer's admin listener.
+        #[arg(long, global = true, default_value = "127.0.0.1:9443")]
+        admin_address: String,
+    },
+    /// Write one block of a channel to a file (what `peer channel fetch` does).
+    Fetch {
+        #[arg(long, default_value = "mychannel")]
+        channel: String,
+        /// config (the current config block), newest, oldest or a block number.
+        #[arg(long, default_value = "config")]
+        block: String,
+        #[arg(long)]
+        output: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:7050")]
+        address: String,
+    },
+    /// Send one prepared envelope (e.g. a config update) and print the answer.
+    Submit {
+        /// A file holding a marshalled common.Envelope.
+        envelope: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:7050")]
+        address: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print a block as JSON, with config values, policies and MSPs decoded.
+    Inspect { block: PathBuf },
+    /// Turn JSON from `inspect` back into a block.
+    Encode {
+        json: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
+    },
+    /// The CONFIG_UPDATE envelope that turns one config block (as JSON from
+    /// `inspect`) into an edited copy of it.
+    Update {
+        #[arg(long)]
+        original: PathBuf,
+        #[arg(long)]
+        updated: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ChannelCommand {
+    /// Join a channel with its config block.
+    Join {
+        #[arg(long)]
+        config_block: PathBuf,
+    },
+    /// List the channels.
+    List,
+    /// Show one channel.
+    Info {
+        #[arg(long)]
+        channel_id: String,
+    },
+    /// Remove a channel and its ledger.
+    Remove {
+        #[arg(long)]
+        channel_id: String,
     },
 }
 
@@ -156,7 +252,194 @@ async fn run(command: Command) -> Result<()> {
             fail_if_not_ready,
             address,
         } => deliver(&address, &channel, start, stop, fail_if_not_ready).await,
+        Command::Genesis {
+            config_path,
+            profile,
+            channel_id,
+            output_block,
+        } => {
+            let path = config_path
+                .or_else(|| std::env::var_os("FABRIC_CFG_PATH").map(PathBuf::from))
+                .unwrap_or_else(|| PathBuf::from("config"));
+            let configtx = ConfigTx::load(&path)?;
+            let block = configtx.genesis_block(&profile, &channel_id)?;
+            write(&output_block, &block.encode_to_vec())?;
+            println!(
+                "wrote the genesis block of channel {channel_id} (profile {profile}) to {}",
+                output_block.display()
+            );
+            Ok(())
+        }
+        Command::Config { command } => config_command(command),
+        Command::Fetch {
+            channel,
+            block,
+            output,
+            address,
+        } => {
+            let fetched = if block == "config" {
+                let newest = fetch_block(&address, &channel, BlockPosition::Newest).await?;
+                let index = blockutil::last_config_index(&newest)
+                    .context("the newest block names no last config block")?;
+                fetch_block(&address, &channel, BlockPosition::Number(index)).await?
+            } else {
+                let position: BlockPosition = block
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("--block {block}: {e}"))?;
+                fetch_block(&address, &channel, position).await?
+            };
+            write(&output, &fetched.encode_to_vec())?;
+            println!(
+                "wrote block {} of channel {channel} to {}",
+                blockutil::number(&fetched),
+                output.display()
+            );
+            Ok(())
+        }
+        Command::Channel {
+            command,
+            admin_address,
+        } => channel_command(command, &admin_address).await,
+        Command::Submit { envelope, address } => {
+            let raw = read(&envelope)?;
+            let envelope = Envelope::decode(raw.as_slice())
+                .with_context(|| format!("{} is not an envelope", envelope.display()))?;
+            let answer = submit_one(&address, envelope).await?;
+            let status = Status::try_from(answer.status).map_or_else(
+                |_| answer.status.to_string(),
+                |s| s.as_str_name().to_string(),
+            );
+            println!("{status} {}", answer.info);
+            if answer.status != Status::Success as i32 {
+                bail!("the orderer answered {status}");
+            }
+            Ok(())
+        }
     }
+}
+
+fn read(path: &std::path::Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn write(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn read_json(path: &std::path::Path) -> Result<serde_json::Value> {
+    serde_json::from_slice(&read(path)?).with_context(|| format!("{} is not JSON", path.display()))
+}
+
+fn config_command(command: ConfigCommand) -> Result<()> {
+    let codec = ProtoJson::new()?;
+    match command {
+        ConfigCommand::Inspect { block } => {
+            let json = codec.block_to_json(&read(&block)?)?;
+            println!("{}", serde_json::to_string_pretty(&json)?);
+        }
+        ConfigCommand::Encode { json, output } => {
+            let bytes = codec.json_to_block(&read_json(&json)?)?;
+            let block = Block::decode(bytes.as_slice())?;
+            let data_hash = blockutil::data_hash(blockutil::entries(&block));
+            if block.header.as_ref().map(|h| &h.data_hash) != Some(&data_hash) {
+                eprintln!("warning: the block's data_hash does not match its data (edited data, or map entries written in another order)");
+            }
+            write(&output, &bytes)?;
+        }
+        ConfigCommand::Update {
+            original,
+            updated,
+            output,
+        } => {
+            let config_of = |path: &std::path::Path| -> Result<ChannelConfig> {
+                let bytes = codec.json_to_block(&read_json(path)?)?;
+                let block = Block::decode(bytes.as_slice())?;
+                ChannelConfig::from_config_block(&block)
+                    .with_context(|| format!("{} is not a config block", path.display()))
+            };
+            let before = config_of(&original)?;
+            let after = config_of(&updated)?;
+            if before.channel_id != after.channel_id {
+                bail!(
+                    "the blocks are of different channels: {} and {}",
+                    before.channel_id,
+                    after.channel_id
+                );
+            }
+            let update = compute_update(&before.channel_id, &before.config, &after.config)?;
+            write(&output, &config_update_envelope(&update).encode_to_vec())?;
+            println!(
+                "wrote the config update of channel {} to {}",
+                before.channel_id,
+                output.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn channel_command(command: ChannelCommand, admin_address: &str) -> Result<()> {
+    let admin = AdminClient::new(admin_address);
+    let answer = match command {
+        ChannelCommand::Join { config_block } => admin.join(read(&config_block)?).await?,
+        ChannelCommand::List => admin.list().await?,
+        ChannelCommand::Info { channel_id } => admin.info(&channel_id).await?,
+        ChannelCommand::Remove { channel_id } => admin.remove(&channel_id).await?,
+    };
+    // As osnadmin prints it: the status, then the body.
+    println!("Status: {}", answer.status);
+    let body = answer.json();
+    if !body.is_null() {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+    }
+    if !answer.is_success() {
+        bail!("the admin listener answered {}", answer.status);
+    }
+    Ok(())
+}
+
+/// One block, fetched with a Deliver request that fails if it does not exist.
+async fn fetch_block(address: &str, channel: &str, position: BlockPosition) -> Result<Block> {
+    let mut client = connect(address).await?;
+    let request = seek(
+        channel,
+        position,
+        position,
+        SeekBehavior::FailIfNotReady,
+        SeekContentType::Block,
+    );
+    let mut responses = client
+        .deliver(tokio_stream::once(request))
+        .await
+        .context("deliver request failed")?
+        .into_inner();
+    match responses.next().await {
+        Some(Ok(response)) => match response.r#type {
+            Some(DeliverItem::Block(block)) => Ok(block),
+            Some(DeliverItem::Status(code)) => {
+                let status = Status::try_from(code)
+                    .map_or_else(|_| code.to_string(), |s| s.as_str_name().to_string());
+                bail!("deliver answered {status}")
+            }
+            None => bail!("empty deliver response"),
+        },
+        Some(Err(e)) => Err(e).context("deliver stream failed"),
+        None => bail!("the orderer closed the stream without a block"),
+    }
+}
+
+async fn submit_one(address: &str, envelope: Envelope) -> Result<BroadcastResponse> {
+    let mut client = connect(address).await?;
+    let mut answers = client
+        .broadcast(tokio_stream::once(envelope))
+        .await
+        .context("broadcast request failed")?
+        .into_inner();
+    answers
+        .next()
+        .await
+        .context("the orderer closed the stream without an answer")?
+        .context("broadcast stream failed")
 }
 
 async fn start(config: Option<PathBuf>) -> Result<()> {

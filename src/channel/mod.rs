@@ -2,6 +2,8 @@
 //! its actor tree.
 
 mod supervisor;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};

@@ -190,42 +190,8 @@ impl Handler<Shutdown> for ChannelSupervisor {
 mod tests {
     use super::*;
     use crate::channelconfig::genesis::GenesisProfile;
-    use crate::ledger::LedgerFactory;
 
-    const PATIENCE: Duration = Duration::from_secs(10);
-
-    /// A channel "c1" of `profile`'s consensus type on a fresh ledger, supervised.
-    fn supervised(
-        profile: GenesisProfile,
-    ) -> (
-        tempfile::TempDir,
-        Arc<ChannelHandle>,
-        Addr<ChannelSupervisor>,
-    ) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let factory = LedgerFactory::open(dir.path()).expect("open");
-        let genesis = profile.genesis_block();
-        let store = factory.create_store("c1", &genesis).expect("create");
-        let config = ChannelConfig::from_config_block(&genesis).expect("config");
-        let handle = Arc::new(ChannelHandle::new(store, config, 16));
-        let supervisor = ChannelSupervisor::new(handle.clone(), Consenters::standard()).start();
-        (dir, handle, supervisor)
-    }
-
-    /// Waits (bounded) until the channel's state satisfies `predicate`.
-    async fn state_becomes(
-        handle: &ChannelHandle,
-        predicate: impl Fn(&ChannelState) -> bool,
-    ) -> ChannelState {
-        let mut states = handle.subscribe_state();
-        let result = tokio::time::timeout(PATIENCE, states.wait_for(|s| predicate(s))).await;
-        let state = handle.state();
-        assert!(
-            matches!(result, Ok(Ok(_))),
-            "state did not change as expected; it is {state:?}"
-        );
-        state
-    }
+    use crate::channel::testing::{state_becomes, supervised};
 
     #[actix_rt::test]
     async fn a_failed_chain_is_restarted_from_the_ledger() {

@@ -60,7 +60,10 @@ fn group_update(original: &ConfigGroup, updated: &ConfigGroup) -> (ConfigGroup, 
 
     for (name, value) in &updated.values {
         match original.values.get(name) {
-            Some(old) if old.value == value.value && old.mod_policy == value.mod_policy => {
+            Some(old)
+                if old.mod_policy == value.mod_policy
+                    && super::semantic::same_value_bytes(name, &old.value, &value.value) =>
+            {
                 same.values.insert(name.clone(), old.clone());
             }
             Some(old) => {
@@ -84,7 +87,10 @@ fn group_update(original: &ConfigGroup, updated: &ConfigGroup) -> (ConfigGroup, 
 
     for (name, policy) in &updated.policies {
         match original.policies.get(name) {
-            Some(old) if old.policy == policy.policy && old.mod_policy == policy.mod_policy => {
+            Some(old)
+                if old.mod_policy == policy.mod_policy
+                    && super::semantic::same_policy_rule(old, policy) =>
+            {
                 same.policies.insert(name.clone(), old.clone());
             }
             Some(old) => {

@@ -17,6 +17,7 @@
 
 pub mod compute;
 pub mod configmap;
+pub mod semantic;
 
 use bytes::Bytes;
 use prost::Message;

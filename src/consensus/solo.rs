@@ -279,3 +279,99 @@ impl Handler<Abort> for SoloChain {
         ctx.stop();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::testing::{state_becomes, supervised};
+    use crate::channel::ChannelState;
+    use crate::channelconfig::genesis::GenesisProfile;
+    use crate::channelconfig::keys;
+    use crate::configtx::compute::{compute_update, config_update_envelope};
+    use crate::configtx::{propose_config_update, PolicyMustExist};
+    use crate::protos::orderer::BatchSize;
+
+    fn batch_update(from: &ChannelConfig, count: u32, absolute: u32) -> Envelope {
+        let mut updated = from.config.clone();
+        let value = updated
+            .channel_group
+            .as_mut()
+            .and_then(|r| r.groups.get_mut(keys::ORDERER_GROUP))
+            .and_then(|o| o.values.get_mut(keys::BATCH_SIZE))
+            .expect("batch size");
+        value.value = BatchSize {
+            max_message_count: count,
+            absolute_max_bytes: absolute,
+            preferred_max_bytes: absolute,
+        }
+        .encode_to_vec()
+        .into();
+        let update = compute_update(&from.channel_id, &from.config, &updated).expect("update");
+        config_update_envelope(&update)
+    }
+
+    fn configure(from: &ChannelConfig, update: &Envelope) -> Configure {
+        let proposed = propose_config_update(from, update, &PolicyMustExist).expect("valid");
+        let envelope = proposed.envelope.encode_to_vec();
+        Configure {
+            message: OrderedMessage {
+                size: envelope.len(),
+                envelope: envelope.into(),
+            },
+            config_seq: from.sequence,
+            config: Arc::new(proposed.config),
+            permit: None,
+        }
+    }
+
+    #[actix_rt::test]
+    async fn messages_and_updates_validated_under_an_older_config_are_checked_again() {
+        let (_dir, handle, _supervisor) = supervised(GenesisProfile::embedded("c1", vec![]));
+        state_becomes(&handle, |s| *s == ChannelState::Active).await;
+        let chain = handle.chain().expect("running");
+        let genesis = handle.config();
+
+        // Two updates both validated at sequence 0, as two Broadcast streams
+        // racing would make them. The first wins; the second is checked again
+        // against sequence 1, where its read of BatchSize is stale.
+        let first = configure(&genesis, &batch_update(&genesis, 10, 1000));
+        let second = configure(&genesis, &batch_update(&genesis, 20, 1000));
+        assert_eq!(chain.configure.send(first).await.expect("sent"), Ok(()));
+        assert_eq!(handle.config().sequence, 1);
+        let answer = chain.configure.send(second).await.expect("sent");
+        assert!(
+            matches!(&answer, Err(SubmitError::Invalid(reason)) if reason.contains("version")),
+            "{answer:?}"
+        );
+
+        // A 2 KB message validated at sequence 0 no longer fits AbsoluteMaxBytes 1000.
+        let big = OrderedMessage {
+            envelope: crate::client::envelope::transaction("c1", Bytes::from(vec![7u8; 2048]))
+                .encode_to_vec()
+                .into(),
+            size: 2100,
+        };
+        let small = OrderedMessage {
+            envelope: crate::client::envelope::transaction("c1", Bytes::from_static(b"ok"))
+                .encode_to_vec()
+                .into(),
+            size: 100,
+        };
+        let submit = Submit {
+            messages: vec![big, small],
+            config_seq: 0,
+            permit: None,
+        };
+        assert_eq!(chain.submit.send(submit).await.expect("sent"), Ok(()));
+        chain.halt.send(Halt).await.expect("halted");
+        let store = handle.store();
+        assert_eq!(store.height(), 3, "the config block, then one block");
+        let last = store.block(2).expect("read").expect("block 2");
+        assert_eq!(
+            crate::blockutil::entries(&last).len(),
+            1,
+            "only the small one"
+        );
+        assert_eq!(crate::blockutil::last_config_index(&last), Some(1));
+    }
+}

@@ -287,7 +287,7 @@ impl NodeConfig {
 }
 
 /// "1 MB", "512 KB", "2MB", "1048576": sizes as Fabric's config files write them.
-fn parse_byte_size(text: &str) -> Option<usize> {
+pub fn parse_byte_size(text: &str) -> Option<usize> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())

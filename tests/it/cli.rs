@@ -84,3 +84,128 @@ async fn broadcast_then_deliver_print_what_the_node_holds() {
     assert!(!ok);
     assert!(err.contains("NOT_FOUND"), "{err}");
 }
+
+/// The operator's path to a channel and a config change, all through the CLI:
+/// genesis from configtx.yaml, join, inspect, edit, compute the update, submit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn genesis_join_inspect_and_update_a_channel_through_the_cli() {
+    let node = TestNode::with_env(vec![(
+        "ORDERER_GENERAL_BOOTSTRAPMETHOD".into(),
+        "none".into(),
+    )])
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let config_dir = format!("{}/config", env!("CARGO_MANIFEST_DIR"));
+    let admin = node
+        .node
+        .as_ref()
+        .expect("running")
+        .admin_addr()
+        .expect("admin")
+        .to_string();
+    let address = node.address();
+
+    let (ok, out, err) = ordo(&[
+        "genesis",
+        "--config-path",
+        &config_dir,
+        "--profile",
+        "SoloChannel",
+        "--channel-id",
+        "clichannel",
+        "--output-block",
+        &path("genesis.block"),
+    ])
+    .await;
+    assert!(ok, "{out}\n{err}");
+
+    let (ok, out, err) = ordo(&[
+        "channel",
+        "join",
+        "--config-block",
+        &path("genesis.block"),
+        "--admin-address",
+        &admin,
+    ])
+    .await;
+    assert!(ok, "{out}\n{err}");
+    assert!(out.starts_with("Status: 201"), "{out}");
+    assert!(out.contains("\"status\": \"active\""), "{out}");
+
+    let (ok, out, err) = ordo(&[
+        "fetch",
+        "--channel",
+        "clichannel",
+        "--block",
+        "config",
+        "--output",
+        &path("config.block"),
+        "--address",
+        &address,
+    ])
+    .await;
+    assert!(ok, "{out}\n{err}");
+    assert_eq!(
+        std::fs::read(path("config.block")).expect("fetched"),
+        std::fs::read(path("genesis.block")).expect("genesis")
+    );
+    let (ok, out, err) = ordo(&["config", "inspect", &path("config.block")]).await;
+    assert!(ok, "{err}");
+    let mut json: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    std::fs::write(path("original.json"), &out).expect("write");
+    json["data"]["data"][0]["payload"]["data"]["config"]["channel_group"]["groups"]["Orderer"]
+        ["values"]["BatchSize"]["value"]["max_message_count"] = 4.into();
+    std::fs::write(path("updated.json"), json.to_string()).expect("write");
+
+    let (ok, out, err) = ordo(&[
+        "config",
+        "update",
+        "--original",
+        &path("original.json"),
+        "--updated",
+        &path("updated.json"),
+        "--output",
+        &path("update.envelope"),
+    ])
+    .await;
+    assert!(ok, "{out}\n{err}");
+    let (ok, out, err) = ordo(&["submit", &path("update.envelope"), "--address", &address]).await;
+    assert!(ok, "{out}\n{err}");
+    assert!(out.starts_with("SUCCESS"), "{out}");
+    // The same update again is stale: BAD_REQUEST, and the command fails.
+    let (ok, out, _) = ordo(&["submit", &path("update.envelope"), "--address", &address]).await;
+    assert!(!ok);
+    assert!(out.starts_with("BAD_REQUEST"), "{out}");
+
+    let (ok, out, err) = ordo(&[
+        "broadcast",
+        "--address",
+        &address,
+        "--channel",
+        "clichannel",
+        "--count",
+        "8",
+    ])
+    .await;
+    assert!(ok, "{out}\n{err}");
+    wait_for_height(&node, "clichannel", 4).await;
+    let blocks = all_blocks(&node, "clichannel").await;
+    let counts: Vec<usize> = blocks
+        .iter()
+        .map(|b| ordo::blockutil::entries(b).len())
+        .collect();
+    assert_eq!(counts, vec![1, 1, 4, 4]);
+
+    let (ok, out, _) = ordo(&[
+        "channel",
+        "info",
+        "--channel-id",
+        "nosuch",
+        "--admin-address",
+        &admin,
+    ])
+    .await;
+    assert!(!ok);
+    assert!(out.starts_with("Status: 404"), "{out}");
+}
