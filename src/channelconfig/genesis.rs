@@ -88,28 +88,20 @@ impl GenesisProfile {
             ]),
             mod_policy: keys::ADMINS.into(),
         };
+        let mut values = hashing_values();
+        values.extend([
+            value(
+                keys::ORDERER_ADDRESSES,
+                &OrdererAddresses {
+                    addresses: self.orderer_addresses.clone(),
+                },
+            ),
+            value(keys::CAPABILITIES, &capabilities("V3_0")),
+        ]);
         let channel = ConfigGroup {
             version: 0,
             groups: HashMap::from([(keys::ORDERER_GROUP.to_string(), orderer)]),
-            values: HashMap::from([
-                value(
-                    keys::HASHING_ALGORITHM,
-                    &HashingAlgorithm {
-                        name: "SHA256".into(),
-                    },
-                ),
-                value(
-                    keys::BLOCK_DATA_HASHING_STRUCTURE,
-                    &BlockDataHashingStructure { width: u32::MAX },
-                ),
-                value(
-                    keys::ORDERER_ADDRESSES,
-                    &OrdererAddresses {
-                        addresses: self.orderer_addresses.clone(),
-                    },
-                ),
-                value(keys::CAPABILITIES, &capabilities("V3_0")),
-            ]),
+            values,
             policies: HashMap::from([
                 implicit_meta(keys::READERS, Rule::Any),
                 implicit_meta(keys::WRITERS, Rule::Any),
@@ -125,9 +117,30 @@ impl GenesisProfile {
 
     /// Block 0 of the channel: one CONFIG envelope, no previous hash.
     pub fn genesis_block(&self) -> Block {
-        let envelope = config_envelope(&self.channel_id, self.config(), None);
-        genesis_block_from_envelope(envelope.encode_to_vec().into())
+        genesis_block(&self.channel_id, self.config())
     }
+}
+
+/// Block 0 of channel `channel_id`: one CONFIG envelope of `config`.
+pub fn genesis_block(channel_id: &str, config: Config) -> Block {
+    let envelope = config_envelope(channel_id, config, None);
+    genesis_block_from_envelope(envelope.encode_to_vec().into())
+}
+
+/// The values every channel group carries: Fabric's hashing settings.
+pub fn hashing_values() -> HashMap<String, ConfigValue> {
+    HashMap::from([
+        value(
+            keys::HASHING_ALGORITHM,
+            &HashingAlgorithm {
+                name: "SHA256".into(),
+            },
+        ),
+        value(
+            keys::BLOCK_DATA_HASHING_STRUCTURE,
+            &BlockDataHashingStructure { width: u32::MAX },
+        ),
+    ])
 }
 
 /// Wraps a config tree in an (unsigned) CONFIG envelope for `channel_id`.
@@ -178,7 +191,8 @@ fn genesis_block_from_envelope(envelope: Bytes) -> Block {
     }
 }
 
-fn value(key: &str, message: &impl Message) -> (String, ConfigValue) {
+/// A config value at version 0, modified by Admins.
+pub fn value(key: &str, message: &impl Message) -> (String, ConfigValue) {
     (
         key.to_string(),
         ConfigValue {

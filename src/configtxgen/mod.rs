@@ -19,13 +19,12 @@ use bytes::Bytes;
 use prost::Message;
 use serde::Deserialize;
 
-use crate::channelconfig::genesis::config_envelope;
+use crate::channelconfig::genesis::{genesis_block, hashing_values, value};
 use crate::channelconfig::{keys, parse_go_duration, ETCDRAFT};
 use crate::localconfig::parse_byte_size;
 use crate::protos::common::{
-    implicit_meta_policy::Rule, policy::PolicyType, Block, BlockData, BlockDataHashingStructure,
-    BlockHeader, Capabilities, Capability, Config, ConfigGroup, ConfigPolicy, ConfigValue,
-    HashingAlgorithm, ImplicitMetaPolicy, OrdererAddresses, Policy,
+    implicit_meta_policy::Rule, policy::PolicyType, Block, Capabilities, Capability, Config,
+    ConfigGroup, ConfigPolicy, ConfigValue, ImplicitMetaPolicy, OrdererAddresses, Policy,
 };
 use crate::protos::etcdraft;
 use crate::protos::orderer::{BatchSize, BatchTimeout, ChannelRestrictions, ConsensusType};
@@ -276,21 +275,6 @@ impl ConfigTx {
     }
 }
 
-/// Block 0 holding one CONFIG envelope of `config`.
-pub fn genesis_block(channel_id: &str, config: Config) -> Block {
-    let envelope = config_envelope(channel_id, config, None);
-    let data = vec![Bytes::from(envelope.encode_to_vec())];
-    Block {
-        header: Some(BlockHeader {
-            number: 0,
-            previous_hash: Bytes::new(),
-            data_hash: crate::blockutil::data_hash(&data),
-        }),
-        data: Some(BlockData { data }),
-        metadata: Some(crate::blockutil::orderer_metadata(0, Bytes::new())),
-    }
-}
-
 /// Resolves YAML `<<` merge keys: the merged maps' entries that the map does
 /// not set itself.
 fn apply_merge_keys(value: &mut serde_json::Value) {
@@ -344,18 +328,7 @@ impl Builder<'_> {
                 self.application(application)?,
             );
         }
-        let mut values = HashMap::from([
-            value(
-                keys::HASHING_ALGORITHM,
-                &HashingAlgorithm {
-                    name: "SHA256".into(),
-                },
-            ),
-            value(
-                keys::BLOCK_DATA_HASHING_STRUCTURE,
-                &BlockDataHashingStructure { width: u32::MAX },
-            ),
-        ]);
+        let mut values = hashing_values();
         if let Some(addresses) = orderer.addresses.as_ref().filter(|a| !a.is_empty()) {
             values.extend([value(
                 keys::ORDERER_ADDRESSES,
@@ -670,17 +643,6 @@ fn group(
         policies,
         mod_policy: keys::ADMINS.into(),
     }
-}
-
-fn value(key: &str, message: &impl Message) -> (String, ConfigValue) {
-    (
-        key.to_string(),
-        ConfigValue {
-            version: 0,
-            value: message.encode_to_vec().into(),
-            mod_policy: keys::ADMINS.into(),
-        },
-    )
 }
 
 /// The `Capabilities` value of the names set to true, if any.

@@ -158,18 +158,7 @@ impl BroadcastStream {
             }
         }
         let config = channel.config();
-        let encoded = envelope.encode_to_vec();
-        channel.filters().apply(&envelope, encoded.len(), &config)?;
-        let size = envelope.payload.len() + envelope.signature.len();
-        Ok(Accepted {
-            channel,
-            config_seq: config.sequence,
-            message: OrderedMessage {
-                envelope: encoded.into(),
-                size,
-            },
-            config: None,
-        })
+        filtered(channel, &config, &envelope, None)
     }
 
     /// Submits a run and answers SUCCESS for each envelope; false once the stream must end.
@@ -275,11 +264,24 @@ fn config_update(channel: Arc<ChannelHandle>, update: &Envelope) -> Result<Accep
                 channel.id()
             ))
         })?;
-    let encoded = proposed.envelope.encode_to_vec();
-    channel
-        .filters()
-        .apply(&proposed.envelope, encoded.len(), &config)?;
-    let size = proposed.envelope.payload.len() + proposed.envelope.signature.len();
+    filtered(
+        channel,
+        &config,
+        &proposed.envelope,
+        Some(Arc::new(proposed.config)),
+    )
+}
+
+/// Runs the channel's filters on an envelope to order under `config`.
+fn filtered(
+    channel: Arc<ChannelHandle>,
+    config: &ChannelConfig,
+    envelope: &Envelope,
+    makes: Option<Arc<ChannelConfig>>,
+) -> Result<Accepted, Rejection> {
+    let encoded = envelope.encode_to_vec();
+    channel.filters().apply(envelope, encoded.len(), config)?;
+    let size = envelope.payload.len() + envelope.signature.len();
     Ok(Accepted {
         channel,
         config_seq: config.sequence,
@@ -287,6 +289,6 @@ fn config_update(channel: Arc<ChannelHandle>, update: &Envelope) -> Result<Accep
             envelope: encoded.into(),
             size,
         },
-        config: Some(Arc::new(proposed.config)),
+        config: makes,
     })
 }
