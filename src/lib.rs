@@ -15,6 +15,7 @@ pub mod consensus;
 pub mod ledger;
 pub mod localconfig;
 pub mod logging;
+pub mod metrics;
 pub mod msgprocessor;
 pub mod node;
 pub mod protojson;

@@ -1,8 +1,19 @@
 //! Logging set-up: `FABRIC_LOGGING_SPEC` (Fabric's syntax) or `RUST_LOG`.
 
 use std::io::IsTerminal;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Registry};
+
+/// The running filter, changeable at run time (the operations `/logspec`).
+struct LogControl {
+    handle: reload::Handle<EnvFilter, Registry>,
+    spec: Mutex<String>,
+}
+
+static CONTROL: OnceLock<LogControl> = OnceLock::new();
 
 /// Turns a Fabric logging spec ("info", "ordo.server=debug:warning",
 /// "ordo.ledger,ordo.consensus=debug:info") into an `EnvFilter` directive string.
@@ -39,27 +50,71 @@ fn level_name(level: &str) -> Result<&'static str, String> {
     })
 }
 
-/// The filter to log with: `FABRIC_LOGGING_SPEC` first, then `RUST_LOG`, else info.
-pub fn filter_from_env() -> Result<EnvFilter, String> {
+/// The filter to log with and the spec it came from: `FABRIC_LOGGING_SPEC`
+/// first, then `RUST_LOG`, else info.
+pub fn filter_from_env() -> Result<(EnvFilter, String), String> {
     if let Ok(spec) = std::env::var("FABRIC_LOGGING_SPEC") {
-        let directives =
-            fabric_spec_to_directives(&spec).map_err(|e| format!("FABRIC_LOGGING_SPEC: {e}"))?;
-        return EnvFilter::try_new(directives).map_err(|e| format!("FABRIC_LOGGING_SPEC: {e}"));
+        let filter = filter_for_spec(&spec).map_err(|e| format!("FABRIC_LOGGING_SPEC: {e}"))?;
+        return Ok((filter, spec));
     }
     if let Ok(spec) = std::env::var("RUST_LOG") {
-        return EnvFilter::try_new(spec).map_err(|e| format!("RUST_LOG: {e}"));
+        let filter = EnvFilter::try_new(&spec).map_err(|e| format!("RUST_LOG: {e}"))?;
+        return Ok((filter, spec));
     }
-    Ok(EnvFilter::new("info"))
+    Ok((EnvFilter::new("info"), "info".into()))
+}
+
+/// The filter of a Fabric logging spec.
+pub fn filter_for_spec(spec: &str) -> Result<EnvFilter, String> {
+    let directives = fabric_spec_to_directives(spec)?;
+    EnvFilter::try_new(directives).map_err(|e| e.to_string())
 }
 
 /// Installs the global subscriber (stderr). Safe to call more than once.
 pub fn init() -> Result<(), String> {
-    let filter = filter_from_env()?;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
+    let (filter, spec) = filter_from_env()?;
+    let (layer, handle) = reload::Layer::new(filter);
+    let installed = tracing_subscriber::registry()
+        .with(layer)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(std::io::stderr),
+        )
         .try_init();
+    if installed.is_ok() {
+        let _ = CONTROL.set(LogControl {
+            handle,
+            spec: Mutex::new(spec),
+        });
+    }
+    Ok(())
+}
+
+/// The spec logging runs with now ("info" if logging was never set up here).
+pub fn current_spec() -> String {
+    CONTROL.get().map_or_else(
+        || "info".to_string(),
+        |c| {
+            c.spec
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+        },
+    )
+}
+
+/// Changes the log levels at run time to a Fabric logging spec.
+pub fn set_spec(spec: &str) -> Result<(), String> {
+    let filter = filter_for_spec(spec)?;
+    let control = CONTROL
+        .get()
+        .ok_or_else(|| "logging is not set up by this process".to_string())?;
+    control
+        .handle
+        .reload(filter)
+        .map_err(|e| format!("cannot change the log levels: {e}"))?;
+    *control.spec.lock().unwrap_or_else(PoisonError::into_inner) = spec.to_string();
     Ok(())
 }
 

@@ -17,8 +17,9 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
 use crate::localconfig::NodeConfig;
+use crate::metrics::Metrics;
 use crate::registrar::{Registrar, RegistrarError};
-use crate::server::{participation, serve_http, AtomicBroadcastService};
+use crate::server::{operations, participation, serve_http, AtomicBroadcastService};
 
 /// How long a clean stop waits for gRPC connections to close.
 const SERVER_STOP_GRACE: Duration = Duration::from_secs(10);
@@ -85,6 +86,7 @@ impl ActorSystem {
 pub struct Node {
     local_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
+    operations_addr: Option<SocketAddr>,
     http_servers: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
     registrar: Arc<Registrar>,
     shutdown: CancellationToken,
@@ -97,10 +99,11 @@ impl Node {
     /// multi-threaded tokio runtime.
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
         let actors = ActorSystem::start()?;
+        let metrics = Metrics::new();
         let registrar = {
             let config = config.clone();
             let arbiter = actors.arbiter.clone();
-            tokio::task::spawn_blocking(move || Registrar::open(&config, arbiter))
+            tokio::task::spawn_blocking(move || Registrar::open(&config, arbiter, metrics))
                 .await
                 .map_err(|e| NodeError::Actors(e.to_string()))?
         };
@@ -137,33 +140,46 @@ impl Node {
         tracing::info!(address = %local_addr, channels = ?registrar.channel_ids(), "ordo is serving AtomicBroadcast");
 
         let mut http_servers = Vec::new();
-        let mut admin_addr = None;
+        let mut listeners = Vec::new();
         if let Some(address) = &config.admin_address {
             let router = participation::router(
                 registrar.clone(),
                 config.channel_participation,
                 config.max_join_body_bytes,
             );
-            match serve_http(router, address, shutdown.clone()).await {
+            listeners.push(("admin", address.clone(), router));
+        }
+        if let Some(address) = &config.operations_address {
+            listeners.push((
+                "operations",
+                address.clone(),
+                operations::router(registrar.clone()),
+            ));
+        }
+        let mut admin_addr = None;
+        let mut operations_addr = None;
+        for (name, address, router) in listeners {
+            match serve_http(router, &address, shutdown.clone()).await {
                 Ok((local, task)) => {
-                    tracing::info!(address = %local, enabled = config.channel_participation, "admin listener: channel participation API");
-                    admin_addr = Some(local);
+                    tracing::info!(address = %local, "{name} listener serving");
+                    match name {
+                        "admin" => admin_addr = Some(local),
+                        _ => operations_addr = Some(local),
+                    }
                     http_servers.push(task);
                 }
                 Err(source) => {
                     shutdown.cancel();
                     registrar.shutdown().await;
                     actors.stop().await;
-                    return Err(NodeError::Listen {
-                        address: address.clone(),
-                        source,
-                    });
+                    return Err(NodeError::Listen { address, source });
                 }
             }
         }
         Ok(Node {
             local_addr,
             admin_addr,
+            operations_addr,
             http_servers,
             registrar,
             shutdown,
@@ -180,6 +196,11 @@ impl Node {
     /// The admin listener's address, if it has one.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
+    }
+
+    /// The operations listener's address, if it has one.
+    pub fn operations_addr(&self) -> Option<SocketAddr> {
+        self.operations_addr
     }
 
     pub fn registrar(&self) -> &Arc<Registrar> {

@@ -14,6 +14,7 @@ use crate::channelconfig::{ChannelConfig, ChannelConfigError};
 use crate::consensus::Consenters;
 use crate::ledger::{LedgerError, LedgerFactory};
 use crate::localconfig::{BootstrapMethod, NodeConfig};
+use crate::metrics::Metrics;
 use crate::protos::common::Block;
 
 /// The channel the embedded bootstrap creates.
@@ -61,19 +62,25 @@ pub struct Registrar {
     arbiter: ArbiterHandle,
     consenters: Consenters,
     max_inflight: usize,
+    metrics: Arc<Metrics>,
     channels: RwLock<HashMap<String, ChannelEntry>>,
 }
 
 impl Registrar {
     /// Opens the ledger, starts every existing channel, and creates the first one
     /// from the bootstrap method when the ledger holds none. Actors run on `arbiter`.
-    pub fn open(config: &NodeConfig, arbiter: ArbiterHandle) -> Result<Registrar, RegistrarError> {
+    pub fn open(
+        config: &NodeConfig,
+        arbiter: ArbiterHandle,
+        metrics: Arc<Metrics>,
+    ) -> Result<Registrar, RegistrarError> {
         let factory = LedgerFactory::open(&config.ledger_dir)?;
         let registrar = Registrar {
             factory,
             arbiter,
             consenters: Consenters::standard(),
             max_inflight: config.max_inflight_envelopes,
+            metrics,
             channels: RwLock::new(HashMap::new()),
         };
         let existing = registrar.factory.channel_ids();
@@ -155,6 +162,7 @@ impl Registrar {
         tokio::task::spawn_blocking(move || factory.remove_store(&channel))
             .await
             .map_err(|e| RegistrarError::Removal(e.to_string()))??;
+        self.metrics.forget_channel(id);
         tracing::info!(channel = %id, "channel removed with its ledger");
         Ok(())
     }
@@ -181,7 +189,13 @@ impl Registrar {
         config: ChannelConfig,
     ) -> Arc<ChannelHandle> {
         let id = config.channel_id.clone();
-        let handle = Arc::new(ChannelHandle::new(store, config, self.max_inflight));
+        let metrics = self.metrics.channel(&id);
+        let handle = Arc::new(ChannelHandle::new(
+            store,
+            config,
+            self.max_inflight,
+            metrics,
+        ));
         let supervisor = {
             let handle = handle.clone();
             let consenters = self.consenters.clone();
@@ -200,6 +214,23 @@ impl Registrar {
                 },
             );
         handle
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Every channel, sorted by ID.
+    pub fn channels(&self) -> Vec<Arc<ChannelHandle>> {
+        let mut channels: Vec<Arc<ChannelHandle>> = self
+            .channels
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .map(|entry| entry.handle.clone())
+            .collect();
+        channels.sort_by(|a, b| a.id().cmp(b.id()));
+        channels
     }
 
     pub fn channel(&self, id: &str) -> Option<Arc<ChannelHandle>> {

@@ -20,13 +20,16 @@
 //! etcdraft cut at once; Kafka instead posts a time-to-cut message to the
 //! partition so that every orderer cuts at the same offset.
 
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::{Batch, BlockCutter, OrderedMessage};
 use crate::channelconfig::BatchLimits;
+use crate::metrics::ChannelMetrics;
 
 /// Messages to add to the pending batch, in order.
 #[derive(Message)]
@@ -35,6 +38,8 @@ pub struct Ordered {
     pub messages: Vec<OrderedMessage>,
     /// One permit per message that holds one (messages from Broadcast do).
     pub permit: Option<OwnedSemaphorePermit>,
+    /// When Broadcast read the messages.
+    pub received: Instant,
 }
 
 /// Cut the pending batch. `timer`: the id of the timeout being answered, or `None`
@@ -60,6 +65,7 @@ pub struct OrderedConfig {
     pub permit: Option<OwnedSemaphorePermit>,
     pub limits: BatchLimits,
     pub timeout: Duration,
+    pub received: Instant,
 }
 
 /// A batch is complete and must become the next block.
@@ -71,6 +77,8 @@ pub struct BatchCut {
     pub is_config: bool,
     /// The permits of the batch's envelopes, to release once the block is durable.
     pub permit: Option<OwnedSemaphorePermit>,
+    /// When Broadcast read each of the batch's envelopes.
+    pub received: Vec<Instant>,
 }
 
 /// The batch timer fired for the pending batch.
@@ -119,10 +127,19 @@ pub struct CutterActor {
     next_timer: u64,
     /// Permits of the pending messages (and of those being added).
     held: Option<OwnedSemaphorePermit>,
+    /// When each pending message was read, oldest first. Batches are always
+    /// the oldest pending messages, so their times come off the front.
+    received: VecDeque<Instant>,
+    metrics: Arc<ChannelMetrics>,
 }
 
 impl CutterActor {
-    pub fn new(limits: BatchLimits, timeout: Duration, owner: CutterOwner) -> CutterActor {
+    pub fn new(
+        limits: BatchLimits,
+        timeout: Duration,
+        owner: CutterOwner,
+        metrics: Arc<ChannelMetrics>,
+    ) -> CutterActor {
         CutterActor {
             cutter: BlockCutter::new(limits),
             timeout,
@@ -130,6 +147,8 @@ impl CutterActor {
             timer: None,
             next_timer: 0,
             held: None,
+            received: VecDeque::new(),
+            metrics,
         }
     }
 
@@ -138,10 +157,14 @@ impl CutterActor {
             return;
         }
         let permit = self.take_permits(batch.len());
+        let take = batch.len().min(self.received.len());
+        let received = self.received.drain(..take).collect();
+        self.metrics.chain.sent();
         self.owner.batches.do_send(BatchCut {
             batch,
             is_config: false,
             permit,
+            received,
         });
     }
 
@@ -165,6 +188,7 @@ impl CutterActor {
         let id = self.next_timer;
         self.next_timer += 1;
         let handle = ctx.run_later(self.timeout, move |act, _| {
+            act.metrics.chain.sent();
             act.owner
                 .timeouts
                 .do_send(BatchTimeoutExpired { timer: id });
@@ -193,6 +217,7 @@ impl Handler<Ordered> for CutterActor {
     type Result = ();
 
     fn handle(&mut self, msg: Ordered, ctx: &mut Context<Self>) {
+        self.metrics.cutter.handled();
         match (&mut self.held, msg.permit) {
             (Some(held), Some(permit)) => held.merge(permit),
             (held @ None, permit) => *held = permit,
@@ -203,6 +228,8 @@ impl Handler<Ordered> for CutterActor {
             if let Some(reason) = outcome.rejected {
                 tracing::warn!(%reason, "message dropped by the blockcutter");
                 self.release_permits(1);
+            } else {
+                self.received.push_back(msg.received);
             }
             for batch in outcome.batches {
                 // Any cut stops the timer; it restarts below if messages remain.
@@ -222,6 +249,7 @@ impl Handler<CutPending> for CutterActor {
     type Result = ();
 
     fn handle(&mut self, msg: CutPending, ctx: &mut Context<Self>) {
+        self.metrics.cutter.handled();
         let current = self.timer.as_ref().map(|(_, id)| *id);
         match msg.timer {
             // The timeout belongs to a batch that was already cut.
@@ -235,7 +263,9 @@ impl Handler<Drain> for CutterActor {
     type Result = ();
 
     fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) {
+        self.metrics.cutter.handled();
         self.cut_pending(ctx);
+        self.metrics.chain.sent();
         self.owner.drained.do_send(Drained);
     }
 }
@@ -244,11 +274,14 @@ impl Handler<OrderedConfig> for CutterActor {
     type Result = ();
 
     fn handle(&mut self, msg: OrderedConfig, ctx: &mut Context<Self>) {
+        self.metrics.cutter.handled();
         self.cut_pending(ctx);
+        self.metrics.chain.sent();
         self.owner.batches.do_send(BatchCut {
             batch: vec![msg.message.envelope],
             is_config: true,
             permit: msg.permit,
+            received: vec![msg.received],
         });
         self.cutter.set_limits(msg.limits);
         self.timeout = msg.timeout;
@@ -319,7 +352,13 @@ mod tests {
         };
         let mut cutter_addr = None;
         Owner::create(|ctx| {
-            let cutter = CutterActor::new(limits, timeout, CutterOwner::of(&ctx.address())).start();
+            let cutter = CutterActor::new(
+                limits,
+                timeout,
+                CutterOwner::of(&ctx.address()),
+                ChannelMetrics::detached("c"),
+            )
+            .start();
             cutter_addr = Some(cutter.clone());
             Owner {
                 cutter: Some(cutter),
@@ -347,6 +386,7 @@ mod tests {
         cutter.do_send(Ordered {
             messages: vec![message(), message()],
             permit: None,
+            received: Instant::now(),
         });
         let seen = seen(&log, 2).await;
         assert_eq!(seen, vec!["timeout", "batch 2 permits 0"]);
@@ -364,6 +404,7 @@ mod tests {
         cutter.do_send(Ordered {
             messages: vec![message(); 5],
             permit: Some(permit),
+            received: Instant::now(),
         });
         cutter.do_send(Drain);
         let seen = seen(&log, 3).await;
@@ -381,6 +422,7 @@ mod tests {
         cutter.do_send(Ordered {
             messages: vec![message(), message()],
             permit: None,
+            received: Instant::now(),
         });
         cutter.do_send(OrderedConfig {
             message: message(),
@@ -391,10 +433,12 @@ mod tests {
                 preferred_max_bytes: 100,
             },
             timeout: Duration::from_secs(60),
+            received: Instant::now(),
         });
         cutter.do_send(Ordered {
             messages: vec![message(), message()],
             permit: None,
+            received: Instant::now(),
         });
         let seen = seen(&log, 4).await;
         assert_eq!(

@@ -16,6 +16,7 @@ use crate::channelconfig::{ChannelConfig, SharedConfig};
 use crate::configtx::{PolicyEvaluator, PolicyMustExist};
 use crate::consensus::ChainHandle;
 use crate::ledger::BlockStore;
+use crate::metrics::ChannelMetrics;
 use crate::msgprocessor::RuleSet;
 
 /// Where a channel's chain is in its life.
@@ -47,10 +48,16 @@ pub struct ChannelHandle {
     inflight: Arc<Semaphore>,
     max_inflight: usize,
     restarts: AtomicU32,
+    metrics: Arc<ChannelMetrics>,
 }
 
 impl ChannelHandle {
-    pub fn new(store: BlockStore, config: ChannelConfig, max_inflight: usize) -> ChannelHandle {
+    pub fn new(
+        store: BlockStore,
+        config: ChannelConfig,
+        max_inflight: usize,
+        metrics: Arc<ChannelMetrics>,
+    ) -> ChannelHandle {
         let (state, _) = watch::channel(ChannelState::Starting);
         ChannelHandle {
             id: config.channel_id.clone(),
@@ -63,6 +70,7 @@ impl ChannelHandle {
             inflight: Arc::new(Semaphore::new(max_inflight)),
             max_inflight,
             restarts: AtomicU32::new(0),
+            metrics,
         }
     }
 
@@ -134,7 +142,12 @@ impl ChannelHandle {
         self.restarts.load(Ordering::Relaxed)
     }
 
+    pub fn metrics(&self) -> &Arc<ChannelMetrics> {
+        &self.metrics
+    }
+
     fn count_restart(&self) -> u32 {
+        self.metrics.chain_restarts.inc();
         self.restarts.fetch_add(1, Ordering::Relaxed) + 1
     }
 

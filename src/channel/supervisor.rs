@@ -90,7 +90,12 @@ impl ChannelSupervisor {
             .map_err(|e| e.to_string())?;
         self.handle.set_config(config);
 
-        let ledger = LedgerActor::new(store, ctx.address().recipient()).start();
+        let ledger = LedgerActor::new(
+            store,
+            ctx.address().recipient(),
+            self.handle.metrics().clone(),
+        )
+        .start();
         let support = ChainSupport {
             channel_id: self.handle.id().to_string(),
             config: self.handle.shared_config().clone(),
@@ -98,6 +103,7 @@ impl ChannelSupervisor {
             ledger: ledger.clone(),
             filters: self.handle.filters().clone(),
             policies: self.handle.policies().clone(),
+            metrics: self.handle.metrics().clone(),
             on_failure: ctx.address().recipient(),
         };
         let chain = consenter.start_chain(support).map_err(|e| e.to_string())?;

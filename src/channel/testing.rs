@@ -26,7 +26,12 @@ pub fn supervised(
     let genesis = profile.genesis_block();
     let store = factory.create_store("c1", &genesis).expect("create");
     let config = ChannelConfig::from_config_block(&genesis).expect("config");
-    let handle = Arc::new(ChannelHandle::new(store, config, 16));
+    let handle = Arc::new(ChannelHandle::new(
+        store,
+        config,
+        16,
+        crate::metrics::ChannelMetrics::detached("c1"),
+    ));
     let supervisor = ChannelSupervisor::new(handle.clone(), Consenters::standard()).start();
     (dir, handle, supervisor)
 }

@@ -11,6 +11,7 @@ pub mod solo;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix::prelude::*;
 use tokio::sync::OwnedSemaphorePermit;
@@ -21,6 +22,7 @@ use crate::blockcutter::OrderedMessage;
 use crate::channelconfig::{ChannelConfig, SharedConfig};
 use crate::configtx::PolicyEvaluator;
 use crate::ledger::{ChainTip, LedgerActor};
+use crate::metrics::ChannelMetrics;
 use crate::msgprocessor::RuleSet;
 
 /// Order these normal messages (Fabric's `Order(env, configSeq)`), in this order.
@@ -33,6 +35,8 @@ pub struct Submit {
     pub config_seq: u64,
     /// The messages' in-flight permits, released once their block is durable.
     pub permit: Option<OwnedSemaphorePermit>,
+    /// When Broadcast read the messages.
+    pub received: Instant,
 }
 
 /// Order one config message (Fabric's `Configure(config, configSeq)`): a CONFIG
@@ -49,6 +53,7 @@ pub struct Configure {
     /// The config the envelope makes.
     pub config: Arc<ChannelConfig>,
     pub permit: Option<OwnedSemaphorePermit>,
+    pub received: Instant,
 }
 
 /// Stop accepting, write what was accepted, then stop. Answered when durable.
@@ -120,6 +125,8 @@ pub struct ChainSupport {
     pub filters: Arc<RuleSet>,
     /// Checks config updates again when the config moved on before ordering.
     pub policies: Arc<dyn PolicyEvaluator>,
+    /// The channel's metrics (mailbox depths, blocks in flight).
+    pub metrics: Arc<ChannelMetrics>,
     pub on_failure: Recipient<ChainFailed>,
 }
 

@@ -33,6 +33,7 @@ use crate::blockcutter::{
 use crate::channelconfig::{ChannelConfig, SharedConfig};
 use crate::configtx::{self, PolicyEvaluator};
 use crate::ledger::{AppendBlock, LedgerActor, Sync};
+use crate::metrics::ChannelMetrics;
 use crate::msgprocessor::RuleSet;
 use crate::protos::common::Envelope;
 
@@ -59,6 +60,7 @@ pub struct SoloChain {
     shared_config: SharedConfig,
     filters: Arc<RuleSet>,
     policies: Arc<dyn PolicyEvaluator>,
+    metrics: Arc<ChannelMetrics>,
     ledger: Addr<LedgerActor>,
     cutter: Addr<CutterActor>,
     creator: BlockCreator,
@@ -74,6 +76,7 @@ impl SoloChain {
             config.batch_size,
             config.batch_timeout,
             CutterOwner::of(&ctx.address()),
+            support.metrics.clone(),
         )
         .start();
         SoloChain {
@@ -83,6 +86,7 @@ impl SoloChain {
             shared_config: support.config,
             filters: support.filters,
             policies: support.policies,
+            metrics: support.metrics,
             ledger: support.ledger,
             cutter,
             on_failure: support.on_failure,
@@ -129,6 +133,7 @@ impl Handler<Submit> for SoloChain {
     type Result = Result<(), SubmitError>;
 
     fn handle(&mut self, msg: Submit, _: &mut Context<Self>) -> Self::Result {
+        self.metrics.chain.handled();
         if self.halt_waiters.is_some() {
             return Err(SubmitError::Unavailable(format!(
                 "channel {} is halting",
@@ -139,6 +144,7 @@ impl Handler<Submit> for SoloChain {
             messages,
             config_seq,
             mut permit,
+            received,
         } = msg;
         let messages = if config_seq < self.config.sequence {
             let (kept, dropped) = self.revalidate(messages);
@@ -151,7 +157,12 @@ impl Handler<Submit> for SoloChain {
         } else {
             messages
         };
-        self.cutter.do_send(Ordered { messages, permit });
+        self.metrics.cutter.sent();
+        self.cutter.do_send(Ordered {
+            messages,
+            permit,
+            received,
+        });
         Ok(())
     }
 }
@@ -160,6 +171,7 @@ impl Handler<Configure> for SoloChain {
     type Result = Result<(), SubmitError>;
 
     fn handle(&mut self, msg: Configure, _: &mut Context<Self>) -> Self::Result {
+        self.metrics.chain.handled();
         if self.halt_waiters.is_some() {
             return Err(SubmitError::Unavailable(format!(
                 "channel {} is halting",
@@ -188,11 +200,13 @@ impl Handler<Configure> for SoloChain {
         tracing::info!(channel = %self.channel_id, sequence = config.sequence, "ordering config update");
         self.config = config.clone();
         self.shared_config.replace(config.clone());
+        self.metrics.cutter.sent();
         self.cutter.do_send(OrderedConfig {
             message,
             permit: msg.permit,
             limits: config.batch_size,
             timeout: config.batch_timeout,
+            received: msg.received,
         });
         Ok(())
     }
@@ -202,12 +216,16 @@ impl Handler<BatchCut> for SoloChain {
     type Result = ();
 
     fn handle(&mut self, msg: BatchCut, _: &mut Context<Self>) {
+        self.metrics.chain.handled();
         let block = self
             .creator
             .create_next_block(msg.batch, msg.is_config, Bytes::new());
+        self.metrics.ledger.sent();
+        self.metrics.blocks_inflight.inc();
         self.ledger.do_send(AppendBlock {
             block,
             permit: msg.permit,
+            received: msg.received,
         });
     }
 }
@@ -216,6 +234,8 @@ impl Handler<BatchTimeoutExpired> for SoloChain {
     type Result = ();
 
     fn handle(&mut self, msg: BatchTimeoutExpired, _: &mut Context<Self>) {
+        self.metrics.chain.handled();
+        self.metrics.cutter.sent();
         self.cutter.do_send(CutPending {
             timer: Some(msg.timer),
         });
@@ -231,6 +251,7 @@ impl Handler<Halt> for SoloChain {
             Some(waiters) => waiters.push(reply),
             None => {
                 self.halt_waiters = Some(vec![reply]);
+                self.metrics.cutter.sent();
                 self.cutter.do_send(Drain);
             }
         }
@@ -244,6 +265,8 @@ impl Handler<Drained> for SoloChain {
     type Result = ();
 
     fn handle(&mut self, _: Drained, ctx: &mut Context<Self>) {
+        self.metrics.chain.handled();
+        self.metrics.ledger.sent();
         let sync = self.ledger.send(Sync);
         ctx.spawn(sync.into_actor(self).map(|result, act, ctx| {
             match result {
@@ -321,6 +344,7 @@ mod tests {
             config_seq: from.sequence,
             config: Arc::new(proposed.config),
             permit: None,
+            received: std::time::Instant::now(),
         }
     }
 
@@ -361,6 +385,7 @@ mod tests {
             messages: vec![big, small],
             config_seq: 0,
             permit: None,
+            received: std::time::Instant::now(),
         };
         assert_eq!(chain.submit.send(submit).await.expect("sent"), Ok(()));
         chain.halt.send(Halt).await.expect("halted");

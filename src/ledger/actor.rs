@@ -11,10 +11,14 @@
 //! Writes run on the blocking pool so the actor thread never waits on disk; the
 //! in-flight permits of a block's envelopes are released only once it is durable.
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use actix::prelude::*;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use super::BlockStore;
+use crate::metrics::ChannelMetrics;
 use crate::protos::common::Block;
 
 /// Queue a block for durable append. Its number must continue the chain.
@@ -24,6 +28,8 @@ pub struct AppendBlock {
     pub block: Block,
     /// In-flight permits of the block's envelopes, released once the block is on disk.
     pub permit: Option<OwnedSemaphorePermit>,
+    /// When Broadcast read each of the block's envelopes (for the latency metric).
+    pub received: Vec<Instant>,
 }
 
 /// Answered with the durable height once every block queued before it is written.
@@ -47,11 +53,17 @@ pub struct LedgerActor {
     queued_height: u64,
     sync_waiters: Vec<(u64, oneshot::Sender<Result<u64, String>>)>,
     on_failure: Recipient<LedgerFailed>,
+    metrics: Arc<ChannelMetrics>,
 }
 
 impl LedgerActor {
-    pub fn new(store: BlockStore, on_failure: Recipient<LedgerFailed>) -> LedgerActor {
+    pub fn new(
+        store: BlockStore,
+        on_failure: Recipient<LedgerFailed>,
+        metrics: Arc<ChannelMetrics>,
+    ) -> LedgerActor {
         let queued_height = store.height();
+        metrics.height.set(queued_height as i64);
         LedgerActor {
             store,
             queue: Vec::new(),
@@ -59,6 +71,23 @@ impl LedgerActor {
             queued_height,
             sync_waiters: Vec::new(),
             on_failure,
+            metrics,
+        }
+    }
+
+    /// Metrics of blocks just made durable.
+    fn record_durable(&self, sizes: &[usize], received: &[Instant]) {
+        let m = &self.metrics;
+        let now = Instant::now();
+        m.blocks_committed.inc_by(sizes.len() as u64);
+        m.blocks_inflight.dec_by(sizes.len() as i64);
+        m.height.set(self.store.height() as i64);
+        for &size in sizes {
+            m.envelopes_per_block.observe(size as f64);
+        }
+        for &at in received {
+            m.broadcast_to_block
+                .observe(now.saturating_duration_since(at).as_secs_f64());
         }
     }
 
@@ -67,11 +96,18 @@ impl LedgerActor {
             return;
         }
         self.writing = true;
-        let (blocks, permits): (Vec<Block>, Vec<Option<OwnedSemaphorePermit>>) = self
-            .queue
-            .drain(..)
-            .map(|append| (append.block, append.permit))
-            .unzip();
+        let mut blocks = Vec::with_capacity(self.queue.len());
+        let mut permits = Vec::with_capacity(self.queue.len());
+        let mut received = Vec::new();
+        for append in self.queue.drain(..) {
+            blocks.push(append.block);
+            permits.push(append.permit);
+            received.extend(append.received);
+        }
+        let sizes: Vec<usize> = blocks
+            .iter()
+            .map(|b| crate::blockutil::entries(b).len())
+            .collect();
         let store = self.store.clone();
         let write = tokio::task::spawn_blocking(move || store.append(&blocks));
         ctx.spawn(write.into_actor(self).map(move |result, act, ctx| {
@@ -85,6 +121,7 @@ impl LedgerActor {
             drop(permits);
             match outcome {
                 Ok(()) => {
+                    act.record_durable(&sizes, &received);
                     act.answer_waiters();
                     act.start_write(ctx);
                 }
@@ -127,6 +164,7 @@ impl Handler<AppendBlock> for LedgerActor {
     type Result = ();
 
     fn handle(&mut self, msg: AppendBlock, ctx: &mut Context<Self>) {
+        self.metrics.ledger.handled();
         self.queued_height = self
             .queued_height
             .max(crate::blockutil::number(&msg.block) + 1);
@@ -139,6 +177,7 @@ impl Handler<Sync> for LedgerActor {
     type Result = ResponseFuture<Result<u64, String>>;
 
     fn handle(&mut self, _: Sync, _: &mut Context<Self>) -> Self::Result {
+        self.metrics.ledger.handled();
         let target = self.queued_height;
         if self.store.height() >= target {
             let height = self.store.height();

@@ -9,6 +9,7 @@
 //! non-SUCCESS answer the stream ends, as in Fabric.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures::StreamExt;
 use prost::Message;
@@ -49,6 +50,8 @@ struct Run {
     config_seq: u64,
     messages: Vec<OrderedMessage>,
     config: Option<Arc<ChannelConfig>>,
+    /// When the stream read the chunk the run came from.
+    received: Instant,
 }
 
 pub struct BroadcastStream {
@@ -87,6 +90,7 @@ impl BroadcastStream {
 
     /// Handles one chunk; false once the stream must end.
     async fn process(&mut self, chunk: Vec<Result<Envelope, GrpcStatus>>) -> bool {
+        let received = Instant::now();
         let mut run: Option<Run> = None;
         for item in chunk {
             let envelope = match item {
@@ -120,12 +124,18 @@ impl BroadcastStream {
                             config_seq: accepted.config_seq,
                             messages: vec![accepted.message],
                             config: accepted.config,
+                            received,
                         });
                     }
                 }
-                Err(rejection) => {
+                Err((channel, rejection)) => {
                     if self.submit(run.take()).await {
                         tracing::warn!(status = ?rejection.status, info = %rejection.info, "rejecting broadcast message");
+                        self.registrar.metrics().broadcast_processed(
+                            &channel,
+                            rejection.status.as_str_name(),
+                            1,
+                        );
                         let _ = self.respond(rejection.status, rejection.info).await;
                     }
                     return false;
@@ -136,31 +146,25 @@ impl BroadcastStream {
     }
 
     /// Validates one envelope: its channel, its kind, the channel's filters.
-    fn accept(&mut self, envelope: Envelope) -> Result<Accepted, Rejection> {
-        let header = msgprocessor::channel_header(&envelope)?;
+    /// A refusal names the channel for the metrics ("" when it is not known:
+    /// clients must not be able to make up label values).
+    fn accept(&mut self, envelope: Envelope) -> Result<Accepted, (String, Rejection)> {
+        let unknown = |r| (String::new(), r);
+        let header = msgprocessor::channel_header(&envelope).map_err(unknown)?;
         // Looked up for every envelope (a read lock), so a removed channel is gone at once.
-        let channel = self.registrar.channel(&header.channel_id).ok_or_else(|| {
-            Rejection::bad_request(format!("channel does not exist: {}", header.channel_id))
-        })?;
-        match msgprocessor::classify(&header) {
-            Classification::Normal => {}
-            Classification::ConfigUpdate => return config_update(channel, &envelope),
-            Classification::Config => {
-                // As in Fabric: a CONFIG envelope is processed again from its update.
-                let update = configtx::last_update(&envelope.encode_to_vec().into())
-                    .map_err(|e| Rejection::bad_request(e.to_string()))?;
-                return config_update(channel, &update);
-            }
-            Classification::OrdererTransaction => {
-                return Err(Rejection::bad_request(
-                    "orderer transactions are not supported: there is no system channel",
-                ))
-            }
-        }
-        let config = channel.config();
-        filtered(channel, &config, &envelope, None)
+        let channel = self
+            .registrar
+            .channel(&header.channel_id)
+            .ok_or_else(|| {
+                Rejection::bad_request(format!("channel does not exist: {}", header.channel_id))
+            })
+            .map_err(unknown)?;
+        let id = channel.id().to_string();
+        accept_on(channel, &header, envelope).map_err(|r| (id, r))
     }
+}
 
+impl BroadcastStream {
     /// Submits a run and answers SUCCESS for each envelope; false once the stream must end.
     async fn submit(&mut self, run: Option<Run>) -> bool {
         let Some(Run {
@@ -168,6 +172,7 @@ impl BroadcastStream {
             config_seq,
             mut messages,
             config,
+            received,
         }) = run
         else {
             return true;
@@ -176,26 +181,31 @@ impl BroadcastStream {
             return true;
         }
         let count = messages.len();
+        let metrics = channel.metrics().clone();
         // A channel that is down answers at once rather than after a wait for permits.
         if let Err(reason) = channel.chain() {
-            return self.unavailable(reason).await;
+            return self.unavailable(&channel, reason).await;
         }
         // Waits while the channel holds its bound of envelopes: this is the backpressure.
-        let Ok(permit) = channel
+        let waiting = Instant::now();
+        metrics.submissions_waiting.inc();
+        let permit = channel
             .inflight()
             .clone()
             .acquire_many_owned(count as u32)
-            .await
-        else {
-            return self
-                .unavailable(format!("channel {} is closed", channel.id()))
-                .await;
+            .await;
+        metrics.submissions_waiting.dec();
+        metrics.observe_wait(waiting.elapsed());
+        let Ok(permit) = permit else {
+            let reason = format!("channel {} is closed", channel.id());
+            return self.unavailable(&channel, reason).await;
         };
         // The chain may have gone down during the wait.
         let chain = match channel.chain() {
             Ok(chain) => chain,
-            Err(reason) => return self.unavailable(reason).await,
+            Err(reason) => return self.unavailable(&channel, reason).await,
         };
+        metrics.chain.sent();
         let answer = match (config, messages.pop()) {
             (Some(config), Some(message)) => {
                 let configure = Configure {
@@ -203,6 +213,7 @@ impl BroadcastStream {
                     config_seq,
                     config,
                     permit: Some(permit),
+                    received,
                 };
                 chain.configure.send(configure).await
             }
@@ -212,12 +223,18 @@ impl BroadcastStream {
                     messages,
                     config_seq,
                     permit: Some(permit),
+                    received,
                 };
                 chain.submit.send(submit).await
             }
         };
         match answer {
             Ok(Ok(())) => {
+                self.registrar.metrics().broadcast_processed(
+                    channel.id(),
+                    Status::Success.as_str_name(),
+                    count as u64,
+                );
                 for _ in 0..count {
                     if !self.respond(Status::Success, String::new()).await {
                         return false;
@@ -225,21 +242,33 @@ impl BroadcastStream {
                 }
                 true
             }
-            Ok(Err(SubmitError::Unavailable(reason))) => self.unavailable(reason).await,
+            Ok(Err(SubmitError::Unavailable(reason))) => self.unavailable(&channel, reason).await,
             Ok(Err(SubmitError::Invalid(reason))) => {
                 tracing::warn!(%reason, "rejecting broadcast message");
+                self.registrar.metrics().broadcast_processed(
+                    channel.id(),
+                    Status::BadRequest.as_str_name(),
+                    1,
+                );
                 let _ = self.respond(Status::BadRequest, reason).await;
                 false
             }
             Err(_) => {
-                self.unavailable(format!("channel {} is not running", channel.id()))
-                    .await
+                // The chain's mailbox is gone: the message never reached it.
+                metrics.chain.dropped();
+                let reason = format!("channel {} is not running", channel.id());
+                self.unavailable(&channel, reason).await
             }
         }
     }
 
-    async fn unavailable(&mut self, reason: String) -> bool {
+    async fn unavailable(&mut self, channel: &ChannelHandle, reason: String) -> bool {
         tracing::warn!(%reason, "broadcast refused: service unavailable");
+        self.registrar.metrics().broadcast_processed(
+            channel.id(),
+            Status::ServiceUnavailable.as_str_name(),
+            1,
+        );
         let _ = self.respond(Status::ServiceUnavailable, reason).await;
         false
     }
@@ -291,4 +320,29 @@ fn filtered(
         },
         config: makes,
     })
+}
+
+/// Validates an envelope for a known channel.
+fn accept_on(
+    channel: Arc<ChannelHandle>,
+    header: &crate::protos::common::ChannelHeader,
+    envelope: Envelope,
+) -> Result<Accepted, Rejection> {
+    match msgprocessor::classify(header) {
+        Classification::Normal => {}
+        Classification::ConfigUpdate => return config_update(channel, &envelope),
+        Classification::Config => {
+            // As in Fabric: a CONFIG envelope is processed again from its update.
+            let update = configtx::last_update(&envelope.encode_to_vec().into())
+                .map_err(|e| Rejection::bad_request(e.to_string()))?;
+            return config_update(channel, &update);
+        }
+        Classification::OrdererTransaction => {
+            return Err(Rejection::bad_request(
+                "orderer transactions are not supported: there is no system channel",
+            ))
+        }
+    }
+    let config = channel.config();
+    filtered(channel, &config, &envelope, None)
 }

@@ -62,6 +62,7 @@ impl DeliverStream {
     }
 
     pub async fn run(self, mut inbound: Streaming<Envelope>) {
+        let _open = self.registrar.metrics().deliver_stream_opened();
         loop {
             let next = tokio::select! {
                 _ = self.shutdown.cancelled() => break,
@@ -217,6 +218,7 @@ impl DeliverStream {
             if self.responses.send(Ok(response)).await.is_err() {
                 return Outcome::StreamGone;
             }
+            channel.metrics().deliver_blocks_sent.inc();
             if number >= seek.stop {
                 return Outcome::Status(Status::Success);
             }

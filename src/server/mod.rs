@@ -4,6 +4,7 @@
 
 mod broadcast;
 mod deliver;
+pub mod operations;
 pub mod participation;
 
 use std::sync::Arc;
