@@ -9,5 +9,6 @@ mod common;
 mod config_update;
 mod conformance;
 mod deliver;
+mod operations;
 mod participation;
 mod restart;

@@ -1,0 +1,267 @@
+//! The operations listener: health, metrics moving under load, log levels at
+//! run time, version.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use ordo::client::broadcast::{broadcast, BroadcastOptions};
+
+use crate::common::*;
+
+fn operations_url(node: &TestNode, path: &str) -> String {
+    let address = node
+        .node
+        .as_ref()
+        .expect("running")
+        .operations_addr()
+        .expect("operations listener");
+    format!("http://{address}{path}")
+}
+
+async fn get(url: &str) -> (u16, String) {
+    let response = reqwest::get(url).await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("body"))
+}
+
+/// The value of one sample (`name{labels}` exactly as exposed), if present.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let rest = line.strip_prefix(series)?;
+        rest.strip_prefix(' ')?.trim().parse().ok()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_is_ok_and_names_a_failed_channel() {
+    let node = TestNode::embedded().await;
+    let (status, body) = get(&operations_url(&node, "/healthz")).await;
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(json["status"], "OK");
+
+    let mut p = profile("broken");
+    p.consensus_type = "BFT".into();
+    let joined = node
+        .admin()
+        .join(prost::Message::encode_to_vec(&p.genesis_block()))
+        .await
+        .expect("join");
+    assert_eq!(joined.status, 201, "{}", joined.body);
+    assert_eq!(joined.json()["status"], "failed");
+    let (status, body) = get(&operations_url(&node, "/healthz")).await;
+    assert_eq!(status, 503, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(json["status"], "Service Unavailable");
+    assert_eq!(json["failed_checks"][0]["component"], "channel/broken");
+    assert!(json["failed_checks"][0]["reason"]
+        .as_str()
+        .expect("reason")
+        .contains("BFT"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_exposed_and_move_under_load() {
+    let node = TestNode::from_profile(&profile(CHANNEL), vec![]).await;
+    let url = operations_url(&node, "/metrics");
+    let (status, before) = get(&url).await;
+    assert_eq!(status, 200);
+    let height = |text: &str| sample(text, "ledger_blockchain_height{channel=\"mychannel\"}");
+    assert_eq!(height(&before), Some(1.0));
+
+    let options = BroadcastOptions {
+        address: node.address(),
+        channel: CHANNEL.into(),
+        count: 2000,
+        size: 512,
+        streams: 2,
+    };
+    let report = broadcast(&options).await.expect("broadcast");
+    assert_eq!(report.succeeded, 2000);
+    let blocks = wait_for_transactions(&node, CHANNEL, 2000).await;
+
+    let (_, after) = get(&url).await;
+    for name in [
+        "broadcast_processed_count",
+        "deliver_streams_open",
+        "deliver_blocks_sent",
+        "ledger_blockchain_height",
+        "ordo_blocks_committed",
+        "ordo_envelopes_per_block",
+        "ordo_mailbox_depth",
+        "ordo_messages_handled",
+        "ordo_blocks_inflight",
+        "ordo_envelopes_inflight",
+        "ordo_submissions_waiting",
+        "ordo_submission_wait_seconds",
+        "ordo_broadcast_to_block_seconds",
+        "ordo_chain_restarts",
+    ] {
+        assert!(
+            after.contains(&format!("# TYPE {name} ")),
+            "{name} missing:\n{after}"
+        );
+    }
+    let ch = "channel=\"mychannel\"";
+    assert_eq!(
+        sample(
+            &after,
+            &format!("broadcast_processed_count_total{{{ch},status=\"SUCCESS\"}}")
+        ),
+        Some(2000.0),
+        "{after}"
+    );
+    assert_eq!(height(&after), Some(blocks.len() as f64));
+    assert_eq!(
+        sample(&after, &format!("ordo_blocks_committed_total{{{ch}}}")),
+        Some((blocks.len() - 1) as f64)
+    );
+    assert_eq!(
+        sample(&after, &format!("ordo_envelopes_per_block_sum{{{ch}}}")),
+        Some(2000.0)
+    );
+    assert_eq!(
+        sample(
+            &after,
+            &format!("ordo_broadcast_to_block_seconds_count{{{ch}}}")
+        ),
+        Some(2000.0)
+    );
+    let handled = |actor: &str| {
+        sample(
+            &after,
+            &format!("ordo_messages_handled_total{{{ch},actor=\"{actor}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(handled("chain") > 0.0 && handled("cutter") > 0.0 && handled("ledger") > 0.0);
+    // Everything was handled and written: nothing is left queued or in flight.
+    for actor in ["chain", "cutter", "ledger"] {
+        assert_eq!(
+            sample(
+                &after,
+                &format!("ordo_mailbox_depth{{{ch},actor=\"{actor}\"}}")
+            ),
+            Some(0.0),
+            "{actor}"
+        );
+    }
+    assert_eq!(
+        sample(&after, &format!("ordo_blocks_inflight{{{ch}}}")),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&after, &format!("ordo_envelopes_inflight{{{ch}}}")),
+        Some(0.0)
+    );
+    assert!(
+        sample(&after, &format!("deliver_blocks_sent_total{{{ch}}}")).unwrap_or(0.0)
+            >= blocks.len() as f64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_and_bad_logspecs() {
+    let node = TestNode::embedded().await;
+    let (status, body) = get(&operations_url(&node, "/version")).await;
+    assert_eq!(status, 200);
+    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(json["Version"], env!("CARGO_PKG_VERSION"));
+    assert!(json["CommitSHA"].is_string());
+
+    let client = reqwest::Client::new();
+    let url = operations_url(&node, "/logspec");
+    let bad = client
+        .put(&url)
+        .json(&serde_json::json!({"spec": "loud"}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(bad.status().as_u16(), 400);
+    assert!(bad.text().await.expect("body").contains("loud"));
+    let garbage = client.put(&url).body("not json").send().await.expect("put");
+    assert_eq!(garbage.status().as_u16(), 400);
+}
+
+/// On the real binary: a level changed through /logspec takes effect at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logspec_change_takes_effect_at_run_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let free_port = || {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    let (grpc, ops) = (free_port(), free_port());
+    let log = dir.path().join("ordo.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ordo"))
+        .arg("start")
+        .env("ORDERER_GENERAL_LISTENPORT", grpc.to_string())
+        .env("ORDERER_ADMIN_LISTENADDRESS", "")
+        .env(
+            "ORDERER_OPERATIONS_LISTENADDRESS",
+            format!("127.0.0.1:{ops}"),
+        )
+        .env("ORDERER_FILELEDGER_LOCATION", ledger_dir(dir.path()))
+        .env("FABRIC_LOGGING_SPEC", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn ordo");
+    let url = format!("http://127.0.0.1:{ops}/logspec");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let spec = loop {
+        if let Ok(response) = reqwest::get(&url).await {
+            break response.json::<serde_json::Value>().await.expect("JSON");
+        }
+        assert!(std::time::Instant::now() < deadline, "ordo did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(spec["spec"], "warn");
+    let address = format!("127.0.0.1:{grpc}");
+    let send = |count| BroadcastOptions {
+        address: address.clone(),
+        channel: CHANNEL.into(),
+        count,
+        size: 10,
+        streams: 1,
+    };
+    broadcast(&send(5)).await.expect("broadcast");
+    let quiet = std::fs::read_to_string(&log).expect("log");
+    assert!(!quiet.contains("DEBUG"), "{quiet}");
+
+    let changed = reqwest::Client::new()
+        .put(&url)
+        .json(&serde_json::json!({"spec": "ordo.server=debug:warn"}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(changed.status().as_u16(), 204);
+    assert_eq!(
+        reqwest::get(&url)
+            .await
+            .expect("get")
+            .json::<serde_json::Value>()
+            .await
+            .expect("JSON")["spec"],
+        "ordo.server=debug:warn"
+    );
+    broadcast(&send(5)).await.expect("broadcast");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let text = std::fs::read_to_string(&log).expect("log");
+        if text.contains("DEBUG") && text.contains("broadcast stream closed") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no debug line:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop(&mut child);
+}
+
+fn stop(child: &mut std::process::Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
