@@ -9,12 +9,19 @@ use futures::StreamExt;
 
 use prost::Message;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use ordo::bench::backpressure::{run_sweep, SweepOptions};
+use ordo::bench::identity::SigningIdentity;
+use ordo::bench::load::{run_load, LoadOptions, LoadReport, Percentiles};
 use ordo::blockutil;
 use ordo::channelconfig::ChannelConfig;
 use ordo::client::broadcast::{broadcast, BroadcastOptions};
 use ordo::client::connect;
 use ordo::client::envelope::{seek, BlockPosition};
 use ordo::client::participation::AdminClient;
+use ordo::client::TlsOptions;
 use ordo::configtx::compute::{compute_update, config_update_envelope};
 use ordo::configtxgen::ConfigTx;
 use ordo::localconfig::NodeConfig;
@@ -113,12 +120,83 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:7050")]
         address: String,
     },
+    /// Load and stress tools.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Send one prepared envelope (e.g. a config update) and print the answer.
     Submit {
         /// A file holding a marshalled common.Envelope.
         envelope: PathBuf,
         #[arg(long, default_value = "127.0.0.1:7050")]
         address: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Drive any Fabric-compatible orderer: Broadcast streams plus one Deliver
+    /// stream that finds this run's transactions. Exits non-zero if anything
+    /// sent was not acknowledged, or anything acknowledged never delivered.
+    Load {
+        #[arg(long, default_value = "127.0.0.1:7050")]
+        address: String,
+        #[arg(long, default_value = "mychannel")]
+        channel: String,
+        #[arg(long, default_value_t = 100_000)]
+        count: u64,
+        /// Concurrent Broadcast streams.
+        #[arg(long, default_value_t = 4)]
+        streams: u32,
+        /// Bytes of transaction data per envelope.
+        #[arg(long, default_value_t = 2048)]
+        size: usize,
+        /// Sign envelopes with a generated identity of this MSP ID.
+        #[arg(long, conflicts_with = "msp_dir")]
+        sign_as: Option<String>,
+        /// Write the generated identity as an MSP folder (for a channel's config).
+        #[arg(long, requires = "sign_as")]
+        save_msp: Option<PathBuf>,
+        /// Sign envelopes with the identity of this MSP folder (signcerts/, keystore/).
+        #[arg(long, requires = "msp_id")]
+        msp_dir: Option<PathBuf>,
+        #[arg(long)]
+        msp_id: Option<String>,
+        /// TLS: the CA certificate (PEM) of the orderer's TLS certificate.
+        #[arg(long)]
+        tls_ca_file: Option<PathBuf>,
+        /// TLS: the server name to verify (default: the address's host).
+        #[arg(long, requires = "tls_ca_file")]
+        tls_server_name: Option<String>,
+        /// Mutual TLS: client certificate and key (PEM).
+        #[arg(long, requires_all = ["tls_ca_file", "tls_client_key"])]
+        tls_client_cert: Option<PathBuf>,
+        #[arg(long, requires = "tls_client_cert")]
+        tls_client_key: Option<PathBuf>,
+        /// Seconds to wait, after the last answer, for deliveries to come.
+        #[arg(long, default_value_t = 30)]
+        deliver_timeout: u64,
+    },
+    /// Sweep a node's in-flight bound and the client's concurrency; write
+    /// samples.csv, settings.csv and backpressure.svg.
+    Backpressure {
+        /// Values of General.Backpressure.MaxInflightEnvelopes.
+        #[arg(long, value_delimiter = ',', default_value = "64,512,4096,32768")]
+        inflight: Vec<u32>,
+        /// Numbers of Broadcast streams.
+        #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+        streams: Vec<u32>,
+        /// Envelopes per setting.
+        #[arg(long, default_value_t = 100_000)]
+        count: u64,
+        #[arg(long, default_value_t = 2048)]
+        size: usize,
+        /// Sampling interval in milliseconds.
+        #[arg(long, default_value_t = 100)]
+        sample_ms: u64,
+        #[arg(long, default_value = "backpressure")]
+        output_dir: PathBuf,
     },
 }
 
@@ -271,6 +349,7 @@ async fn run(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Config { command } => config_command(command),
+        Command::Bench { command } => bench_command(command).await,
         Command::Fetch {
             channel,
             block,
@@ -376,6 +455,178 @@ fn config_command(command: ConfigCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+async fn bench_command(command: BenchCommand) -> Result<()> {
+    match command {
+        BenchCommand::Load {
+            address,
+            channel,
+            count,
+            streams,
+            size,
+            sign_as,
+            save_msp,
+            msp_dir,
+            msp_id,
+            tls_ca_file,
+            tls_server_name,
+            tls_client_cert,
+            tls_client_key,
+            deliver_timeout,
+        } => {
+            let identity = match (sign_as, msp_dir, msp_id) {
+                (Some(msp_id), _, _) => {
+                    let identity = SigningIdentity::generate(&msp_id)?;
+                    if let Some(dir) = save_msp {
+                        identity.write_msp(&dir)?;
+                        eprintln!("wrote the signing identity's MSP to {}", dir.display());
+                    }
+                    Some(Arc::new(identity))
+                }
+                (None, Some(dir), Some(msp_id)) => {
+                    Some(Arc::new(SigningIdentity::from_msp_dir(&dir, &msp_id)?))
+                }
+                _ => None,
+            };
+            let tls = match tls_ca_file {
+                Some(ca) => Some(TlsOptions {
+                    ca_pem: read(&ca)?,
+                    domain: tls_server_name,
+                    client_identity: match (tls_client_cert, tls_client_key) {
+                        (Some(cert), Some(key)) => Some((read(&cert)?, read(&key)?)),
+                        _ => None,
+                    },
+                }),
+                None => None,
+            };
+            let options = LoadOptions {
+                address,
+                channel,
+                count,
+                streams,
+                size,
+                tls,
+                identity,
+                deliver_timeout: Duration::from_secs(deliver_timeout),
+            };
+            let report = run_load(&options).await?;
+            print_load_report(&options, &report);
+            if !report.passed() {
+                bail!(
+                    "load run failed: {} sent, {} acknowledged, {} of those never delivered",
+                    report.sent,
+                    report.acknowledged,
+                    report.undelivered
+                );
+            }
+            Ok(())
+        }
+        BenchCommand::Backpressure {
+            inflight,
+            streams,
+            count,
+            size,
+            sample_ms,
+            output_dir,
+        } => {
+            let options = SweepOptions {
+                inflight,
+                streams,
+                count,
+                size,
+                sample_every: Duration::from_millis(sample_ms.max(10)),
+                output_dir: output_dir.clone(),
+                binary: std::env::current_exe().context("cannot find the ordo binary")?,
+            };
+            let results = run_sweep(&options).await?;
+            println!(
+                "{:>10} {:>8} {:>12} {:>10} {:>10} {:>12} {:>10} {:>7}",
+                "inflight",
+                "streams",
+                "acked/s",
+                "ack p99",
+                "wait ms",
+                "deliv p99",
+                "peak MB",
+                "passed"
+            );
+            for r in &results {
+                println!(
+                    "{:>10} {:>8} {:>12.0} {:>10.2} {:>10.3} {:>12.2} {:>10.1} {:>7}",
+                    r.inflight,
+                    r.streams,
+                    r.report.acked_per_second(),
+                    r.report.ack_latency_ms.map_or(0.0, |p| p.p99),
+                    r.mean_wait_ms,
+                    r.report.delivery_latency_ms.map_or(0.0, |p| p.p99),
+                    r.peak_rss_mb,
+                    r.report.passed()
+                );
+            }
+            println!(
+                "wrote {}/samples.csv, settings.csv and backpressure.svg",
+                output_dir.display()
+            );
+            let failed = results.iter().filter(|r| !r.report.passed()).count();
+            if failed > 0 {
+                bail!("{failed} setting(s) lost or refused envelopes");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_load_report(options: &LoadOptions, report: &LoadReport) {
+    let signing = options.identity.as_ref().map_or_else(
+        || "unsigned".to_string(),
+        |i| format!("signed by {}", i.msp_id()),
+    );
+    let transport = if options.tls.is_some() {
+        "TLS"
+    } else {
+        "plaintext"
+    };
+    println!(
+        "load: {} envelopes of {} bytes over {} streams to {} at {} ({signing}, {transport})",
+        report.sent, options.size, options.streams, options.channel, options.address
+    );
+    println!(
+        "acknowledged {} in {:.2}s: {:.0} envelopes/s",
+        report.acknowledged,
+        report.ack_elapsed.as_secs_f64(),
+        report.acked_per_second()
+    );
+    println!(
+        "delivered {} in {} blocks ({:.1} envelopes/block), last after {:.2}s: {:.0} envelopes/s",
+        report.delivered,
+        report.blocks,
+        report.envelopes_per_block(),
+        report.delivery_elapsed.as_secs_f64(),
+        report.delivered_per_second()
+    );
+    let show = |name: &str, p: Option<Percentiles>| match p {
+        Some(p) => println!(
+            "{name} latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
+            p.p50, p.p90, p.p99, p.max
+        ),
+        None => println!("{name} latency: no samples"),
+    };
+    show("ack", report.ack_latency_ms);
+    show("broadcast-to-delivery", report.delivery_latency_ms);
+    for (status, (count, info)) in &report.errors {
+        println!("errors: {count} answered {status}: {info}");
+    }
+    if report.undelivered > 0 {
+        println!(
+            "NOT DELIVERED: {} acknowledged envelopes",
+            report.undelivered
+        );
+    }
+    if let Some(e) = &report.deliver_error {
+        println!("deliver: {e}");
+    }
+    println!("{}", report.json());
 }
 
 async fn channel_command(command: ChannelCommand, admin_address: &str) -> Result<()> {

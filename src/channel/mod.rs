@@ -142,6 +142,22 @@ impl ChannelHandle {
         self.restarts.load(Ordering::Relaxed)
     }
 
+    /// Warns when the in-flight bound is below a full block: blocks are then
+    /// cut by the batch timer, not by MaxMessageCount, and throughput drops
+    /// to about one bound's worth of envelopes per BatchTimeout.
+    pub fn warn_if_bound_below_batch(&self, config: &ChannelConfig) {
+        let batch = config.batch_size.max_message_count as usize;
+        if self.max_inflight < batch {
+            tracing::warn!(
+                channel = %self.id,
+                max_inflight_envelopes = self.max_inflight,
+                max_message_count = batch,
+                batch_timeout = ?config.batch_timeout,
+                "General.Backpressure.MaxInflightEnvelopes is below the channel's BatchSize.MaxMessageCount: blocks will be cut by BatchTimeout only"
+            );
+        }
+    }
+
     pub fn metrics(&self) -> &Arc<ChannelMetrics> {
         &self.metrics
     }

@@ -88,6 +88,7 @@ impl ChannelSupervisor {
             .consenters
             .get(&config.consensus_type)
             .map_err(|e| e.to_string())?;
+        self.handle.warn_if_bound_below_batch(&config);
         self.handle.set_config(config);
 
         let ledger = LedgerActor::new(

@@ -9,6 +9,7 @@ use prost::Message;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+use crate::bench::identity::SigningIdentity;
 use crate::protos::common::{
     ChannelHeader, Envelope, Header, HeaderType, Payload, SignatureHeader,
 };
@@ -43,15 +44,47 @@ fn creator() -> Bytes {
 /// An envelope of `kind` for `channel` carrying `data`, with a fresh nonce and a
 /// transaction ID computed as Fabric does (hex SHA-256 of nonce ‖ creator).
 pub fn envelope(channel: &str, kind: HeaderType, data: Bytes) -> Envelope {
+    envelope_by(channel, kind, data, creator(), None)
+}
+
+/// A transaction created and signed by `identity`.
+pub fn signed_transaction(channel: &str, data: Bytes, identity: &SigningIdentity) -> Envelope {
+    envelope_by(
+        channel,
+        HeaderType::EndorserTransaction,
+        data,
+        identity.creator(),
+        Some(identity),
+    )
+}
+
+/// An envelope naming `creator`, signed over its payload if a signer is given.
+pub fn envelope_by(
+    channel: &str,
+    kind: HeaderType,
+    data: Bytes,
+    creator: Bytes,
+    signer: Option<&SigningIdentity>,
+) -> Envelope {
+    envelope_with_id(channel, kind, data, creator, signer).0
+}
+
+/// As [`envelope_by`], also returning the transaction ID's 32 bytes.
+pub fn envelope_with_id(
+    channel: &str,
+    kind: HeaderType,
+    data: Bytes,
+    creator: Bytes,
+    signer: Option<&SigningIdentity>,
+) -> (Envelope, [u8; 32]) {
     let mut nonce = [0u8; 24];
     rand::rng().fill_bytes(&mut nonce);
-    let creator = creator();
-    let tx_id = hex::encode(
-        Sha256::new()
-            .chain_update(nonce)
-            .chain_update(&creator)
-            .finalize(),
-    );
+    let id: [u8; 32] = Sha256::new()
+        .chain_update(nonce)
+        .chain_update(&creator)
+        .finalize()
+        .into();
+    let tx_id = hex::encode(id);
     let channel_header = ChannelHeader {
         r#type: kind as i32,
         version: 0,
@@ -73,10 +106,14 @@ pub fn envelope(channel: &str, kind: HeaderType, data: Bytes) -> Envelope {
         }),
         data,
     };
-    Envelope {
-        payload: payload.encode_to_vec().into(),
-        signature: Bytes::new(),
-    }
+    let payload: Bytes = payload.encode_to_vec().into();
+    let signature = signer.map(|s| s.sign(&payload)).unwrap_or_default();
+    (Envelope { payload, signature }, id)
+}
+
+/// The creator unsigned envelopes name (MSP ID [`CLIENT_MSP_ID`], no certificate).
+pub fn default_creator() -> Bytes {
+    creator()
 }
 
 /// A transaction envelope whose data is `data` (an endorser transaction's place).

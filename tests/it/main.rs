@@ -2,6 +2,7 @@
 //! through its public gRPC API.
 
 mod backpressure;
+mod bench;
 mod bootstrap;
 mod broadcast;
 mod cli;

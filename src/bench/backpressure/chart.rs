@@ -1,0 +1,178 @@
+//! The sweep's chart: four panels over time (throughput, blocks in flight,
+//! submissions waiting, resident memory), one line per setting; four panels
+//! per setting (throughput, mean wait, peak memory, delivery p99) against the
+//! in-flight bound, one line per number of streams.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use super::{Sample, SettingResult};
+
+const PALETTE: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+];
+
+type DrawResult = Result<(), String>;
+/// A panel's title and the value it plots.
+type Panel<T> = (&'static str, fn(&T) -> f64);
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+pub fn draw(path: &Path, results: &[SettingResult]) -> DrawResult {
+    let root = SVGBackend::new(path, (1400, 1700)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let root = root
+        .titled(
+            "Ordo backpressure sweep (MaxInflightEnvelopes x Broadcast streams)",
+            ("sans-serif", 24),
+        )
+        .map_err(err)?;
+    let panels = root.split_evenly((4, 2));
+    let over_time: [Panel<Sample>; 4] = [
+        ("Throughput (envelopes/s)", |s| s.envelopes_per_second),
+        ("Blocks in flight", |s| s.blocks_inflight),
+        ("Submissions waiting", |s| s.submissions_waiting),
+        ("Node resident memory (MB)", |s| s.rss_mb),
+    ];
+    for (i, (title, value)) in over_time.iter().enumerate() {
+        time_panel(&panels[i * 2], title, results, *value)?;
+    }
+    let per_setting: [Panel<SettingResult>; 4] = [
+        ("Acknowledged envelopes/s per setting", |r| {
+            r.report.acked_per_second()
+        }),
+        ("Mean wait for in-flight room (ms)", |r| r.mean_wait_ms),
+        ("Peak node memory (MB)", |r| r.peak_rss_mb),
+        ("Broadcast-to-delivery p99 (ms)", |r| {
+            r.report.delivery_latency_ms.map_or(0.0, |p| p.p99)
+        }),
+    ];
+    for (i, (title, value)) in per_setting.iter().enumerate() {
+        setting_panel(&panels[i * 2 + 1], title, results, *value)?;
+    }
+    root.present().map_err(err)
+}
+
+fn upper(values: impl Iterator<Item = f64>) -> f64 {
+    let max = values.fold(0.0, f64::max);
+    if max > 0.0 {
+        max * 1.1
+    } else {
+        1.0
+    }
+}
+
+fn time_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    results: &[SettingResult],
+    value: fn(&Sample) -> f64,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let x_max = upper(
+        results
+            .iter()
+            .flat_map(|r| r.samples.iter().map(|s| s.seconds)),
+    );
+    let y_max = upper(results.iter().flat_map(|r| r.samples.iter().map(value)));
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(32)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..x_max, 0f64..y_max)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds into the setting")
+        .draw()
+        .map_err(err)?;
+    for (i, result) in results.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        chart
+            .draw_series(LineSeries::new(
+                result.samples.iter().map(|s| (s.seconds, value(s))),
+                color.stroke_width(2),
+            ))
+            .map_err(err)?
+            .label(result.label())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 12))
+        .draw()
+        .map_err(err)
+}
+
+fn setting_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    results: &[SettingResult],
+    value: fn(&SettingResult) -> f64,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let bounds: Vec<f64> = results.iter().map(|r| f64::from(r.inflight)).collect();
+    let x_min = bounds.iter().copied().fold(f64::MAX, f64::min).max(1.0) / 1.5;
+    let x_max = bounds.iter().copied().fold(1.0, f64::max) * 1.5;
+    let y_max = upper(results.iter().map(value));
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(32)
+        .y_label_area_size(60)
+        .build_cartesian_2d((x_min..x_max).log_scale(), 0f64..y_max)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("MaxInflightEnvelopes")
+        .draw()
+        .map_err(err)?;
+    let mut streams: Vec<u32> = results.iter().map(|r| r.streams).collect();
+    streams.sort_unstable();
+    streams.dedup();
+    for (i, count) in streams.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        let mut points: Vec<(f64, f64)> = results
+            .iter()
+            .filter(|r| r.streams == *count)
+            .map(|r| (f64::from(r.inflight), value(r)))
+            .collect();
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+            .map_err(err)?
+            .label(format!("{count} streams"))
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2)));
+        chart
+            .draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, 4, color.filled())),
+            )
+            .map_err(err)?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 12))
+        .draw()
+        .map_err(err)
+}

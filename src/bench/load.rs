@@ -1,0 +1,544 @@
+//! `ordo bench load`: drives any Fabric-compatible orderer over gRPC and
+//! checks that every acknowledged envelope comes back in a block.
+//!
+//! Broadcast streams send their share and read the answers (in order, so each
+//! answer is matched with its envelope); one Deliver stream, opened before the
+//! first envelope is sent, follows the chain from the next block and finds
+//! this run's transactions by their IDs. Latencies: from sending an envelope
+//! to its answer (ack) and to the block that holds it (delivery).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use prost::Message;
+use serde::Serialize;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use super::identity::SigningIdentity;
+use crate::blockutil;
+use crate::client::envelope::{default_creator, envelope_with_id, seek, BlockPosition};
+use crate::client::{connect_with, ClientError, TlsOptions};
+use crate::protos::common::{ChannelHeader, Envelope, HeaderType, Payload, Status};
+use crate::protos::orderer::deliver_response::Type as DeliverItem;
+use crate::protos::orderer::seek_info::{SeekBehavior, SeekContentType};
+
+const SHARDS: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Connect(#[from] ClientError),
+    #[error("cannot read the chain's height: {0}")]
+    Height(String),
+}
+
+/// What to send, where.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub address: String,
+    pub channel: String,
+    pub count: u64,
+    pub streams: u32,
+    /// Bytes of transaction data per envelope.
+    pub size: usize,
+    pub tls: Option<TlsOptions>,
+    /// Signs every envelope when set.
+    pub identity: Option<Arc<SigningIdentity>>,
+    /// How long to wait, after the last answer, for the last delivery.
+    pub deliver_timeout: Duration,
+}
+
+/// Latency percentiles, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Percentiles {
+    fn of(mut samples: Vec<Duration>) -> Option<Percentiles> {
+        if samples.is_empty() {
+            return None;
+        }
+        samples.sort_unstable();
+        let at = |q: f64| {
+            let index = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
+            samples[index].as_secs_f64() * 1000.0
+        };
+        Some(Percentiles {
+            p50: at(0.50),
+            p90: at(0.90),
+            p99: at(0.99),
+            max: at(1.0),
+        })
+    }
+}
+
+/// What a run saw.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LoadReport {
+    pub sent: u64,
+    pub acknowledged: u64,
+    pub delivered: u64,
+    /// Acknowledged (SUCCESS) but never seen in a block.
+    pub undelivered: u64,
+    /// Non-SUCCESS answers by status, with the first info string.
+    pub errors: BTreeMap<String, (u64, String)>,
+    pub broken_streams: u32,
+    /// Blocks that held this run's envelopes.
+    pub blocks: u64,
+    #[serde(serialize_with = "seconds")]
+    pub ack_elapsed: Duration,
+    #[serde(serialize_with = "seconds")]
+    pub delivery_elapsed: Duration,
+    pub ack_latency_ms: Option<Percentiles>,
+    pub delivery_latency_ms: Option<Percentiles>,
+    /// Why the Deliver stream ended early, if it did.
+    pub deliver_error: Option<String>,
+}
+
+fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+impl LoadReport {
+    pub fn acked_per_second(&self) -> f64 {
+        self.acknowledged as f64 / self.ack_elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+
+    pub fn delivered_per_second(&self) -> f64 {
+        self.delivered as f64 / self.delivery_elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+
+    pub fn envelopes_per_block(&self) -> f64 {
+        self.delivered as f64 / (self.blocks.max(1)) as f64
+    }
+
+    /// Everything sent was acknowledged, and everything acknowledged delivered.
+    pub fn passed(&self) -> bool {
+        self.sent > 0
+            && self.acknowledged == self.sent
+            && self.undelivered == 0
+            && self.broken_streams == 0
+    }
+
+    /// One line for scripts.
+    pub fn json(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        if let Some(map) = value.as_object_mut() {
+            map.insert("acked_per_second".into(), self.acked_per_second().into());
+            map.insert(
+                "delivered_per_second".into(),
+                self.delivered_per_second().into(),
+            );
+            map.insert(
+                "envelopes_per_block".into(),
+                self.envelopes_per_block().into(),
+            );
+            map.insert("passed".into(), self.passed().into());
+        }
+        value
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Record {
+    sent: Instant,
+    acked: Option<Instant>,
+    delivered: Option<Instant>,
+}
+
+/// This run's envelopes by transaction ID, sharded to keep the streams and
+/// the Deliver reader from queueing on one lock.
+struct Tracker {
+    shards: Vec<Mutex<HashMap<[u8; 32], Record>>>,
+    acknowledged: AtomicU64,
+    delivered: AtomicU64,
+    blocks: AtomicU64,
+}
+
+impl Tracker {
+    fn new() -> Tracker {
+        Tracker {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            acknowledged: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            blocks: AtomicU64::new(0),
+        }
+    }
+
+    fn shard(&self, id: &[u8; 32]) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Record>> {
+        self.shards[id[0] as usize % SHARDS]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn sent(&self, id: [u8; 32], at: Instant) {
+        self.shard(&id).insert(
+            id,
+            Record {
+                sent: at,
+                acked: None,
+                delivered: None,
+            },
+        );
+    }
+
+    fn acked(&self, id: &[u8; 32], at: Instant) {
+        if let Some(record) = self.shard(id).get_mut(id) {
+            record.acked = Some(at);
+        }
+        self.acknowledged.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// True if the ID is this run's and was not seen before.
+    fn delivered(&self, id: &[u8; 32], at: Instant) -> bool {
+        match self.shard(id).get_mut(id) {
+            Some(record) if record.delivered.is_none() => {
+                record.delivered = Some(at);
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn records(&self) -> Vec<Record> {
+        self.shards
+            .iter()
+            .flat_map(|s| {
+                s.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .values()
+                    .copied()
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
+/// Runs the load and reports. Fails only if the orderer cannot be reached at all.
+pub async fn run_load(options: &LoadOptions) -> Result<LoadReport, LoadError> {
+    let tracker = Arc::new(Tracker::new());
+    let tls = options.tls.as_ref();
+
+    // Deliver first, from the block after the current newest one.
+    let mut deliver_client = connect_with(&options.address, tls).await?;
+    let newest = newest_block_number(&mut deliver_client, &options.channel).await?;
+    let stop_deliver = CancellationToken::new();
+    let deliver = {
+        let tracker = tracker.clone();
+        let channel = options.channel.clone();
+        let stop = stop_deliver.clone();
+        tokio::spawn(async move {
+            follow_blocks(&mut deliver_client, &channel, newest + 1, &tracker, stop).await
+        })
+    };
+
+    let streams = options.streams.max(1) as u64;
+    let mut clients = Vec::with_capacity(streams as usize);
+    for _ in 0..streams {
+        clients.push(connect_with(&options.address, tls).await?);
+    }
+    let data = Bytes::from(vec![0x5a; options.size]);
+    let started = Instant::now();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, client)| {
+            let share = options.count / streams + u64::from((i as u64) < options.count % streams);
+            let stream = StreamLoad {
+                channel: options.channel.clone(),
+                data: data.clone(),
+                identity: options.identity.clone(),
+                tracker: tracker.clone(),
+            };
+            tokio::spawn(stream.run(client, share))
+        })
+        .collect();
+
+    let mut report = LoadReport {
+        sent: options.count,
+        ..LoadReport::default()
+    };
+    for task in tasks {
+        let outcome = task.await.unwrap_or_else(|e| StreamOutcome {
+            broken: true,
+            errors: BTreeMap::from([("task".to_string(), (1, e.to_string()))]),
+        });
+        report.broken_streams += u32::from(outcome.broken);
+        for (name, (count, info)) in outcome.errors {
+            report.errors.entry(name).or_insert((0, info)).0 += count;
+        }
+    }
+    report.ack_elapsed = started.elapsed();
+    report.acknowledged = tracker.acknowledged.load(Ordering::Relaxed);
+
+    // Wait for the deliveries; give up after the timeout without progress.
+    let mut last_progress = (Instant::now(), tracker.delivered.load(Ordering::Relaxed));
+    loop {
+        let delivered = tracker.delivered.load(Ordering::Relaxed);
+        if delivered >= report.acknowledged || deliver.is_finished() {
+            break;
+        }
+        if delivered != last_progress.1 {
+            last_progress = (Instant::now(), delivered);
+        } else if last_progress.0.elapsed() > options.deliver_timeout {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop_deliver.cancel();
+    report.deliver_error = match deliver.await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e),
+        Err(e) => Some(e.to_string()),
+    };
+
+    let records = tracker.records();
+    let mut acks = Vec::with_capacity(records.len());
+    let mut deliveries = Vec::with_capacity(records.len());
+    let mut last_delivery = started;
+    for record in &records {
+        if let Some(acked) = record.acked {
+            acks.push(acked.saturating_duration_since(record.sent));
+            if record.delivered.is_none() {
+                report.undelivered += 1;
+            }
+        }
+        if let Some(delivered) = record.delivered {
+            deliveries.push(delivered.saturating_duration_since(record.sent));
+            last_delivery = last_delivery.max(delivered);
+        }
+    }
+    report.delivered = deliveries.len() as u64;
+    report.delivery_elapsed = last_delivery.saturating_duration_since(started);
+    report.blocks = tracker.blocks.load(Ordering::Relaxed);
+    report.ack_latency_ms = Percentiles::of(acks);
+    report.delivery_latency_ms = Percentiles::of(deliveries);
+    Ok(report)
+}
+
+struct StreamLoad {
+    channel: String,
+    data: Bytes,
+    identity: Option<Arc<SigningIdentity>>,
+    tracker: Arc<Tracker>,
+}
+
+struct StreamOutcome {
+    broken: bool,
+    errors: BTreeMap<String, (u64, String)>,
+}
+
+impl StreamLoad {
+    async fn run(
+        self,
+        mut client: crate::protos::orderer::atomic_broadcast_client::AtomicBroadcastClient<
+            tonic::transport::Channel,
+        >,
+        share: u64,
+    ) -> StreamOutcome {
+        let mut outcome = StreamOutcome {
+            broken: false,
+            errors: BTreeMap::new(),
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel::<Envelope>(256);
+        // IDs in the order sent: answers come back in that order.
+        let order = Arc::new(Mutex::new(VecDeque::<[u8; 32]>::new()));
+        let creator = self
+            .identity
+            .as_ref()
+            .map_or_else(default_creator, |i| i.creator());
+        let producer = {
+            let order = order.clone();
+            let tracker = self.tracker.clone();
+            tokio::spawn(async move {
+                for _ in 0..share {
+                    let (envelope, id) = envelope_with_id(
+                        &self.channel,
+                        HeaderType::EndorserTransaction,
+                        self.data.clone(),
+                        creator.clone(),
+                        self.identity.as_deref(),
+                    );
+                    order
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push_back(id);
+                    tracker.sent(id, Instant::now());
+                    if tx.send(envelope).await.is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+        let mut answered = 0u64;
+        match client.broadcast(ReceiverStream::new(rx)).await {
+            Ok(response) => {
+                let mut responses = response.into_inner();
+                while answered < share {
+                    let Some(item) = responses.next().await else {
+                        break;
+                    };
+                    let Ok(answer) = item else { break };
+                    let now = Instant::now();
+                    let id = order
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .pop_front();
+                    if answer.status == Status::Success as i32 {
+                        if let Some(id) = id {
+                            self.tracker.acked(&id, now);
+                        }
+                    } else {
+                        let name = Status::try_from(answer.status).map_or_else(
+                            |_| answer.status.to_string(),
+                            |s| s.as_str_name().to_string(),
+                        );
+                        outcome.errors.entry(name).or_insert((0, answer.info)).0 += 1;
+                    }
+                    answered += 1;
+                }
+            }
+            Err(status) => {
+                outcome
+                    .errors
+                    .entry(status.code().to_string())
+                    .or_insert((0, status.message().into()))
+                    .0 += 1;
+            }
+        }
+        outcome.broken = answered < share;
+        producer.abort();
+        outcome
+    }
+}
+
+type AbClient = crate::protos::orderer::atomic_broadcast_client::AtomicBroadcastClient<
+    tonic::transport::Channel,
+>;
+
+async fn newest_block_number(client: &mut AbClient, channel: &str) -> Result<u64, LoadError> {
+    let request = seek(
+        channel,
+        BlockPosition::Newest,
+        BlockPosition::Newest,
+        SeekBehavior::FailIfNotReady,
+        SeekContentType::Block,
+    );
+    let mut responses = client
+        .deliver(tokio_stream::once(request))
+        .await
+        .map_err(|e| LoadError::Height(e.message().to_string()))?
+        .into_inner();
+    match responses.next().await {
+        Some(Ok(response)) => match response.r#type {
+            Some(DeliverItem::Block(block)) => Ok(blockutil::number(&block)),
+            Some(DeliverItem::Status(code)) => Err(LoadError::Height(format!(
+                "channel {channel}: deliver answered {}",
+                Status::try_from(code)
+                    .map_or_else(|_| code.to_string(), |s| s.as_str_name().to_string())
+            ))),
+            None => Err(LoadError::Height("empty deliver response".into())),
+        },
+        Some(Err(e)) => Err(LoadError::Height(e.message().to_string())),
+        None => Err(LoadError::Height("deliver stream closed".into())),
+    }
+}
+
+/// Follows the chain from `start`, marking this run's transactions delivered.
+async fn follow_blocks(
+    client: &mut AbClient,
+    channel: &str,
+    start: u64,
+    tracker: &Tracker,
+    stop: CancellationToken,
+) -> Result<(), String> {
+    let request = seek(
+        channel,
+        BlockPosition::Number(start),
+        BlockPosition::Number(u64::MAX),
+        SeekBehavior::BlockUntilReady,
+        SeekContentType::Block,
+    );
+    let mut responses = client
+        .deliver(tokio_stream::once(request))
+        .await
+        .map_err(|e| format!("deliver: {}", e.message()))?
+        .into_inner();
+    loop {
+        let item = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            item = responses.next() => item,
+        };
+        match item {
+            Some(Ok(response)) => match response.r#type {
+                Some(DeliverItem::Block(block)) => {
+                    let now = Instant::now();
+                    let mut ours = false;
+                    for raw in blockutil::entries(&block) {
+                        if let Some(id) = tx_id(raw) {
+                            ours |= tracker.delivered(&id, now);
+                        }
+                    }
+                    if ours {
+                        tracker.blocks.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Some(DeliverItem::Status(code)) => {
+                    return Err(format!("deliver ended with status {code}"))
+                }
+                None => return Err("empty deliver response".into()),
+            },
+            Some(Err(e)) => return Err(format!("deliver stream failed: {}", e.message())),
+            None => return Err("deliver stream closed by the orderer".into()),
+        }
+    }
+}
+
+fn tx_id(raw: &Bytes) -> Option<[u8; 32]> {
+    let envelope = Envelope::decode(raw.clone()).ok()?;
+    let payload = Payload::decode(envelope.payload).ok()?;
+    let header = ChannelHeader::decode(payload.header?.channel_header).ok()?;
+    let mut id = [0u8; 32];
+    hex::decode_to_slice(header.tx_id, &mut id).ok()?;
+    Some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_the_right_samples() {
+        let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        let p = Percentiles::of(samples).expect("samples");
+        assert_eq!((p.p50, p.p90, p.p99, p.max), (50.0, 90.0, 99.0, 100.0));
+        assert_eq!(Percentiles::of(Vec::new()), None);
+    }
+
+    #[test]
+    fn a_report_passes_only_when_everything_came_back() {
+        let mut report = LoadReport {
+            sent: 10,
+            acknowledged: 10,
+            delivered: 10,
+            ..LoadReport::default()
+        };
+        assert!(report.passed());
+        report.undelivered = 1;
+        assert!(!report.passed());
+        report.undelivered = 0;
+        report.acknowledged = 9;
+        assert!(!report.passed());
+        assert_eq!(report.json()["passed"], false);
+    }
+}

@@ -1,0 +1,202 @@
+//! The load tool and the backpressure sweep, run as the binary against real nodes.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::common::*;
+
+/// Runs `ordo` with `args` off the async runtime: (success, stdout, stderr).
+async fn ordo(args: Vec<String>) -> (bool, String, String) {
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_ordo"))
+            .args(&args)
+            .env("FABRIC_LOGGING_SPEC", "error")
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("run ordo");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|a| a.to_string()).collect()
+}
+
+/// The JSON line the load tool prints last.
+fn report(stdout: &str) -> serde_json::Value {
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON line in:\n{stdout}"));
+    serde_json::from_str(line).expect("JSON report")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_load_run_sees_every_envelope_delivered() {
+    let node = TestNode::from_profile(&profile(CHANNEL), vec![]).await;
+    let address = node.address();
+    let (ok, out, err) = ordo(args(&[
+        "bench",
+        "load",
+        "--address",
+        &address,
+        "--count",
+        "3000",
+        "--streams",
+        "3",
+        "--size",
+        "256",
+    ]))
+    .await;
+    assert!(ok, "{out}\n{err}");
+    let json = report(&out);
+    assert_eq!(json["passed"], true, "{out}");
+    assert_eq!(json["acknowledged"], 3000);
+    assert_eq!(json["delivered"], 3000);
+    assert_eq!(json["undelivered"], 0);
+    assert!(json["blocks"].as_u64().expect("blocks") >= 6, "{out}");
+    assert!(json["delivery_latency_ms"]["p99"].as_f64().expect("p99") > 0.0);
+    assert!(
+        out.contains("broadcast-to-delivery latency ms: p50"),
+        "{out}"
+    );
+
+    // Signed by a generated identity whose MSP folder is written out.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let msp = dir.path().join("msp");
+    let (ok, out, err) = ordo(args(&[
+        "bench",
+        "load",
+        "--address",
+        &address,
+        "--count",
+        "200",
+        "--streams",
+        "2",
+        "--sign-as",
+        "LoadMSP",
+        "--save-msp",
+        &msp.display().to_string(),
+    ]))
+    .await;
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("signed by LoadMSP"), "{out}");
+    assert_eq!(report(&out)["delivered"], 200);
+    // The envelopes in the blocks carry verifiable signatures by that identity.
+    let identity =
+        ordo::bench::identity::SigningIdentity::from_msp_dir(&msp, "LoadMSP").expect("saved MSP");
+    let blocks = all_blocks(&node, CHANNEL).await;
+    let last = blocks.last().expect("a block");
+    let raw = ordo::blockutil::entries(last).last().expect("an envelope");
+    let envelope: ordo::protos::common::Envelope =
+        prost::Message::decode(raw.clone()).expect("envelope");
+    let signature = p256::ecdsa::Signature::from_der(&envelope.signature).expect("DER signature");
+    p256::ecdsa::signature::Verifier::verify(
+        &identity.verifying_key(),
+        &envelope.payload,
+        &signature,
+    )
+    .expect("signature verifies");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_run_against_a_node_killed_midway_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    let mut node = Command::new(env!("CARGO_BIN_EXE_ordo"))
+        .arg("start")
+        .env("ORDERER_GENERAL_LISTENPORT", port.to_string())
+        .env("ORDERER_ADMIN_LISTENADDRESS", "")
+        .env("ORDERER_OPERATIONS_LISTENADDRESS", "")
+        .env("ORDERER_FILELEDGER_LOCATION", ledger_dir(dir.path()))
+        .env("FABRIC_LOGGING_SPEC", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ordo");
+    let address = format!("127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while ordo::client::connect(&address).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "ordo did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let load = tokio::spawn(ordo(args(&[
+        "bench",
+        "load",
+        "--address",
+        &address,
+        "--count",
+        "5000000",
+        "--streams",
+        "2",
+        "--size",
+        "512",
+        "--deliver-timeout",
+        "2",
+    ])));
+    // Let the run get going, then kill the node without warning.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    node.kill().expect("kill");
+    let _ = node.wait();
+    let (ok, out, err) = tokio::time::timeout(PATIENCE, load)
+        .await
+        .expect("the load tool ends")
+        .expect("join");
+    assert!(!ok, "must fail:\n{out}\n{err}");
+    assert!(err.contains("load run failed"), "{err}");
+    assert_eq!(report(&out)["passed"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backpressure_sweep_writes_its_csv_and_chart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_dir = dir.path().join("sweep");
+    let (ok, out, err) = ordo(args(&[
+        "bench",
+        "backpressure",
+        "--inflight",
+        "1024,8192",
+        "--streams",
+        "1,3",
+        "--count",
+        "3000",
+        "--size",
+        "512",
+        "--sample-ms",
+        "20",
+        "--output-dir",
+        &out_dir.display().to_string(),
+    ]))
+    .await;
+    assert!(ok, "{out}\n{err}");
+    let settings = std::fs::read_to_string(out_dir.join("settings.csv")).expect("settings.csv");
+    let rows: Vec<&str> = settings.lines().collect();
+    assert!(rows[0].starts_with(
+        "max_inflight_envelopes,streams,sent,acknowledged,delivered,undelivered,refused"
+    ));
+    assert_eq!(rows.len(), 5, "{settings}");
+    for row in &rows[1..] {
+        let cells: Vec<&str> = row.split(',').collect();
+        assert_eq!(cells[2..7], ["3000", "3000", "3000", "0", "0"], "{row}");
+        assert_eq!(cells.last(), Some(&"true"), "{row}");
+        assert!(cells[14].parse::<f64>().expect("peak MB") > 1.0, "{row}");
+    }
+    let samples = std::fs::read_to_string(out_dir.join("samples.csv")).expect("samples.csv");
+    assert!(samples.lines().count() > 4, "{samples}");
+    assert!(samples.starts_with(
+        "max_inflight_envelopes,streams,seconds,envelopes_per_second,blocks_inflight"
+    ));
+    let svg = std::fs::read_to_string(out_dir.join("backpressure.svg")).expect("svg");
+    assert!(svg.starts_with("<svg"), "not an SVG");
+    assert!(svg.contains("Blocks in flight") && svg.contains("Submissions waiting"));
+    assert!(svg.contains("inflight 8192 / 3 streams"));
+}
