@@ -14,7 +14,7 @@ use actix_rt::{ArbiterHandle, System};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::Server;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::localconfig::NodeConfig;
 use crate::metrics::Metrics;
@@ -30,6 +30,8 @@ pub enum NodeError {
     Actors(String),
     #[error(transparent)]
     Registrar(#[from] RegistrarError),
+    #[error("invalid TLS material (General.TLS): {0}")]
+    Tls(String),
     #[error("cannot listen on {address}: {source}")]
     Listen {
         address: String,
@@ -133,11 +135,31 @@ impl Node {
         let shutdown = CancellationToken::new();
         let service = AtomicBroadcastService::new(registrar.clone(), shutdown.clone());
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let server = Server::builder()
+        let mut builder = Server::builder();
+        if let Some(tls) = &config.tls {
+            let mut server_tls = ServerTlsConfig::new().identity(Identity::from_pem(
+                &tls.certificate_pem,
+                &tls.private_key_pem,
+            ));
+            if !tls.client_root_cas_pem.is_empty() {
+                server_tls = server_tls
+                    .client_ca_root(Certificate::from_pem(&tls.client_root_cas_pem))
+                    .client_auth_optional(!tls.client_auth_required);
+            }
+            builder = match builder.tls_config(server_tls) {
+                Ok(b) => b,
+                Err(e) => {
+                    registrar.shutdown().await;
+                    actors.stop().await;
+                    return Err(NodeError::Tls(e.to_string()));
+                }
+            };
+        }
+        let server = builder
             .add_service(service.into_server())
             .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
         let server = tokio::spawn(server);
-        tracing::info!(address = %local_addr, channels = ?registrar.channel_ids(), "ordo is serving AtomicBroadcast");
+        tracing::info!(address = %local_addr, tls = config.tls.is_some(), channels = ?registrar.channel_ids(), "ordo is serving AtomicBroadcast");
 
         let mut http_servers = Vec::new();
         let mut listeners = Vec::new();

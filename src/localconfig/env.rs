@@ -21,7 +21,10 @@ pub(super) fn load_with_overrides(
         .build()?;
 
     let mut paths = Vec::new();
-    collect_paths(&defaults.collect()?, &mut Vec::new(), &mut paths);
+    // From serde's view of the defaults: the config crate's drops empty lists.
+    if let Ok(serde_json::Value::Object(known)) = serde_json::to_value(OrdererConfig::default()) {
+        collect_json_paths(&known, &mut Vec::new(), &mut paths);
+    }
     collect_paths(&file.collect()?, &mut Vec::new(), &mut paths);
 
     let mut builder = Config::builder()
@@ -48,6 +51,23 @@ fn matches(path: &[String], parts: &[&str]) -> bool {
             .iter()
             .zip(parts)
             .all(|(key, part)| key.eq_ignore_ascii_case(part))
+}
+
+fn collect_json_paths(
+    map: &serde_json::Map<String, serde_json::Value>,
+    prefix: &mut Vec<String>,
+    out: &mut Vec<Vec<String>>,
+) {
+    for (key, value) in map {
+        prefix.push(key.clone());
+        match value {
+            serde_json::Value::Object(inner) if !inner.is_empty() => {
+                collect_json_paths(inner, prefix, out)
+            }
+            _ => out.push(prefix.clone()),
+        }
+        prefix.pop();
+    }
 }
 
 fn collect_paths(map: &Map<String, Value>, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {

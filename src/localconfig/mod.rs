@@ -110,10 +110,53 @@ pub struct General {
     pub backpressure: Backpressure,
 }
 
+/// `General.TLS`, as in Fabric's orderer.yaml. Paths are PEM files.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
 pub struct Tls {
     pub enabled: bool,
+    pub private_key: String,
+    pub certificate: String,
+    /// CAs of the orderer's own TLS chain (unused by the server itself).
+    #[serde(rename = "RootCAs", deserialize_with = "string_or_list")]
+    pub root_cas: Vec<String>,
+    pub client_auth_required: bool,
+    /// CAs that client certificates must chain to.
+    #[serde(rename = "ClientRootCAs", deserialize_with = "string_or_list")]
+    pub client_root_cas: Vec<String>,
+}
+
+/// A list from YAML, or from an environment variable as Fabric writes one:
+/// `[a.pem,b.pem]` or `a.pem,b.pem`.
+fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::List(list) => list,
+        Either::Text(text) => text
+            .trim()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+    })
+}
+
+/// The server's TLS material, read at load time.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub certificate_pem: Vec<u8>,
+    pub private_key_pem: Vec<u8>,
+    pub client_auth_required: bool,
+    /// Concatenated PEM of the client root CAs (empty: none).
+    pub client_root_cas_pem: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -168,6 +211,8 @@ pub struct NodeConfig {
     pub bootstrap_file: Option<PathBuf>,
     pub ledger_dir: PathBuf,
     pub max_inflight_envelopes: usize,
+    /// TLS on the AtomicBroadcast listener, if enabled.
+    pub tls: Option<ServerTls>,
     /// The admin listener, if any.
     pub admin_address: Option<String>,
     pub channel_participation: bool,
@@ -217,12 +262,11 @@ impl NodeConfig {
         if g.listen_address.trim().is_empty() {
             return Err(invalid("General.ListenAddress", "must not be empty"));
         }
-        if g.tls.enabled {
-            return Err(invalid(
-                "General.TLS.Enabled",
-                "TLS is not supported by this version of Ordo yet; set it to false",
-            ));
-        }
+        let tls = if g.tls.enabled {
+            Some(server_tls(&g.tls, base_dir)?)
+        } else {
+            None
+        };
         let bootstrap_method = match g.bootstrap_method.to_ascii_lowercase().as_str() {
             "file" => BootstrapMethod::File,
             "embedded" => BootstrapMethod::Embedded,
@@ -272,6 +316,7 @@ impl NodeConfig {
             })?;
         let address = |a: &str| Some(a.trim().to_string()).filter(|a| !a.is_empty());
         Ok(NodeConfig {
+            tls,
             admin_address: address(&raw.admin.listen_address),
             channel_participation: raw.channel_participation.enabled,
             max_join_body_bytes,
@@ -284,6 +329,44 @@ impl NodeConfig {
             raw,
         })
     }
+}
+
+fn server_tls(tls: &Tls, base_dir: &Path) -> Result<ServerTls, ConfigError> {
+    let read = |key: &'static str, path: &str| -> Result<Vec<u8>, ConfigError> {
+        if path.trim().is_empty() {
+            return Err(invalid(
+                key,
+                "must name a PEM file when General.TLS.Enabled is true",
+            ));
+        }
+        let full = base_dir.join(path);
+        let bytes = std::fs::read(&full)
+            .map_err(|e| invalid(key, format!("cannot read {}: {e}", full.display())))?;
+        if !String::from_utf8_lossy(&bytes).contains("-----BEGIN") {
+            return Err(invalid(
+                key,
+                format!("{} is not a PEM file", full.display()),
+            ));
+        }
+        Ok(bytes)
+    };
+    let mut client_root_cas_pem = Vec::new();
+    for path in &tls.client_root_cas {
+        client_root_cas_pem.extend(read("General.TLS.ClientRootCAs", path)?);
+        client_root_cas_pem.push(b'\n');
+    }
+    if tls.client_auth_required && client_root_cas_pem.is_empty() {
+        return Err(invalid(
+            "General.TLS.ClientRootCAs",
+            "must name at least one CA when General.TLS.ClientAuthRequired is true",
+        ));
+    }
+    Ok(ServerTls {
+        certificate_pem: read("General.TLS.Certificate", &tls.certificate)?,
+        private_key_pem: read("General.TLS.PrivateKey", &tls.private_key)?,
+        client_auth_required: tls.client_auth_required,
+        client_root_cas_pem,
+    })
 }
 
 /// "1 MB", "512 KB", "2MB", "1048576": sizes as Fabric's config files write them.
@@ -423,6 +506,51 @@ mod tests {
         )
         .expect_err("bad size");
         assert!(err.to_string().contains("MaxRequestBodySize"), "{err}");
+    }
+
+    #[test]
+    fn tls_needs_readable_pem_files() {
+        let err = NodeConfig::load_with_env(None, vars(&[("ORDERER_GENERAL_TLS_ENABLED", "true")]))
+            .expect_err("no certificate");
+        assert!(err.to_string().contains("General.TLS.Certificate"), "{err}");
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("cert.pem"), "-----BEGIN CERTIFICATE-----\n")
+            .expect("write");
+        std::fs::write(dir.path().join("key.pem"), "not pem").expect("write");
+        let yaml = "General:\n  TLS:\n    Enabled: true\n    Certificate: cert.pem\n    PrivateKey: key.pem\n";
+        let err = NodeConfig::from_yaml(yaml, dir.path(), vars(&[])).expect_err("bad key");
+        assert!(err.to_string().contains("General.TLS.PrivateKey"), "{err}");
+
+        std::fs::write(dir.path().join("key.pem"), "-----BEGIN PRIVATE KEY-----\n").expect("write");
+        let cfg = NodeConfig::from_yaml(yaml, dir.path(), vars(&[])).expect("loads");
+        let tls = cfg.tls.expect("tls");
+        assert!(!tls.client_auth_required);
+
+        let err = NodeConfig::from_yaml(
+            yaml,
+            dir.path(),
+            vars(&[("ORDERER_GENERAL_TLS_CLIENTAUTHREQUIRED", "true")]),
+        )
+        .expect_err("no client CAs");
+        assert!(err.to_string().contains("ClientRootCAs"), "{err}");
+
+        // Lists from the environment, as Fabric writes them.
+        let cfg = NodeConfig::from_yaml(
+            yaml,
+            dir.path(),
+            vars(&[
+                ("ORDERER_GENERAL_TLS_CLIENTAUTHREQUIRED", "true"),
+                ("ORDERER_GENERAL_TLS_CLIENTROOTCAS", "[cert.pem, cert.pem]"),
+            ]),
+        )
+        .expect("loads");
+        let tls = cfg.tls.expect("tls");
+        assert!(tls.client_auth_required);
+        assert_eq!(
+            tls.client_root_cas_pem.len(),
+            2 * ("-----BEGIN CERTIFICATE-----\n".len() + 1)
+        );
     }
 
     #[test]

@@ -13,3 +13,4 @@ mod deliver;
 mod operations;
 mod participation;
 mod restart;
+mod tls;
