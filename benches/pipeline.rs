@@ -1,5 +1,6 @@
 //! Benchmarks of the steps every envelope goes through:
-//! validation, cutting, block hashing, durable ledger append.
+//! validation, cutting, block hashing, durable ledger append; what a
+//! signature costs to make and to check; checking a config update.
 //!
 //! `cargo bench --bench pipeline`
 
@@ -115,5 +116,65 @@ fn ledger(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, validation, cutter, hashing, ledger);
+fn signatures(c: &mut Criterion) {
+    use p256::ecdsa::signature::Verifier;
+    let identity = ordo::bench::identity::SigningIdentity::generate("BenchMSP").expect("identity");
+    let envelope = ordo::client::envelope::signed_transaction(
+        "mychannel",
+        Bytes::from(vec![0x5a; ENVELOPE_DATA]),
+        &identity,
+    );
+    let key = identity.verifying_key();
+    let signature = p256::ecdsa::Signature::from_der(&envelope.signature).expect("DER");
+    let mut group = c.benchmark_group("signature");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("ecdsa_p256_sign_2KB_payload", |b| {
+        b.iter(|| identity.sign(&envelope.payload))
+    });
+    // What a node checking Writers signatures pays per envelope, at least.
+    group.bench_function("ecdsa_p256_verify_2KB_payload", |b| {
+        b.iter(|| key.verify(&envelope.payload, &signature).is_ok())
+    });
+    group.finish();
+}
+
+fn config_update(c: &mut Criterion) {
+    use ordo::configtx::compute::{compute_update, config_update_envelope};
+    use ordo::configtx::{propose_config_update, PolicyMustExist};
+    let configtx = ordo::configtxgen::ConfigTx::load(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config"),
+    )
+    .expect("configtx");
+    let block = configtx
+        .genesis_block("SoloChannel", "mychannel")
+        .expect("genesis");
+    let current = ChannelConfig::from_config_block(&block).expect("config");
+    let mut updated = current.config.clone();
+    let value = updated
+        .channel_group
+        .as_mut()
+        .and_then(|r| r.groups.get_mut("Orderer"))
+        .and_then(|o| o.values.get_mut("BatchSize"))
+        .expect("batch size");
+    let mut size = ordo::protos::orderer::BatchSize::decode(value.value.clone()).expect("size");
+    size.max_message_count = 10;
+    value.value = size.encode_to_vec().into();
+    let update = compute_update("mychannel", &current.config, &updated).expect("update");
+    let envelope = config_update_envelope(&update);
+    let mut group = c.benchmark_group("config_update");
+    group.bench_function("validate_batch_size_update", |b| {
+        b.iter(|| propose_config_update(&current, &envelope, &PolicyMustExist).expect("valid"))
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    validation,
+    cutter,
+    hashing,
+    ledger,
+    signatures,
+    config_update
+);
 criterion_main!(benches);

@@ -177,6 +177,9 @@ enum BenchCommand {
         /// Seconds to wait, after the last answer, for deliveries to come.
         #[arg(long, default_value_t = 30)]
         deliver_timeout: u64,
+        /// Envelopes per second over all streams (default: as fast as answered).
+        #[arg(long)]
+        rate: Option<f64>,
     },
     /// Sweep a node's in-flight bound and the client's concurrency; write
     /// samples.csv, settings.csv and backpressure.svg.
@@ -474,6 +477,7 @@ async fn bench_command(command: BenchCommand) -> Result<()> {
             tls_client_cert,
             tls_client_key,
             deliver_timeout,
+            rate,
         } => {
             let identity = match (sign_as, msp_dir, msp_id) {
                 (Some(msp_id), _, _) => {
@@ -509,6 +513,7 @@ async fn bench_command(command: BenchCommand) -> Result<()> {
                 tls,
                 identity,
                 deliver_timeout: Duration::from_secs(deliver_timeout),
+                rate,
             };
             let report = run_load(&options).await?;
             print_load_report(&options, &report);

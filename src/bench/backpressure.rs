@@ -248,6 +248,7 @@ async fn run_setting(
         tls: None,
         identity: None,
         deliver_timeout: Duration::from_secs(30),
+        rate: None,
     };
     let report = run_load(&load).await;
     // One more interval so the tail of the run is sampled.

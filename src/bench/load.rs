@@ -51,6 +51,8 @@ pub struct LoadOptions {
     pub identity: Option<Arc<SigningIdentity>>,
     /// How long to wait, after the last answer, for the last delivery.
     pub deliver_timeout: Duration,
+    /// Envelopes per second over all streams; `None`: as fast as answered.
+    pub rate: Option<f64>,
 }
 
 /// Latency percentiles, in milliseconds.
@@ -259,6 +261,10 @@ pub async fn run_load(options: &LoadOptions) -> Result<LoadReport, LoadError> {
                 data: data.clone(),
                 identity: options.identity.clone(),
                 tracker: tracker.clone(),
+                rate: options
+                    .rate
+                    .map(|r| r / streams as f64)
+                    .filter(|r| *r > 0.0),
             };
             tokio::spawn(stream.run(client, share))
         })
@@ -331,6 +337,8 @@ struct StreamLoad {
     data: Bytes,
     identity: Option<Arc<SigningIdentity>>,
     tracker: Arc<Tracker>,
+    /// This stream's envelopes per second, if paced.
+    rate: Option<f64>,
 }
 
 struct StreamOutcome {
@@ -361,7 +369,14 @@ impl StreamLoad {
             let order = order.clone();
             let tracker = self.tracker.clone();
             tokio::spawn(async move {
-                for _ in 0..share {
+                let start = tokio::time::Instant::now();
+                for i in 0..share {
+                    if let Some(rate) = self.rate {
+                        let due = start + Duration::from_secs_f64(i as f64 / rate);
+                        if tokio::time::Instant::now() < due {
+                            tokio::time::sleep_until(due).await;
+                        }
+                    }
                     let (envelope, id) = envelope_with_id(
                         &self.channel,
                         HeaderType::EndorserTransaction,
