@@ -1,31 +1,9 @@
 //! The load tool and the backpressure sweep, run as the binary against real nodes.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use crate::common::*;
-
-/// Runs `ordo` with `args` off the async runtime: (success, stdout, stderr).
-async fn ordo(args: Vec<String>) -> (bool, String, String) {
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_ordo"))
-            .args(&args)
-            .env("FABRIC_LOGGING_SPEC", "error")
-            .output()
-    })
-    .await
-    .expect("join")
-    .expect("run ordo");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|a| a.to_string()).collect()
-}
 
 /// The JSON line the load tool prints last.
 fn report(stdout: &str) -> serde_json::Value {
@@ -41,7 +19,7 @@ fn report(stdout: &str) -> serde_json::Value {
 async fn a_small_load_run_sees_every_envelope_delivered() {
     let node = TestNode::from_profile(&profile(CHANNEL), vec![]).await;
     let address = node.address();
-    let (ok, out, err) = ordo(args(&[
+    let (ok, out, err) = run_ordo(&[
         "bench",
         "load",
         "--address",
@@ -52,7 +30,7 @@ async fn a_small_load_run_sees_every_envelope_delivered() {
         "3",
         "--size",
         "256",
-    ]))
+    ])
     .await;
     assert!(ok, "{out}\n{err}");
     let json = report(&out);
@@ -70,7 +48,7 @@ async fn a_small_load_run_sees_every_envelope_delivered() {
     // Signed by a generated identity whose MSP folder is written out.
     let dir = tempfile::tempdir().expect("tempdir");
     let msp = dir.path().join("msp");
-    let (ok, out, err) = ordo(args(&[
+    let (ok, out, err) = run_ordo(&[
         "bench",
         "load",
         "--address",
@@ -83,7 +61,7 @@ async fn a_small_load_run_sees_every_envelope_delivered() {
         "LoadMSP",
         "--save-msp",
         &msp.display().to_string(),
-    ]))
+    ])
     .await;
     assert!(ok, "{out}\n{err}");
     assert!(out.contains("signed by LoadMSP"), "{out}");
@@ -108,28 +86,10 @@ async fn a_small_load_run_sees_every_envelope_delivered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_load_run_against_a_node_killed_midway_fails() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("addr").port()
-    };
-    let mut node = Command::new(env!("CARGO_BIN_EXE_ordo"))
-        .arg("start")
-        .env("ORDERER_GENERAL_LISTENPORT", port.to_string())
-        .env("ORDERER_ADMIN_LISTENADDRESS", "")
-        .env("ORDERER_OPERATIONS_LISTENADDRESS", "")
-        .env("ORDERER_FILELEDGER_LOCATION", ledger_dir(dir.path()))
-        .env("FABRIC_LOGGING_SPEC", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn ordo");
+    let port = free_port();
+    let mut node = spawn_ordo(dir.path(), port, &[], Stdio::null()).await;
     let address = format!("127.0.0.1:{port}");
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while ordo::client::connect(&address).await.is_err() {
-        assert!(std::time::Instant::now() < deadline, "ordo did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let load = tokio::spawn(ordo(args(&[
+    let args: Vec<String> = [
         "bench",
         "load",
         "--address",
@@ -142,7 +102,11 @@ async fn a_load_run_against_a_node_killed_midway_fails() {
         "512",
         "--deliver-timeout",
         "2",
-    ])));
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let load = tokio::spawn(async move { run_ordo(&args).await });
     // Let the run get going, then kill the node without warning.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     node.kill().expect("kill");
@@ -160,7 +124,7 @@ async fn a_load_run_against_a_node_killed_midway_fails() {
 async fn the_backpressure_sweep_writes_its_csv_and_chart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out_dir = dir.path().join("sweep");
-    let (ok, out, err) = ordo(args(&[
+    let (ok, out, err) = run_ordo(&[
         "bench",
         "backpressure",
         "--inflight",
@@ -175,7 +139,7 @@ async fn the_backpressure_sweep_writes_its_csv_and_chart() {
         "20",
         "--output-dir",
         &out_dir.display().to_string(),
-    ]))
+    ])
     .await;
     assert!(ok, "{out}\n{err}");
     let settings = std::fs::read_to_string(out_dir.join("settings.csv")).expect("settings.csv");

@@ -1,27 +1,6 @@
 //! The `ordo broadcast` and `ordo deliver` subcommands against a running node.
 
-use std::process::Command;
-
 use crate::common::*;
-
-/// Runs the `ordo` binary off the async runtime; returns (success, stdout, stderr).
-async fn ordo(args: &[&str]) -> (bool, String, String) {
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_ordo"))
-            .args(&args)
-            .env("FABRIC_LOGGING_SPEC", "error")
-            .output()
-    })
-    .await
-    .expect("join")
-    .expect("run ordo");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcast_then_deliver_print_what_the_node_holds() {
@@ -30,7 +9,7 @@ async fn broadcast_then_deliver_print_what_the_node_holds() {
     p.batch_timeout = "1h".into();
     let node = TestNode::from_profile(&p, vec![]).await;
     let address = node.address();
-    let (ok, out, err) = ordo(&[
+    let (ok, out, err) = run_ordo(&[
         "broadcast",
         "--address",
         &address,
@@ -46,7 +25,7 @@ async fn broadcast_then_deliver_print_what_the_node_holds() {
     assert!(out.contains("300 SUCCESS"), "{out}");
     wait_for_height(&node, CHANNEL, 4).await;
 
-    let (ok, out, err) = ordo(&[
+    let (ok, out, err) = run_ordo(&[
         "deliver",
         "--address",
         &address,
@@ -73,7 +52,7 @@ async fn broadcast_then_deliver_print_what_the_node_holds() {
         .collect();
     assert_eq!(out.lines().collect::<Vec<_>>(), expected);
 
-    let (ok, _, err) = ordo(&[
+    let (ok, _, err) = run_ordo(&[
         "deliver",
         "--address",
         &address,
@@ -106,7 +85,7 @@ async fn genesis_join_inspect_and_update_a_channel_through_the_cli() {
         .to_string();
     let address = node.address();
 
-    let (ok, out, err) = ordo(&[
+    let (ok, out, err) = run_ordo(&[
         "genesis",
         "--config-path",
         &config_dir,
@@ -120,7 +99,7 @@ async fn genesis_join_inspect_and_update_a_channel_through_the_cli() {
     .await;
     assert!(ok, "{out}\n{err}");
 
-    let (ok, out, err) = ordo(&[
+    let (ok, out, err) = run_ordo(&[
         "channel",
         "join",
         "--config-block",
@@ -133,7 +112,7 @@ async fn genesis_join_inspect_and_update_a_channel_through_the_cli() {
     assert!(out.starts_with("Status: 201"), "{out}");
     assert!(out.contains("\"status\": \"active\""), "{out}");
 
-    let (ok, out, err) = ordo(&[
+    let (ok, out, err) = run_ordo(&[
         "fetch",
         "--channel",
         "clichannel",
@@ -150,7 +129,7 @@ async fn genesis_join_inspect_and_update_a_channel_through_the_cli() {
         std::fs::read(path("config.block")).expect("fetched"),
         std::fs::read(path("genesis.block")).expect("genesis")
     );
-    let (ok, out, err) = ordo(&["config", "inspect", &path("config.block")]).await;
+    let (ok, out, err) = run_ordo(&["config", "inspect", &path("config.block")]).await;
     assert!(ok, "{err}");
     let mut json: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     std::fs::write(path("original.json"), &out).expect("write");
@@ -158,7 +137,7 @@ async fn genesis_join_inspect_and_update_a_channel_through_the_cli() {
         ["values"]["BatchSize"]["value"]["max_message_count"] = 4.into();
     std::fs::write(path("updated.json"), json.to_string()).expect("write");
 
-    let (ok, out, err) = ordo(&[
+    let (ok, out, err) = run_ordo(&[
         "config",
         "update",
         "--original",
@@ -170,15 +149,16 @@ async fn genesis_join_inspect_and_update_a_channel_through_the_cli() {
     ])
     .await;
     assert!(ok, "{out}\n{err}");
-    let (ok, out, err) = ordo(&["submit", &path("update.envelope"), "--address", &address]).await;
+    let (ok, out, err) =
+        run_ordo(&["submit", &path("update.envelope"), "--address", &address]).await;
     assert!(ok, "{out}\n{err}");
     assert!(out.starts_with("SUCCESS"), "{out}");
     // The same update again is stale: BAD_REQUEST, and the command fails.
-    let (ok, out, _) = ordo(&["submit", &path("update.envelope"), "--address", &address]).await;
+    let (ok, out, _) = run_ordo(&["submit", &path("update.envelope"), "--address", &address]).await;
     assert!(!ok);
     assert!(out.starts_with("BAD_REQUEST"), "{out}");
 
-    let (ok, out, err) = ordo(&[
+    let (ok, out, err) = run_ordo(&[
         "broadcast",
         "--address",
         &address,
@@ -197,7 +177,7 @@ async fn genesis_join_inspect_and_update_a_channel_through_the_cli() {
         .collect();
     assert_eq!(counts, vec![1, 1, 4, 4]);
 
-    let (ok, out, _) = ordo(&[
+    let (ok, out, _) = run_ordo(&[
         "channel",
         "info",
         "--channel-id",

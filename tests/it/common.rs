@@ -334,3 +334,61 @@ pub async fn wait_for_transactions(node: &TestNode, channel: &str, count: usize)
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Runs the `ordo` binary off the async runtime; returns (success, stdout, stderr).
+pub async fn run_ordo<S: AsRef<str>>(args: &[S]) -> (bool, String, String) {
+    let args: Vec<String> = args.iter().map(|a| a.as_ref().to_string()).collect();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ordo"))
+            .args(&args)
+            .env("FABRIC_LOGGING_SPEC", "error")
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("run ordo");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// `ordo start` as a process of its own: the embedded channel, its ledger in
+/// `dir`, AtomicBroadcast on `port`, no admin or operations listener unless
+/// `env` sets one. Returns once it accepts gRPC connections.
+pub async fn spawn_ordo(
+    dir: &Path,
+    port: u16,
+    env: &[(&str, String)],
+    stderr: std::process::Stdio,
+) -> std::process::Child {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ordo"))
+        .arg("start")
+        .env("ORDERER_GENERAL_LISTENPORT", port.to_string())
+        .env("ORDERER_ADMIN_LISTENADDRESS", "")
+        .env("ORDERER_OPERATIONS_LISTENADDRESS", "")
+        .env("ORDERER_FILELEDGER_LOCATION", ledger_dir(dir))
+        .env("FABRIC_LOGGING_SPEC", "warn")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn ordo");
+    let address = format!("127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while connect(&address).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ordo did not start listening"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child
+}

@@ -1,7 +1,6 @@
 //! The operations listener: health, metrics moving under load, log levels at
 //! run time, version.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ordo::client::broadcast::{broadcast, BroadcastOptions};
@@ -187,26 +186,18 @@ async fn version_and_bad_logspecs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_logspec_change_takes_effect_at_run_time() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let free_port = || {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("addr").port()
-    };
     let (grpc, ops) = (free_port(), free_port());
     let log = dir.path().join("ordo.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ordo"))
-        .arg("start")
-        .env("ORDERER_GENERAL_LISTENPORT", grpc.to_string())
-        .env("ORDERER_ADMIN_LISTENADDRESS", "")
-        .env(
+    let mut child = spawn_ordo(
+        dir.path(),
+        grpc,
+        &[(
             "ORDERER_OPERATIONS_LISTENADDRESS",
             format!("127.0.0.1:{ops}"),
-        )
-        .env("ORDERER_FILELEDGER_LOCATION", ledger_dir(dir.path()))
-        .env("FABRIC_LOGGING_SPEC", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("spawn ordo");
+        )],
+        std::fs::File::create(&log).expect("log file").into(),
+    )
+    .await;
     let url = format!("http://127.0.0.1:{ops}/logspec");
     let deadline = std::time::Instant::now() + PATIENCE;
     let spec = loop {

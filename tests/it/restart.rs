@@ -1,7 +1,7 @@
 //! Restarts: a clean stop writes the pending batch, the chain continues intact,
 //! SIGTERM on the real binary loses nothing, and a damaged store is reported.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use crate::common::*;
@@ -75,30 +75,9 @@ async fn a_clean_stop_writes_the_pending_batch_and_the_chain_continues() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_on_the_binary_loses_no_acknowledged_envelope() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("addr").port()
-    };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ordo"))
-        .arg("start")
-        .env("ORDERER_GENERAL_LISTENPORT", port.to_string())
-        .env("ORDERER_ADMIN_LISTENADDRESS", "127.0.0.1:0")
-        .env("ORDERER_OPERATIONS_LISTENADDRESS", "127.0.0.1:0")
-        .env("ORDERER_FILELEDGER_LOCATION", ledger_dir(dir.path()))
-        .env("FABRIC_LOGGING_SPEC", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn ordo");
+    let port = free_port();
+    let mut child = spawn_ordo(dir.path(), port, &[], Stdio::inherit()).await;
     let address = format!("127.0.0.1:{port}");
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while ordo::client::connect(&address).await.is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "ordo did not start listening"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let options = BroadcastOptions {
         address: address.clone(),
         channel: CHANNEL.into(),

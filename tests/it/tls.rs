@@ -2,7 +2,6 @@
 //! server TLS, mutual TLS, and plaintext clients refused.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::common::*;
 
@@ -89,20 +88,7 @@ async fn load(address: &str, extra: &[&Path], flags: &[&str]) -> (bool, String, 
         args.push(flag.to_string());
         args.push(path.display().to_string());
     }
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_ordo"))
-            .args(&args)
-            .env("FABRIC_LOGGING_SPEC", "error")
-            .output()
-    })
-    .await
-    .expect("join")
-    .expect("run ordo");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    run_ordo(&args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
