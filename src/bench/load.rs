@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
+use hdrhistogram::Histogram;
 use prost::Message;
 use serde::Serialize;
 use tokio_stream::wrappers::ReceiverStream;
@@ -65,20 +66,17 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(mut samples: Vec<Duration>) -> Option<Percentiles> {
-        if samples.is_empty() {
+    /// From a histogram of microseconds.
+    fn of(histogram: &Histogram<u64>) -> Option<Percentiles> {
+        if histogram.is_empty() {
             return None;
         }
-        samples.sort_unstable();
-        let at = |q: f64| {
-            let index = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
-            samples[index].as_secs_f64() * 1000.0
-        };
+        let ms = |us: u64| us as f64 / 1000.0;
         Some(Percentiles {
-            p50: at(0.50),
-            p90: at(0.90),
-            p99: at(0.99),
-            max: at(1.0),
+            p50: ms(histogram.value_at_quantile(0.50)),
+            p90: ms(histogram.value_at_quantile(0.90)),
+            p99: ms(histogram.value_at_quantile(0.99)),
+            max: ms(histogram.max()),
         })
     }
 }
@@ -153,76 +151,122 @@ impl LoadReport {
 #[derive(Debug, Clone, Copy)]
 struct Record {
     sent: Instant,
-    acked: Option<Instant>,
-    delivered: Option<Instant>,
+    acked: bool,
+    delivered: bool,
+}
+
+/// One shard of the tracker: its envelopes still in flight and the latencies
+/// of those that completed, so a long run's memory stays bounded by what is
+/// in flight, not by what was sent.
+struct Shard {
+    in_flight: HashMap<[u8; 32], Record>,
+    ack_us: Histogram<u64>,
+    delivery_us: Histogram<u64>,
+    last_delivery: Option<Instant>,
 }
 
 /// This run's envelopes by transaction ID, sharded to keep the streams and
 /// the Deliver reader from queueing on one lock.
 struct Tracker {
-    shards: Vec<Mutex<HashMap<[u8; 32], Record>>>,
+    shards: Vec<Mutex<Shard>>,
     acknowledged: AtomicU64,
     delivered: AtomicU64,
     blocks: AtomicU64,
 }
 
+fn micros(from: Instant, to: Instant) -> u64 {
+    u64::try_from(to.saturating_duration_since(from).as_micros()).unwrap_or(u64::MAX)
+}
+
 impl Tracker {
     fn new() -> Tracker {
+        let histogram = || Histogram::<u64>::new(3).expect("3 significant figures are valid");
         Tracker {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        in_flight: HashMap::new(),
+                        ack_us: histogram(),
+                        delivery_us: histogram(),
+                        last_delivery: None,
+                    })
+                })
+                .collect(),
             acknowledged: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             blocks: AtomicU64::new(0),
         }
     }
 
-    fn shard(&self, id: &[u8; 32]) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Record>> {
+    fn shard(&self, id: &[u8; 32]) -> std::sync::MutexGuard<'_, Shard> {
         self.shards[id[0] as usize % SHARDS]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn sent(&self, id: [u8; 32], at: Instant) {
-        self.shard(&id).insert(
+        self.shard(&id).in_flight.insert(
             id,
             Record {
                 sent: at,
-                acked: None,
-                delivered: None,
+                acked: false,
+                delivered: false,
             },
         );
     }
 
     fn acked(&self, id: &[u8; 32], at: Instant) {
-        if let Some(record) = self.shard(id).get_mut(id) {
-            record.acked = Some(at);
+        let mut shard = self.shard(id);
+        if let Some(record) = shard.in_flight.get_mut(id) {
+            record.acked = true;
+            let (sent, done) = (record.sent, record.delivered);
+            if done {
+                shard.in_flight.remove(id);
+            }
+            shard.ack_us.saturating_record(micros(sent, at));
         }
         self.acknowledged.fetch_add(1, Ordering::Relaxed);
     }
 
     /// True if the ID is this run's and was not seen before.
     fn delivered(&self, id: &[u8; 32], at: Instant) -> bool {
-        match self.shard(id).get_mut(id) {
-            Some(record) if record.delivered.is_none() => {
-                record.delivered = Some(at);
-                self.delivered.fetch_add(1, Ordering::Relaxed);
-                true
-            }
-            _ => false,
+        let mut shard = self.shard(id);
+        let Some(record) = shard.in_flight.get_mut(id) else {
+            return false;
+        };
+        if record.delivered {
+            return false;
         }
+        record.delivered = true;
+        let (sent, acked) = (record.sent, record.acked);
+        if acked {
+            shard.in_flight.remove(id);
+        }
+        shard.delivery_us.saturating_record(micros(sent, at));
+        shard.last_delivery = shard.last_delivery.max(Some(at));
+        self.delivered.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
-    fn records(&self) -> Vec<Record> {
-        self.shards
-            .iter()
-            .flat_map(|s| {
-                s.lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .values()
-                    .copied()
-                    .collect::<Vec<_>>()
-            })
-            .collect()
+    /// Latencies, the last delivery, and how many acknowledged envelopes
+    /// were never delivered.
+    fn summary(&self) -> (Histogram<u64>, Histogram<u64>, Option<Instant>, u64) {
+        let mut ack = Histogram::<u64>::new(3).expect("valid");
+        let mut delivery = Histogram::<u64>::new(3).expect("valid");
+        let mut last = None;
+        let mut undelivered = 0;
+        for shard in &self.shards {
+            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            let _ = ack.add(&shard.ack_us);
+            let _ = delivery.add(&shard.delivery_us);
+            last = last.max(shard.last_delivery);
+            undelivered += shard
+                .in_flight
+                .values()
+                .filter(|r| r.acked && !r.delivered)
+                .count() as u64;
+        }
+        (ack, delivery, last, undelivered)
     }
 }
 
@@ -308,27 +352,13 @@ pub async fn run_load(options: &LoadOptions) -> Result<LoadReport, LoadError> {
         Err(e) => Some(e.to_string()),
     };
 
-    let records = tracker.records();
-    let mut acks = Vec::with_capacity(records.len());
-    let mut deliveries = Vec::with_capacity(records.len());
-    let mut last_delivery = started;
-    for record in &records {
-        if let Some(acked) = record.acked {
-            acks.push(acked.saturating_duration_since(record.sent));
-            if record.delivered.is_none() {
-                report.undelivered += 1;
-            }
-        }
-        if let Some(delivered) = record.delivered {
-            deliveries.push(delivered.saturating_duration_since(record.sent));
-            last_delivery = last_delivery.max(delivered);
-        }
-    }
-    report.delivered = deliveries.len() as u64;
-    report.delivery_elapsed = last_delivery.saturating_duration_since(started);
+    let (ack, delivery, last_delivery, undelivered) = tracker.summary();
+    report.undelivered = undelivered;
+    report.delivered = tracker.delivered.load(Ordering::Relaxed);
+    report.delivery_elapsed = last_delivery.map_or(Duration::ZERO, |t| t.saturating_duration_since(started));
     report.blocks = tracker.blocks.load(Ordering::Relaxed);
-    report.ack_latency_ms = Percentiles::of(acks);
-    report.delivery_latency_ms = Percentiles::of(deliveries);
+    report.ack_latency_ms = Percentiles::of(&ack);
+    report.delivery_latency_ms = Percentiles::of(&delivery);
     Ok(report)
 }
 
@@ -534,10 +564,41 @@ mod tests {
 
     #[test]
     fn percentiles_pick_the_right_samples() {
-        let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        let p = Percentiles::of(samples).expect("samples");
-        assert_eq!((p.p50, p.p90, p.p99, p.max), (50.0, 90.0, 99.0, 100.0));
-        assert_eq!(Percentiles::of(Vec::new()), None);
+        let mut histogram = Histogram::<u64>::new(3).expect("histogram");
+        for ms in 1..=100u64 {
+            histogram.record(ms * 1000).expect("record");
+        }
+        let p = Percentiles::of(&histogram).expect("samples");
+        let close = |a: f64, b: f64| (a - b).abs() / b < 0.001;
+        assert!(close(p.p50, 50.0) && close(p.p90, 90.0) && close(p.p99, 99.0), "{p:?}");
+        assert!(close(p.max, 100.0), "{p:?}");
+        assert_eq!(Percentiles::of(&Histogram::new(3).expect("histogram")), None);
+    }
+
+    #[test]
+    fn the_tracker_forgets_envelopes_that_completed() {
+        let tracker = Tracker::new();
+        let start = Instant::now();
+        let (a, b, c) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+        for id in [a, b, c] {
+            tracker.sent(id, start);
+        }
+        tracker.acked(&a, start + Duration::from_millis(2));
+        assert!(tracker.delivered(&a, start + Duration::from_millis(5)));
+        // Delivered before its answer was read: still counted once.
+        assert!(tracker.delivered(&b, start + Duration::from_millis(5)));
+        assert!(!tracker.delivered(&b, start + Duration::from_millis(6)));
+        tracker.acked(&b, start + Duration::from_millis(7));
+        tracker.acked(&c, start + Duration::from_millis(3));
+        let (ack, delivery, last, undelivered) = tracker.summary();
+        assert_eq!((ack.len(), delivery.len(), undelivered), (3, 2, 1));
+        assert_eq!(last, Some(start + Duration::from_millis(5)));
+        let left: usize = tracker
+            .shards
+            .iter()
+            .map(|s| s.lock().expect("shard").in_flight.len())
+            .sum();
+        assert_eq!(left, 1, "only the undelivered one is kept");
     }
 
     #[test]

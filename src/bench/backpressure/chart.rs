@@ -2,6 +2,10 @@
 //! submissions waiting, resident memory), one line per setting; four panels
 //! per setting (throughput, mean wait, peak memory, delivery p99) against the
 //! in-flight bound, one line per number of streams.
+//!
+//! Time is shown as the share of each setting's run, so that a setting that
+//! takes seconds and one that takes minutes (a bound below a full block) can
+//! be read side by side.
 
 use std::path::Path;
 
@@ -136,12 +140,16 @@ where
         .caption(title, ("sans-serif", 18))
         .margin(12)
         .x_label_area_size(32)
-        .y_label_area_size(60)
+        .y_label_area_size(70)
         .build_cartesian_2d((x_min..x_max).log_scale(), 0f64..y_max)
         .map_err(err)?;
     chart
         .configure_mesh()
-        .x_desc("MaxInflightEnvelopes")
+        .light_line_style(TRANSPARENT)
+        .x_labels(6)
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .x_desc("MaxInflightEnvelopes (log scale)")
         .draw()
         .map_err(err)?;
     let mut streams: Vec<u32> = results.iter().map(|r| r.streams).collect();
