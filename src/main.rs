@@ -246,7 +246,25 @@ enum ChannelCommand {
     },
 }
 
+/// glibc gives each thread that allocates under contention its own arena,
+/// and an arena keeps the block-sized buffers (about 1 MB) that the ledger's
+/// blocking threads and Deliver streams free. Two arenas keep the node's
+/// resident size near what it really holds (docs/benchmarks.md has the
+/// figures).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    // SAFETY: mallopt only sets an allocator parameter; it runs first thing in
+    // main, before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     if let Err(e) = ordo::logging::init() {
         eprintln!("error: {e}");

@@ -135,7 +135,11 @@ impl Node {
         let shutdown = CancellationToken::new();
         let service = AtomicBroadcastService::new(registrar.clone(), shutdown.clone());
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let mut builder = Server::builder();
+        // Receive windows of 256 KB per stream: a Broadcast stream that waits for
+        // in-flight room holds at most that much unread, not HTTP/2's 1 MB default.
+        let mut builder = Server::builder()
+            .initial_stream_window_size(Some(256 * 1024))
+            .initial_connection_window_size(Some(512 * 1024));
         if let Some(tls) = &config.tls {
             let mut server_tls = ServerTlsConfig::new().identity(Identity::from_pem(
                 &tls.certificate_pem,

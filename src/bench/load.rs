@@ -355,7 +355,8 @@ pub async fn run_load(options: &LoadOptions) -> Result<LoadReport, LoadError> {
     let (ack, delivery, last_delivery, undelivered) = tracker.summary();
     report.undelivered = undelivered;
     report.delivered = tracker.delivered.load(Ordering::Relaxed);
-    report.delivery_elapsed = last_delivery.map_or(Duration::ZERO, |t| t.saturating_duration_since(started));
+    report.delivery_elapsed =
+        last_delivery.map_or(Duration::ZERO, |t| t.saturating_duration_since(started));
     report.blocks = tracker.blocks.load(Ordering::Relaxed);
     report.ack_latency_ms = Percentiles::of(&ack);
     report.delivery_latency_ms = Percentiles::of(&delivery);
@@ -570,9 +571,15 @@ mod tests {
         }
         let p = Percentiles::of(&histogram).expect("samples");
         let close = |a: f64, b: f64| (a - b).abs() / b < 0.001;
-        assert!(close(p.p50, 50.0) && close(p.p90, 90.0) && close(p.p99, 99.0), "{p:?}");
+        assert!(
+            close(p.p50, 50.0) && close(p.p90, 90.0) && close(p.p99, 99.0),
+            "{p:?}"
+        );
         assert!(close(p.max, 100.0), "{p:?}");
-        assert_eq!(Percentiles::of(&Histogram::new(3).expect("histogram")), None);
+        assert_eq!(
+            Percentiles::of(&Histogram::new(3).expect("histogram")),
+            None
+        );
     }
 
     #[test]

@@ -189,7 +189,7 @@ impl Default for General {
 impl Default for Backpressure {
     fn default() -> Self {
         Backpressure {
-            max_inflight_envelopes: 4096,
+            max_inflight_envelopes: 2048,
         }
     }
 }
@@ -410,7 +410,7 @@ mod tests {
         assert_eq!(cfg.listen_address, "127.0.0.1:7050");
         assert_eq!(cfg.bootstrap_method, BootstrapMethod::Embedded);
         assert_eq!(cfg.ledger_dir, PathBuf::from("ordo-data"));
-        assert_eq!(cfg.max_inflight_envelopes, 4096);
+        assert_eq!(cfg.max_inflight_envelopes, 2048);
     }
 
     #[test]
