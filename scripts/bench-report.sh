@@ -28,8 +28,8 @@ openssl x509 -req -in "$work/server.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 
-run() { # label streams signed(yes|no) tls(yes|no)
-    local label=$1 streams=$2 signed=$3 tls=$4
+run() { # label streams signed(yes|no) checks(yes|no) tls(yes|no)
+    local label=$1 streams=$2 signed=$3 checks=$4 tls=$5
     local port ops ledger pid
     port=$(free_port); ops=$(free_port); ledger="$work/ledger-$RANDOM"
     local env=(ORDERER_GENERAL_LISTENPORT="$port" ORDERER_ADMIN_LISTENADDRESS=
@@ -42,6 +42,7 @@ run() { # label streams signed(yes|no) tls(yes|no)
         load+=(--tls-ca-file "$work/ca.crt")
     fi
     [ "$signed" = yes ] && load+=(--sign-as BenchMSP)
+    [ "$checks" = yes ] && env+=(ORDERER_GENERAL_AUTHENTICATION_VERIFYENVELOPESIGNATURES=true)
     env "${env[@]}" "$ordo" start >/dev/null 2>"$work/node.log" &
     pid=$!
     for _ in $(seq 100); do curl -sf "http://127.0.0.1:$ops/healthz" >/dev/null && break; sleep 0.1; done
@@ -53,23 +54,24 @@ run() { # label streams signed(yes|no) tls(yes|no)
     hwm=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
     kill "$pid"; wait "$pid" || true
     rm -rf "$ledger"
-    python3 - "$label" "$streams" "$signed" "$tls" "$((after - before))" "$hwm" "$work/load.out" <<'PY'
+    python3 - "$label" "$streams" "$signed" "$checks" "$tls" "$((after - before))" "$hwm" "$work/load.out" <<'PY'
 import json, os, sys
-label, streams, signed, tls, ticks, hwm, out = sys.argv[1:]
+label, streams, signed, checks, tls, ticks, hwm, out = sys.argv[1:]
 lines = open(out).read().splitlines()
 report = json.loads([l for l in lines if l.startswith("{")][-1])
 hz = os.sysconf("SC_CLK_TCK")
 cpu_us = int(ticks) / hz * 1e6 / max(report["acknowledged"], 1)
 a, d = report["ack_latency_ms"], report["delivery_latency_ms"]
-print(f"| {label} | {streams} | {signed} | {tls} | {report['acked_per_second']:,.0f} | "
+print(f"| {label} | {streams} | {signed} | {checks} | {tls} | {report['acked_per_second']:,.0f} | "
       f"{report['delivered_per_second']:,.0f} | {a['p50']:.1f} / {a['p99']:.1f} | "
       f"{d['p50']:.1f} / {d['p99']:.1f} | {cpu_us:.1f} | {int(hwm)/1024:.0f} | "
       f"{'yes' if report['passed'] else 'NO'} |")
 PY
 }
 
-echo "| run | streams | signed | TLS | acked env/s | delivered env/s | ack p50 / p99 ms | delivery p50 / p99 ms | node CPU µs/env | node peak MB | all delivered |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|"
-for streams in 1 4 16; do run solo "$streams" no no; done
-for streams in 1 4 16; do run solo "$streams" yes no; done
-run solo 4 yes yes
+echo "| run | streams | client signs | node checks signatures | TLS | acked env/s | delivered env/s | ack p50 / p99 ms | delivery p50 / p99 ms | node CPU µs/env | node peak MB | all delivered |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+for streams in 1 4 16; do run solo "$streams" no no no; done
+run solo 4 yes no no
+for streams in 1 4 16; do run solo "$streams" yes yes no; done
+run solo 4 yes yes yes

@@ -15,6 +15,7 @@ use crate::consensus::Consenters;
 use crate::ledger::{LedgerError, LedgerFactory};
 use crate::localconfig::{BootstrapMethod, NodeConfig};
 use crate::metrics::Metrics;
+use crate::msgprocessor::RuleSet;
 use crate::protos::common::Block;
 
 /// The channel the embedded bootstrap creates.
@@ -62,6 +63,8 @@ pub struct Registrar {
     arbiter: ArbiterHandle,
     consenters: Consenters,
     max_inflight: usize,
+    /// Broadcast's filter rules, shared by every channel.
+    filters: Arc<RuleSet>,
     metrics: Arc<Metrics>,
     channels: RwLock<HashMap<String, ChannelEntry>>,
 }
@@ -80,6 +83,7 @@ impl Registrar {
             arbiter,
             consenters: Consenters::standard(),
             max_inflight: config.max_inflight_envelopes,
+            filters: Arc::new(RuleSet::for_node(config.verify_signatures)),
             metrics,
             channels: RwLock::new(HashMap::new()),
         };
@@ -194,6 +198,7 @@ impl Registrar {
             store,
             config,
             self.max_inflight,
+            self.filters.clone(),
             metrics,
         ));
         let supervisor = {

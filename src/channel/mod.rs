@@ -56,6 +56,7 @@ impl ChannelHandle {
         store: BlockStore,
         config: ChannelConfig,
         max_inflight: usize,
+        filters: Arc<RuleSet>,
         metrics: Arc<ChannelMetrics>,
     ) -> ChannelHandle {
         let (state, _) = watch::channel(ChannelState::Starting);
@@ -65,7 +66,7 @@ impl ChannelHandle {
             config: SharedConfig::new(config),
             chain: RwLock::new(None),
             state,
-            filters: Arc::new(RuleSet::standard()),
+            filters,
             policies: Arc::new(PolicyMustExist),
             inflight: Arc::new(Semaphore::new(max_inflight)),
             max_inflight,

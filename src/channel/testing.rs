@@ -30,6 +30,7 @@ pub fn supervised(
         store,
         config,
         16,
+        Arc::new(crate::msgprocessor::RuleSet::standard()),
         crate::metrics::ChannelMetrics::detached("c1"),
     ));
     let supervisor = ChannelSupervisor::new(handle.clone(), Consenters::standard()).start();

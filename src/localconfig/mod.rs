@@ -108,6 +108,16 @@ pub struct General {
     #[serde(rename = "LocalMSPID")]
     pub local_msp_id: String,
     pub backpressure: Backpressure,
+    pub authentication: Authentication,
+}
+
+/// `General.Authentication`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct Authentication {
+    /// Refuse (FORBIDDEN) Broadcast envelopes not signed by the certificate
+    /// they name. MSP membership and Writers policies come later.
+    pub verify_envelope_signatures: bool,
 }
 
 /// `General.TLS`, as in Fabric's orderer.yaml. Paths are PEM files.
@@ -182,6 +192,7 @@ impl Default for General {
             local_msp_dir: "msp".into(),
             local_msp_id: "SampleOrg".into(),
             backpressure: Backpressure::default(),
+            authentication: Authentication::default(),
         }
     }
 }
@@ -213,6 +224,8 @@ pub struct NodeConfig {
     pub max_inflight_envelopes: usize,
     /// TLS on the AtomicBroadcast listener, if enabled.
     pub tls: Option<ServerTls>,
+    /// General.Authentication.VerifyEnvelopeSignatures.
+    pub verify_signatures: bool,
     /// The admin listener, if any.
     pub admin_address: Option<String>,
     pub channel_participation: bool,
@@ -317,6 +330,7 @@ impl NodeConfig {
         let address = |a: &str| Some(a.trim().to_string()).filter(|a| !a.is_empty());
         Ok(NodeConfig {
             tls,
+            verify_signatures: g.authentication.verify_envelope_signatures,
             admin_address: address(&raw.admin.listen_address),
             channel_participation: raw.channel_participation.enabled,
             max_join_body_bytes,

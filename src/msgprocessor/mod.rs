@@ -6,7 +6,11 @@
 //! expiration); the chain re-runs the same rules when the config changed between
 //! validation and ordering.
 
+mod sigcheck;
+
 use prost::Message;
+
+pub use sigcheck::SignatureCheck;
 
 use crate::channelconfig::ChannelConfig;
 use crate::protos::common::{ChannelHeader, Envelope, HeaderType, Payload, Status};
@@ -124,6 +128,15 @@ impl RuleSet {
         RuleSet {
             rules: vec![Box::new(EmptyRejectRule), Box::new(SizeFilter)],
         }
+    }
+
+    /// The standard rules, then the signature rule if `verify_signatures`.
+    pub fn for_node(verify_signatures: bool) -> RuleSet {
+        let mut rules = RuleSet::standard();
+        if verify_signatures {
+            rules.rules.push(Box::new(SignatureCheck::default()));
+        }
+        rules
     }
 
     pub fn apply(

@@ -22,7 +22,7 @@ use crate::channel::ChannelHandle;
 use crate::channelconfig::ChannelConfig;
 use crate::configtx;
 use crate::consensus::{Configure, Submit, SubmitError};
-use crate::msgprocessor::{self, Classification, Rejection};
+use crate::msgprocessor::{self, Classification, Rejection, Rule};
 use crate::protos::common::{Envelope, Status};
 use crate::protos::orderer::BroadcastResponse;
 use crate::registrar::Registrar;
@@ -284,8 +284,15 @@ impl BroadcastStream {
 
 /// Turns a CONFIG_UPDATE into the CONFIG envelope to order (Fabric's
 /// `ProcessConfigUpdateMsg`), checked against the channel's current config.
+///
+/// The channel's filters (signatures among them) judge the client's update
+/// envelope; the CONFIG envelope made from it is the orderer's own, and only
+/// its size is checked.
 fn config_update(channel: Arc<ChannelHandle>, update: &Envelope) -> Result<Accepted, Rejection> {
     let config = channel.config();
+    channel
+        .filters()
+        .apply(update, update.encoded_len(), &config)?;
     let proposed = configtx::propose_config_update(&config, update, channel.policies().as_ref())
         .map_err(|e| {
             Rejection::bad_request(format!(
@@ -293,12 +300,15 @@ fn config_update(channel: Arc<ChannelHandle>, update: &Envelope) -> Result<Accep
                 channel.id()
             ))
         })?;
-    filtered(
+    let encoded = proposed.envelope.encode_to_vec();
+    msgprocessor::SizeFilter.apply(&proposed.envelope, encoded.len(), &config)?;
+    Ok(accepted(
         channel,
         &config,
         &proposed.envelope,
+        encoded,
         Some(Arc::new(proposed.config)),
-    )
+    ))
 }
 
 /// Runs the channel's filters on an envelope to order under `config`.
@@ -310,8 +320,18 @@ fn filtered(
 ) -> Result<Accepted, Rejection> {
     let encoded = envelope.encode_to_vec();
     channel.filters().apply(envelope, encoded.len(), config)?;
+    Ok(accepted(channel, config, envelope, encoded, makes))
+}
+
+fn accepted(
+    channel: Arc<ChannelHandle>,
+    config: &ChannelConfig,
+    envelope: &Envelope,
+    encoded: Vec<u8>,
+    makes: Option<Arc<ChannelConfig>>,
+) -> Accepted {
     let size = envelope.payload.len() + envelope.signature.len();
-    Ok(Accepted {
+    Accepted {
         channel,
         config_seq: config.sequence,
         message: OrderedMessage {
@@ -319,7 +339,7 @@ fn filtered(
             size,
         },
         config: makes,
-    })
+    }
 }
 
 /// Validates an envelope for a known channel.

@@ -164,3 +164,65 @@ async fn the_backpressure_sweep_writes_its_csv_and_chart() {
     assert!(svg.contains("Blocks in flight") && svg.contains("Submissions waiting"));
     assert!(svg.contains("inflight 8192 / 3 streams"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_signature_checks_signed_load_passes_and_unsigned_is_forbidden() {
+    let node = TestNode::with_env(vec![(
+        "ORDERER_GENERAL_AUTHENTICATION_VERIFYENVELOPESIGNATURES".into(),
+        "true".into(),
+    )])
+    .await;
+    let address = node.address();
+    let (ok, out, err) = run_ordo(&[
+        "bench",
+        "load",
+        "--address",
+        &address,
+        "--count",
+        "400",
+        "--streams",
+        "2",
+        "--sign-as",
+        "LoadMSP",
+    ])
+    .await;
+    assert!(ok, "{out}\n{err}");
+    assert_eq!(report(&out)["delivered"], 400);
+
+    let (ok, out, _) = run_ordo(&[
+        "bench",
+        "load",
+        "--address",
+        &address,
+        "--count",
+        "10",
+        "--streams",
+        "1",
+        "--deliver-timeout",
+        "1",
+    ])
+    .await;
+    assert!(!ok, "{out}");
+    assert!(out.contains("answered FORBIDDEN"), "{out}");
+
+    // A signed envelope whose payload was changed after signing.
+    let identity = ordo::bench::identity::SigningIdentity::generate("LoadMSP").expect("identity");
+    let mut envelope = ordo::client::envelope::signed_transaction(
+        CHANNEL,
+        bytes::Bytes::from_static(b"original"),
+        &identity,
+    );
+    let mut payload = envelope.payload.to_vec();
+    let last = payload.len() - 1;
+    payload[last] ^= 0x01;
+    envelope.payload = payload.into();
+    let mut client = node.client().await;
+    let mut stream = BroadcastStream::open(&mut client).await;
+    stream.send(envelope).await;
+    let answer = stream.next().await.expect("answer");
+    assert_eq!(
+        answer.status,
+        ordo::protos::common::Status::Forbidden as i32
+    );
+    assert!(answer.info.contains("does not verify"), "{}", answer.info);
+}
