@@ -131,9 +131,16 @@ fn signatures(c: &mut Criterion) {
     group.bench_function("ecdsa_p256_sign_2KB_payload", |b| {
         b.iter(|| identity.sign(&envelope.payload))
     });
-    // What a node checking Writers signatures pays per envelope, at least.
-    group.bench_function("ecdsa_p256_verify_2KB_payload", |b| {
+    group.bench_function("ecdsa_p256_verify_2KB_payload_portable", |b| {
         b.iter(|| key.verify(&envelope.payload, &signature).is_ok())
+    });
+    // What the node's signature rule pays per envelope (ring, cached key).
+    let profile = GenesisProfile::embedded("mychannel", vec![]);
+    let config = ChannelConfig::from_config_block(&profile.genesis_block()).expect("config");
+    let rules = RuleSet::for_node(true);
+    let encoded_len = envelope.encoded_len();
+    group.bench_function("node_signature_rule_2KB", |b| {
+        b.iter(|| rules.apply(&envelope, encoded_len, &config).expect("valid"))
     });
     group.finish();
 }

@@ -9,10 +9,11 @@
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey};
-use p256::pkcs8::DecodePrivateKey;
+use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use prost::Message;
+use ring::rand::SystemRandom;
+use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
 
 use crate::protos::msp::SerializedIdentity;
 
@@ -34,6 +35,9 @@ pub struct SigningIdentity {
     msp_id: String,
     certificate_pem: Bytes,
     key: SigningKey,
+    /// The same key for ring, which signs about twice as fast.
+    signer: EcdsaKeyPair,
+    rng: SystemRandom,
     /// The CA certificate, for a generated identity.
     ca_pem: Option<Bytes>,
     creator: Bytes,
@@ -48,20 +52,34 @@ impl std::fmt::Debug for SigningIdentity {
 }
 
 impl SigningIdentity {
-    fn new(msp_id: &str, certificate_pem: Bytes, key: SigningKey, ca_pem: Option<Bytes>) -> Self {
+    fn new(
+        msp_id: &str,
+        certificate_pem: Bytes,
+        key: SigningKey,
+        ca_pem: Option<Bytes>,
+    ) -> Result<Self, IdentityError> {
         let creator = SerializedIdentity {
             mspid: msp_id.to_string(),
             id_bytes: certificate_pem.clone(),
         }
         .encode_to_vec()
         .into();
-        SigningIdentity {
+        let rng = SystemRandom::new();
+        let pkcs8 = key
+            .to_pkcs8_der()
+            .map_err(|e| IdentityError::Generate(e.to_string()))?;
+        let signer =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_bytes(), &rng)
+                .map_err(|e| IdentityError::Generate(e.to_string()))?;
+        Ok(SigningIdentity {
             msp_id: msp_id.to_string(),
             certificate_pem,
             key,
+            signer,
+            rng,
             ca_pem,
             creator,
-        }
+        })
     }
 
     /// A new CA and a client identity it issued (OU "client", as NodeOUs want).
@@ -94,12 +112,12 @@ impl SigningIdentity {
         let certificate = params.signed_by(&key, &ca).map_err(fail)?;
         let signing_key = SigningKey::from_pkcs8_der(&key.serialize_der())
             .map_err(|e| IdentityError::Generate(e.to_string()))?;
-        Ok(SigningIdentity::new(
+        SigningIdentity::new(
             msp_id,
             certificate.pem().into_bytes().into(),
             signing_key,
             Some(ca.pem().into_bytes().into()),
-        ))
+        )
     }
 
     /// Reads `signcerts/` (the first certificate) and `keystore/` (the first
@@ -117,7 +135,7 @@ impl SigningIdentity {
             path: key_path,
             reason: format!("not a PKCS#8 P-256 private key: {e}"),
         })?;
-        Ok(SigningIdentity::new(msp_id, certificate_pem, key, None))
+        SigningIdentity::new(msp_id, certificate_pem, key, None)
     }
 
     /// Writes a generated identity as an MSP folder: `cacerts/`, `signcerts/`,
@@ -127,7 +145,9 @@ impl SigningIdentity {
             path: dir.to_path_buf(),
             reason: "only a generated identity can be written out".into(),
         })?;
-        let key = p256::pkcs8::EncodePrivateKey::to_pkcs8_pem(&self.key, Default::default())
+        let key = self
+            .key
+            .to_pkcs8_pem(Default::default())
             .map_err(|e| IdentityError::Generate(e.to_string()))?;
         let files: [(&str, &[u8]); 4] = [
             ("cacerts/ca-cert.pem", ca),
@@ -166,8 +186,18 @@ impl SigningIdentity {
     /// ECDSA over SHA-256 of `message`, DER-encoded, with a low S (Fabric
     /// refuses high-S signatures).
     pub fn sign(&self, message: &[u8]) -> Bytes {
-        let signature: Signature = self.key.sign(message);
-        Bytes::from(signature.normalize_s().to_der().as_bytes().to_vec())
+        let normalized = self
+            .signer
+            .sign(&self.rng, message)
+            .ok()
+            .and_then(|signed| Signature::from_der(signed.as_ref()).ok())
+            .map(|signature| signature.normalize_s());
+        // ring fails only if the system RNG does; then sign with the portable code.
+        let signature = normalized.unwrap_or_else(|| {
+            let signature: Signature = p256::ecdsa::signature::Signer::sign(&self.key, message);
+            signature.normalize_s()
+        });
+        Bytes::from(signature.to_der().as_bytes().to_vec())
     }
 
     /// The verifying half, to check signatures in tests and benchmarks.

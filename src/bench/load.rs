@@ -174,13 +174,19 @@ struct Tracker {
     blocks: AtomicU64,
 }
 
+/// Microseconds from 1 µs to an hour, 3 significant figures; longer waits
+/// count as an hour.
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("bounds and precision are valid")
+}
+
 fn micros(from: Instant, to: Instant) -> u64 {
     u64::try_from(to.saturating_duration_since(from).as_micros()).unwrap_or(u64::MAX)
 }
 
 impl Tracker {
     fn new() -> Tracker {
-        let histogram = || Histogram::<u64>::new(3).expect("3 significant figures are valid");
+        let histogram = latency_histogram;
         Tracker {
             shards: (0..SHARDS)
                 .map(|_| {
@@ -251,8 +257,8 @@ impl Tracker {
     /// Latencies, the last delivery, and how many acknowledged envelopes
     /// were never delivered.
     fn summary(&self) -> (Histogram<u64>, Histogram<u64>, Option<Instant>, u64) {
-        let mut ack = Histogram::<u64>::new(3).expect("valid");
-        let mut delivery = Histogram::<u64>::new(3).expect("valid");
+        let mut ack = latency_histogram();
+        let mut delivery = latency_histogram();
         let mut last = None;
         let mut undelivered = 0;
         for shard in &self.shards {
@@ -599,6 +605,11 @@ mod tests {
         tracker.acked(&c, start + Duration::from_millis(3));
         let (ack, delivery, last, undelivered) = tracker.summary();
         assert_eq!((ack.len(), delivery.len(), undelivered), (3, 2, 1));
+        // 2, 7 and 3 ms to the answers; 5 and 5 ms to the block.
+        let ack = Percentiles::of(&ack).expect("acks");
+        assert!((ack.max - 7.0).abs() < 0.01, "{ack:?}");
+        let delivery = Percentiles::of(&delivery).expect("deliveries");
+        assert!((delivery.p50 - 5.0).abs() < 0.01, "{delivery:?}");
         assert_eq!(last, Some(start + Duration::from_millis(5)));
         let left: usize = tracker
             .shards

@@ -11,9 +11,9 @@ use std::collections::HashMap;
 use std::sync::{PoisonError, RwLock};
 
 use bytes::Bytes;
-use p256::ecdsa::signature::Verifier;
-use p256::ecdsa::{Signature, VerifyingKey};
+use p256::ecdsa::Signature;
 use prost::Message;
+use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_ASN1};
 use sha2::{Digest, Sha256};
 
 use super::{Rejection, Rule};
@@ -24,11 +24,15 @@ use crate::protos::msp::SerializedIdentity;
 /// Creators remembered; the cache is cleared when it grows past this.
 const CACHE_LIMIT: usize = 4096;
 
+/// A creator's public key: the uncompressed P-256 point, verified with ring
+/// (about three times faster than a portable implementation).
+type PublicKey = UnparsedPublicKey<Bytes>;
+
 /// Verifies envelope signatures; remembers each creator's parsed key, as
 /// Fabric's identity cache does, so a certificate is parsed once.
 #[derive(Default)]
 pub struct SignatureCheck {
-    keys: RwLock<HashMap<[u8; 32], VerifyingKey>>,
+    keys: RwLock<HashMap<[u8; 32], PublicKey>>,
 }
 
 fn forbidden(info: impl Into<String>) -> Rejection {
@@ -39,7 +43,7 @@ fn forbidden(info: impl Into<String>) -> Rejection {
 }
 
 impl SignatureCheck {
-    fn key_of(&self, creator: &Bytes) -> Result<VerifyingKey, Rejection> {
+    fn key_of(&self, creator: &Bytes) -> Result<PublicKey, Rejection> {
         let id: [u8; 32] = Sha256::digest(creator).into();
         if let Some(key) = self
             .keys
@@ -47,19 +51,19 @@ impl SignatureCheck {
             .unwrap_or_else(PoisonError::into_inner)
             .get(&id)
         {
-            return Ok(*key);
+            return Ok(key.clone());
         }
         let key = parse_creator(creator)?;
         let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
         if keys.len() >= CACHE_LIMIT {
             keys.clear();
         }
-        keys.insert(id, key);
+        keys.insert(id, key.clone());
         Ok(key)
     }
 }
 
-fn parse_creator(creator: &Bytes) -> Result<VerifyingKey, Rejection> {
+fn parse_creator(creator: &Bytes) -> Result<PublicKey, Rejection> {
     let identity = SerializedIdentity::decode(creator.clone())
         .map_err(|e| forbidden(format!("creator is not a serialized identity: {e}")))?;
     let (_, pem) = x509_parser::pem::parse_x509_pem(&identity.id_bytes).map_err(|e| {
@@ -72,8 +76,14 @@ fn parse_creator(creator: &Bytes) -> Result<VerifyingKey, Rejection> {
         .parse_x509()
         .map_err(|e| forbidden(format!("creator certificate is not X.509: {e}")))?;
     let point = &certificate.public_key().subject_public_key.data;
-    VerifyingKey::from_sec1_bytes(point)
-        .map_err(|_| forbidden("creator certificate does not hold an ECDSA P-256 key"))
+    // Checks that the point is a P-256 key before it is trusted for verifying.
+    let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(point)
+        .map_err(|_| forbidden("creator certificate does not hold an ECDSA P-256 key"))?;
+    let uncompressed = key.to_sec1_point(false);
+    Ok(UnparsedPublicKey::new(
+        &ECDSA_P256_SHA256_ASN1,
+        Bytes::copy_from_slice(uncompressed.as_bytes()),
+    ))
 }
 
 impl Rule for SignatureCheck {
@@ -97,7 +107,7 @@ impl Rule for SignatureCheck {
                 "signature has a high S value: only low-S signatures are accepted",
             ));
         }
-        key.verify(&envelope.payload, &signature)
+        key.verify(&envelope.payload, &envelope.signature)
             .map_err(|_| forbidden("envelope signature does not verify with its creator's key"))
     }
 }

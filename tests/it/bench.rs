@@ -25,7 +25,7 @@ async fn a_small_load_run_sees_every_envelope_delivered() {
         "--address",
         &address,
         "--count",
-        "3000",
+        "3100",
         "--streams",
         "3",
         "--size",
@@ -35,11 +35,13 @@ async fn a_small_load_run_sees_every_envelope_delivered() {
     assert!(ok, "{out}\n{err}");
     let json = report(&out);
     assert_eq!(json["passed"], true, "{out}");
-    assert_eq!(json["acknowledged"], 3000);
-    assert_eq!(json["delivered"], 3000);
+    assert_eq!(json["acknowledged"], 3100);
+    assert_eq!(json["delivered"], 3100);
     assert_eq!(json["undelivered"], 0);
-    assert!(json["blocks"].as_u64().expect("blocks") >= 6, "{out}");
-    assert!(json["delivery_latency_ms"]["p99"].as_f64().expect("p99") > 0.0);
+    assert!(json["blocks"].as_u64().expect("blocks") >= 7, "{out}");
+    // The last 100 wait for the 200 ms batch timeout before their block is cut.
+    let slowest = json["delivery_latency_ms"]["max"].as_f64().expect("max");
+    assert!((150.0..60_000.0).contains(&slowest), "{out}");
     assert!(
         out.contains("broadcast-to-delivery latency ms: p50"),
         "{out}"
