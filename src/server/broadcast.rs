@@ -167,19 +167,38 @@ impl BroadcastStream {
 impl BroadcastStream {
     /// Submits a run and answers SUCCESS for each envelope; false once the stream must end.
     async fn submit(&mut self, run: Option<Run>) -> bool {
-        let Some(Run {
+        let Some(mut run) = run else {
+            return true;
+        };
+        // Submit in pieces that fit the room left (at least one envelope), so
+        // a run never waits for more room than the channel can free: a pending
+        // batch below MaxMessageCount frees nothing until more envelopes come.
+        while !run.messages.is_empty() {
+            let free = run.channel.inflight().available_permits();
+            let rest = run.messages.split_off(run.messages.len().min(free.max(1)));
+            let piece = Run {
+                channel: run.channel.clone(),
+                config_seq: run.config_seq,
+                messages: std::mem::replace(&mut run.messages, rest),
+                config: run.config.take(),
+                received: run.received,
+            };
+            if !self.submit_piece(piece).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Submits envelopes once the channel has room for all of them.
+    async fn submit_piece(&mut self, run: Run) -> bool {
+        let Run {
             channel,
             config_seq,
             mut messages,
             config,
             received,
-        }) = run
-        else {
-            return true;
-        };
-        if messages.is_empty() {
-            return true;
-        }
+        } = run;
         let count = messages.len();
         let metrics = channel.metrics().clone();
         // A channel that is down answers at once rather than after a wait for permits.

@@ -47,3 +47,41 @@ async fn broadcast_waits_at_the_inflight_bound_and_loses_nothing() {
         .skip(1)
         .all(|b| ordo::blockutil::entries(b).len() as u64 <= BOUND));
 }
+
+/// A bound just above MaxMessageCount: Broadcast must not wait for more room
+/// than the channel can free. A run of envelopes larger than the room left
+/// goes in pieces, so the pending batch fills and is cut by count; nothing
+/// waits for the (one hour) batch timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bound_just_above_a_block_keeps_blocks_full_without_the_timer() {
+    let mut p = profile(CHANNEL);
+    p.batch_size.max_message_count = 500;
+    p.batch_timeout = "1h".into();
+    let node = TestNode::from_profile(
+        &p,
+        vec![(
+            "ORDERER_GENERAL_BACKPRESSURE_MAXINFLIGHTENVELOPES".into(),
+            "512".into(),
+        )],
+    )
+    .await;
+    let options = ordo::client::broadcast::BroadcastOptions {
+        address: node.address(),
+        channel: CHANNEL.into(),
+        count: 3000,
+        size: 100,
+        streams: 1,
+    };
+    let report = tokio::time::timeout(PATIENCE, ordo::client::broadcast::broadcast(&options))
+        .await
+        .expect("answered without waiting for the batch timer")
+        .expect("broadcast");
+    assert_eq!(report.succeeded, 3000);
+    wait_for_height(&node, CHANNEL, 7).await;
+    let blocks = all_blocks(&node, CHANNEL).await;
+    let counts: Vec<usize> = blocks[1..]
+        .iter()
+        .map(|b| ordo::blockutil::entries(b).len())
+        .collect();
+    assert_eq!(counts, vec![500; 6]);
+}
