@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use prost::Message;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tonic::{Status as GrpcStatus, Streaming};
 
@@ -170,12 +170,19 @@ impl BroadcastStream {
         let Some(mut run) = run else {
             return true;
         };
-        // Submit in pieces that fit the room left (at least one envelope), so
-        // a run never waits for more room than the channel can free: a pending
-        // batch below MaxMessageCount frees nothing until more envelopes come.
+        // A channel that is down answers at once rather than after a wait for room.
+        if let Err(reason) = run.channel.chain() {
+            return self.unavailable(&run.channel, reason).await;
+        }
+        // Submit in pieces that fit the room there is, so a run never waits
+        // for more room than the channel can free: a pending batch below
+        // MaxMessageCount frees nothing until more envelopes come.
         while !run.messages.is_empty() {
-            let free = run.channel.inflight().available_permits();
-            let rest = run.messages.split_off(run.messages.len().min(free.max(1)));
+            let Ok(permit) = room_for(&run.channel, run.messages.len()).await else {
+                let reason = format!("channel {} is closed", run.channel.id());
+                return self.unavailable(&run.channel, reason).await;
+            };
+            let rest = run.messages.split_off(permit.num_permits());
             let piece = Run {
                 channel: run.channel.clone(),
                 config_seq: run.config_seq,
@@ -183,15 +190,15 @@ impl BroadcastStream {
                 config: run.config.take(),
                 received: run.received,
             };
-            if !self.submit_piece(piece).await {
+            if !self.submit_piece(piece, permit).await {
                 return false;
             }
         }
         true
     }
 
-    /// Submits envelopes once the channel has room for all of them.
-    async fn submit_piece(&mut self, run: Run) -> bool {
+    /// Submits envelopes holding their in-flight room.
+    async fn submit_piece(&mut self, run: Run, permit: OwnedSemaphorePermit) -> bool {
         let Run {
             channel,
             config_seq,
@@ -201,24 +208,6 @@ impl BroadcastStream {
         } = run;
         let count = messages.len();
         let metrics = channel.metrics().clone();
-        // A channel that is down answers at once rather than after a wait for permits.
-        if let Err(reason) = channel.chain() {
-            return self.unavailable(&channel, reason).await;
-        }
-        // Waits while the channel holds its bound of envelopes: this is the backpressure.
-        let waiting = Instant::now();
-        metrics.submissions_waiting.inc();
-        let permit = channel
-            .inflight()
-            .clone()
-            .acquire_many_owned(count as u32)
-            .await;
-        metrics.submissions_waiting.dec();
-        metrics.observe_wait(waiting.elapsed());
-        let Ok(permit) = permit else {
-            let reason = format!("channel {} is closed", channel.id());
-            return self.unavailable(&channel, reason).await;
-        };
         // The chain may have gone down during the wait.
         let chain = match channel.chain() {
             Ok(chain) => chain,
@@ -384,4 +373,87 @@ fn accept_on(
     }
     let config = channel.config();
     filtered(channel, &config, &envelope, None)
+}
+
+/// In-flight room for up to `wanted` envelopes: what is free now, or, when
+/// nothing is, room for one as soon as it frees (plus whatever else is free
+/// then). Never waits for more than one, so a waiting stream cannot hold up
+/// the others behind a request the channel cannot meet. The wait is the
+/// backpressure.
+async fn room_for(
+    channel: &ChannelHandle,
+    wanted: usize,
+) -> Result<OwnedSemaphorePermit, tokio::sync::AcquireError> {
+    let semaphore = channel.inflight().clone();
+    let take = |free: usize| wanted.min(free).min(u32::MAX as usize) as u32;
+    loop {
+        let free = semaphore.available_permits();
+        if free == 0 {
+            break;
+        }
+        match semaphore.clone().try_acquire_many_owned(take(free)) {
+            Ok(permit) => {
+                channel.metrics().observe_wait(std::time::Duration::ZERO);
+                return Ok(permit);
+            }
+            Err(tokio::sync::TryAcquireError::NoPermits) => continue,
+            Err(tokio::sync::TryAcquireError::Closed) => {
+                return semaphore.acquire_many_owned(1).await
+            }
+        }
+    }
+    let metrics = channel.metrics();
+    let waiting = Instant::now();
+    metrics.submissions_waiting.inc();
+    let first = semaphore.clone().acquire_many_owned(1).await;
+    metrics.submissions_waiting.dec();
+    metrics.observe_wait(waiting.elapsed());
+    let mut permit = first?;
+    let more = take(semaphore.available_permits()).min(take(wanted.saturating_sub(1)));
+    if more > 0 {
+        if let Ok(extra) = semaphore.try_acquire_many_owned(more) {
+            permit.merge(extra);
+        }
+    }
+    Ok(permit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::testing::supervised;
+    use crate::channelconfig::genesis::GenesisProfile;
+
+    #[actix_rt::test]
+    async fn room_is_what_is_free_or_one_as_soon_as_it_frees() {
+        let (_dir, handle, _supervisor) = supervised(GenesisProfile::embedded("c1", vec![]));
+        let semaphore = handle.inflight().clone();
+        let bound = handle.max_inflight();
+        // Most of the room is held (by a pending batch, say): a run of 100
+        // gets what is left at once instead of waiting for 100.
+        let held = semaphore
+            .clone()
+            .acquire_many_owned(bound as u32 - 3)
+            .await
+            .expect("held");
+        let room = room_for(&handle, 100).await.expect("room");
+        assert_eq!(room.num_permits(), 3);
+
+        // Nothing free: wait for one, and get it as soon as one frees.
+        let waiting = tokio::spawn({
+            let handle = handle.clone();
+            async move { room_for(&handle, 100).await.map(|p| p.num_permits()) }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished());
+        let mut room = room;
+        drop(room.split(1));
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("served once one frees")
+            .expect("join")
+            .expect("room");
+        assert_eq!(got, 1);
+        drop(held);
+    }
 }

@@ -65,23 +65,26 @@ async fn a_bound_just_above_a_block_keeps_blocks_full_without_the_timer() {
         )],
     )
     .await;
-    let options = ordo::client::broadcast::BroadcastOptions {
-        address: node.address(),
-        channel: CHANNEL.into(),
-        count: 3000,
-        size: 100,
-        streams: 1,
-    };
-    let report = tokio::time::timeout(PATIENCE, ordo::client::broadcast::broadcast(&options))
-        .await
-        .expect("answered without waiting for the batch timer")
-        .expect("broadcast");
-    assert_eq!(report.succeeded, 3000);
-    wait_for_height(&node, CHANNEL, 7).await;
+    // One stream, then several competing for the same room.
+    for streams in [1, 4] {
+        let options = ordo::client::broadcast::BroadcastOptions {
+            address: node.address(),
+            channel: CHANNEL.into(),
+            count: 20_000,
+            size: 2048,
+            streams,
+        };
+        let report = tokio::time::timeout(PATIENCE, ordo::client::broadcast::broadcast(&options))
+            .await
+            .expect("answered without waiting for the batch timer")
+            .expect("broadcast");
+        assert_eq!(report.succeeded, 20_000);
+    }
+    wait_for_height(&node, CHANNEL, 81).await;
     let blocks = all_blocks(&node, CHANNEL).await;
     let counts: Vec<usize> = blocks[1..]
         .iter()
         .map(|b| ordo::blockutil::entries(b).len())
         .collect();
-    assert_eq!(counts, vec![500; 6]);
+    assert_eq!(counts, vec![500; 80]);
 }
