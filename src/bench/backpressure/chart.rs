@@ -67,6 +67,15 @@ pub fn draw(path: &Path, results: &[SettingResult]) -> DrawResult {
     root.present().map_err(err)
 }
 
+/// Axis labels: whole numbers, or one decimal on a small scale.
+fn label(value: f64, max: f64) -> String {
+    if max < 10.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.0}")
+    }
+}
+
 fn upper(values: impl Iterator<Item = f64>) -> f64 {
     let max = values.fold(0.0, f64::max);
     if max > 0.0 {
@@ -85,29 +94,34 @@ fn time_panel<DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
-    let x_max = upper(
-        results
-            .iter()
-            .flat_map(|r| r.samples.iter().map(|s| s.seconds)),
-    );
     let y_max = upper(results.iter().flat_map(|r| r.samples.iter().map(value)));
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 18))
         .margin(12)
         .x_label_area_size(32)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0f64..x_max, 0f64..y_max)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..100f64, 0f64..y_max)
         .map_err(err)?;
     chart
         .configure_mesh()
-        .x_desc("seconds into the setting")
+        .light_line_style(TRANSPARENT)
+        .x_desc("share of the setting's run (%)")
+        .y_label_formatter(&|v| label(*v, y_max))
         .draw()
         .map_err(err)?;
     for (i, result) in results.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
+        let length = result
+            .samples
+            .last()
+            .map_or(1.0, |s| s.seconds)
+            .max(f64::EPSILON);
         chart
             .draw_series(LineSeries::new(
-                result.samples.iter().map(|s| (s.seconds, value(s))),
+                result
+                    .samples
+                    .iter()
+                    .map(|s| (s.seconds / length * 100.0, value(s))),
                 color.stroke_width(2),
             ))
             .map_err(err)?
@@ -148,7 +162,7 @@ where
         .light_line_style(TRANSPARENT)
         .x_labels(6)
         .x_label_formatter(&|v| format!("{v:.0}"))
-        .y_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| label(*v, y_max))
         .x_desc("MaxInflightEnvelopes (log scale)")
         .draw()
         .map_err(err)?;
