@@ -262,14 +262,7 @@ impl Registrar {
     /// Waits until no channel is still starting (each is active or errored), so
     /// that the first Broadcast after start-up finds its chain running.
     pub async fn wait_started(&self) {
-        let handles: Vec<Arc<ChannelHandle>> = self
-            .channels
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .map(|entry| entry.handle.clone())
-            .collect();
-        for handle in handles {
+        for handle in self.channels() {
             let mut state = handle.subscribe_state();
             let _ = state
                 .wait_for(|s| *s != crate::channel::ChannelState::Starting)

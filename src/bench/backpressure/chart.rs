@@ -13,17 +13,6 @@ use plotters::prelude::*;
 
 use super::{Sample, SettingResult};
 
-const PALETTE: [RGBColor; 8] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(127, 127, 127),
-];
-
 type DrawResult = Result<(), String>;
 /// A panel's title and the value it plots.
 type Panel<T> = (&'static str, fn(&T) -> f64);
@@ -110,7 +99,7 @@ where
         .draw()
         .map_err(err)?;
     for (i, result) in results.iter().enumerate() {
-        let color = PALETTE[i % PALETTE.len()];
+        let color = Palette99::pick(i).to_rgba();
         let length = result
             .samples
             .last()
@@ -170,7 +159,7 @@ where
     streams.sort_unstable();
     streams.dedup();
     for (i, count) in streams.iter().enumerate() {
-        let color = PALETTE[i % PALETTE.len()];
+        let color = Palette99::pick(i).to_rgba();
         let mut points: Vec<(f64, f64)> = results
             .iter()
             .filter(|r| r.streams == *count)
