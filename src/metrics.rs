@@ -339,24 +339,10 @@ pub struct ChannelMetrics {
 }
 
 impl ChannelMetrics {
-    /// Metrics that no registry exposes (tests, tools).
+    /// Metrics that no listener exposes (tests, tools): resolved from a
+    /// registry of their own.
     pub fn detached(channel: &str) -> Arc<ChannelMetrics> {
-        Arc::new(ChannelMetrics {
-            channel: channel.to_string(),
-            deliver_blocks_sent: Counter::default(),
-            height: Gauge::default(),
-            blocks_committed: Counter::default(),
-            envelopes_per_block: block_size_histogram(),
-            chain: ActorMetrics::default(),
-            cutter: ActorMetrics::default(),
-            ledger: ActorMetrics::default(),
-            blocks_inflight: Gauge::default(),
-            envelopes_inflight: Gauge::default(),
-            submissions_waiting: Gauge::default(),
-            submission_wait: latency_histogram(),
-            broadcast_to_block: latency_histogram(),
-            chain_restarts: Counter::default(),
-        })
+        Metrics::new().channel(channel)
     }
 
     pub fn observe_wait(&self, waited: Duration) {

@@ -310,6 +310,7 @@ fn config_update(channel: Arc<ChannelHandle>, update: &Envelope) -> Result<Accep
         })?;
     let encoded = proposed.envelope.encode_to_vec();
     msgprocessor::SizeFilter.apply(&proposed.envelope, encoded.len(), &config)?;
+    channel.warn_if_bound_below_batch(&proposed.config);
     Ok(accepted(
         channel,
         &config,
