@@ -101,6 +101,7 @@ fn ledger(c: &mut Criterion) {
     let factory = LedgerFactory::open(dir.path()).expect("ledger");
     let genesis = GenesisProfile::embedded("mychannel", vec![]).genesis_block();
     let store = factory.create_store("mychannel", &genesis).expect("store");
+    let mut writer = store.writer().expect("writer");
     let batch = envelopes(BATCH);
     let mut group = c.benchmark_group("ledger");
     group.throughput(Throughput::Elements(BATCH as u64));
@@ -110,7 +111,8 @@ fn ledger(c: &mut Criterion) {
             let tip = store.tip();
             let block =
                 blockutil::new_block(tip.height, tip.last_hash, batch.clone(), 0, Bytes::new());
-            store.append(&[block]).expect("append");
+            writer.append(&[block]).expect("append");
+            writer.publish();
         })
     });
     group.finish();

@@ -10,6 +10,7 @@ pub mod blockutil;
 pub mod channel;
 pub mod channelconfig;
 pub mod client;
+pub mod clock;
 pub mod configtx;
 pub mod configtxgen;
 pub mod consensus;

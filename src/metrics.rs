@@ -61,6 +61,9 @@ pub struct Metrics {
     messages_handled: Family<ActorLabels, Counter>,
     blocks_inflight: Family<ChannelLabel, Gauge>,
     envelopes_inflight: Family<ChannelLabel, Gauge>,
+    bytes_inflight: Family<ChannelLabel, Gauge>,
+    is_leader: Family<ChannelLabel, Gauge>,
+    chain_active: Family<ChannelLabel, Gauge>,
     submissions_waiting: Family<ChannelLabel, Gauge>,
     submission_wait: LatencyFamily,
     broadcast_to_block: LatencyFamily,
@@ -81,6 +84,9 @@ impl Metrics {
             messages_handled: Family::default(),
             blocks_inflight: Family::default(),
             envelopes_inflight: Family::default(),
+            bytes_inflight: Family::default(),
+            is_leader: Family::default(),
+            chain_active: Family::default(),
             submissions_waiting: Family::default(),
             submission_wait: Family::new_with_constructor(latency_histogram),
             broadcast_to_block: Family::new_with_constructor(latency_histogram),
@@ -136,6 +142,21 @@ impl Metrics {
             "ordo_envelopes_inflight",
             "Envelopes held between Broadcast and the ledger (bounded by MaxInflightEnvelopes)",
             metrics.envelopes_inflight.clone(),
+        );
+        registry.register(
+            "ordo_bytes_inflight",
+            "Bytes of envelopes held between Broadcast and the ledger (bounded by MaxInflightBytes)",
+            metrics.bytes_inflight.clone(),
+        );
+        registry.register(
+            "ordo_chain_is_leader",
+            "1 while this node's chain of the channel is its leader (solo: always)",
+            metrics.is_leader.clone(),
+        );
+        registry.register(
+            "ordo_chain_active",
+            "1 while the channel's chain reports the status active",
+            metrics.chain_active.clone(),
         );
         registry.register(
             "ordo_submissions_waiting",
@@ -198,6 +219,9 @@ impl Metrics {
             ledger: actor("ledger"),
             blocks_inflight: self.blocks_inflight.get_or_create(&label).clone(),
             envelopes_inflight: self.envelopes_inflight.get_or_create(&label).clone(),
+            bytes_inflight: self.bytes_inflight.get_or_create(&label).clone(),
+            is_leader: self.is_leader.get_or_create(&label).clone(),
+            chain_active: self.chain_active.get_or_create(&label).clone(),
             submissions_waiting: self.submissions_waiting.get_or_create(&label).clone(),
             submission_wait: self.submission_wait.get_or_create(&label).clone(),
             broadcast_to_block: self.broadcast_to_block.get_or_create(&label).clone(),
@@ -216,6 +240,9 @@ impl Metrics {
         self.envelopes_per_block.remove(&label);
         self.blocks_inflight.remove(&label);
         self.envelopes_inflight.remove(&label);
+        self.bytes_inflight.remove(&label);
+        self.is_leader.remove(&label);
+        self.chain_active.remove(&label);
         self.submissions_waiting.remove(&label);
         self.submission_wait.remove(&label);
         self.broadcast_to_block.remove(&label);
@@ -332,6 +359,9 @@ pub struct ChannelMetrics {
     pub ledger: ActorMetrics,
     pub blocks_inflight: Gauge,
     pub envelopes_inflight: Gauge,
+    pub bytes_inflight: Gauge,
+    pub is_leader: Gauge,
+    pub chain_active: Gauge,
     pub submissions_waiting: Gauge,
     pub submission_wait: Histogram,
     pub broadcast_to_block: Histogram,

@@ -2,20 +2,26 @@
 //!
 //! Runtime layout: gRPC (tonic) runs on a multi-threaded tokio runtime, so
 //! decoding and validating envelopes, and encoding blocks for Deliver, use every
-//! core. The channels' actors run on one actix arbiter thread of their own: they
-//! only move batches and blocks along, and their state needs no locks. Disk
-//! writes leave that thread for tokio's blocking pool.
+//! core. The channels' actors run on a small pool of actix arbiters (one thread
+//! each, one per core by default), a channel's whole tree on one of them, so a
+//! busy channel cannot stall the timers of channels on other arbiters, and a
+//! channel's actors share state without locks. Disk writes and re-validation
+//! leave the actor threads for the blocking pool.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_rt::{ArbiterHandle, System};
+use actix_rt::{Arbiter, ArbiterHandle, System};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
+use crate::clock::Clock;
+use crate::consensus::{
+    BlockPullerFactory, ClusterService, Consenters, NodeIdentity, NodeResources,
+};
 use crate::localconfig::NodeConfig;
 use crate::metrics::Metrics;
 use crate::registrar::{Registrar, RegistrarError};
@@ -39,17 +45,17 @@ pub enum NodeError {
     },
 }
 
-/// The actix system, on a thread of its own.
+/// The actix system on a thread of its own, and the arbiters channels run on.
 struct ActorSystem {
     system: System,
-    arbiter: ArbiterHandle,
+    arbiters: Vec<Arbiter>,
     thread: Option<std::thread::JoinHandle<()>>,
-    /// Resolves when the actor thread ends, however it ends (a panic included).
+    /// Resolves when the actor system's thread ends, however it ends.
     ended: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl ActorSystem {
-    fn start() -> Result<ActorSystem, NodeError> {
+    fn start(arbiters: usize) -> Result<ActorSystem, NodeError> {
         let (tx, rx) = std::sync::mpsc::channel();
         let (ended_tx, ended) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -58,29 +64,82 @@ impl ActorSystem {
                 // Dropped when this thread ends, even by unwinding from a panic.
                 let _ended = ended_tx;
                 let runner = System::new();
-                let _ = tx.send(System::current());
+                let pool: std::io::Result<Vec<Arbiter>> =
+                    (0..arbiters.max(1)).map(|_| Arbiter::try_new()).collect();
+                let failed = pool.is_err();
+                let _ = tx.send(pool.map(|pool| (System::current(), pool)));
+                if failed {
+                    return;
+                }
                 if let Err(e) = runner.run() {
                     tracing::error!(error = %e, "actor system ended with an error");
                 }
             })
             .map_err(|e| NodeError::Actors(e.to_string()))?;
-        let system = rx
+        let (system, arbiters) = rx
             .recv()
-            .map_err(|_| NodeError::Actors("the actor thread ended at start".into()))?;
-        let arbiter = system.arbiter().clone();
+            .map_err(|_| NodeError::Actors("the actor thread ended at start".into()))?
+            .map_err(|e| NodeError::Actors(format!("cannot start an actor thread: {e}")))?;
         Ok(ActorSystem {
             system,
-            arbiter,
+            arbiters,
             thread: Some(thread),
             ended: Some(ended),
         })
     }
 
+    fn handles(&self) -> Vec<ArbiterHandle> {
+        self.arbiters.iter().map(Arbiter::handle).collect()
+    }
+
     async fn stop(mut self) {
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
+        let arbiters = std::mem::take(&mut self.arbiters);
+        let _ = tokio::task::spawn_blocking(move || {
+            for arbiter in arbiters {
+                let _ = arbiter.join();
+            }
+        })
+        .await;
         self.system.stop();
         if let Some(thread) = self.thread.take() {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
+    }
+}
+
+/// What a node is started with beside its config: the consenters it serves
+/// and its clock. Tests register consenters of their own here.
+pub struct NodeOptions {
+    pub consenters: Consenters,
+    pub clock: Clock,
+    /// Actor threads; `None`: one per core.
+    pub actor_threads: Option<usize>,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        NodeOptions {
+            consenters: Consenters::standard(),
+            clock: Clock::system(),
+            actor_threads: None,
+        }
+    }
+}
+
+fn node_resources(config: &NodeConfig, clock: Clock) -> NodeResources {
+    NodeResources {
+        identity: NodeIdentity {
+            tls_certificate: config.tls.as_ref().map(|t| t.certificate_pem.clone()),
+            endpoint: config.listen_address.clone(),
+        },
+        cluster: ClusterService::default(),
+        wal_dir: config.wal_dir.clone(),
+        snap_dir: config.snap_dir.clone(),
+        block_puller: BlockPullerFactory::default(),
+        clock,
     }
 }
 
@@ -100,14 +159,26 @@ impl Node {
     /// Opens the ledger, starts every channel and serves gRPC. Must run inside a
     /// multi-threaded tokio runtime.
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
-        let actors = ActorSystem::start()?;
+        Self::start_with(config, NodeOptions::default()).await
+    }
+
+    /// As [`Node::start`], with the consenters and clock given.
+    pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node, NodeError> {
+        let threads = options.actor_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
+        let actors = ActorSystem::start(threads)?;
         let metrics = Metrics::new();
+        let resources = Arc::new(node_resources(&config, options.clock));
         let registrar = {
             let config = config.clone();
-            let arbiter = actors.arbiter.clone();
-            tokio::task::spawn_blocking(move || Registrar::open(&config, arbiter, metrics))
-                .await
-                .map_err(|e| NodeError::Actors(e.to_string()))?
+            let arbiters = actors.handles();
+            let consenters = options.consenters;
+            tokio::task::spawn_blocking(move || {
+                Registrar::open(&config, arbiters, consenters, resources, metrics)
+            })
+            .await
+            .map_err(|e| NodeError::Actors(e.to_string()))?
         };
         let registrar = match registrar {
             Ok(r) => Arc::new(r),

@@ -11,7 +11,7 @@ use prost::Message;
 use crate::channel::{ChannelHandle, ChannelSupervisor, Shutdown};
 use crate::channelconfig::genesis::GenesisProfile;
 use crate::channelconfig::{ChannelConfig, ChannelConfigError};
-use crate::consensus::Consenters;
+use crate::consensus::{Consenters, InflightRoom, NodeResources};
 use crate::ledger::{LedgerError, LedgerFactory};
 use crate::localconfig::{BootstrapMethod, NodeConfig};
 use crate::metrics::Metrics;
@@ -49,6 +49,8 @@ pub enum RegistrarError {
     NoSuchChannel(String),
     #[error("the config block is for channel {block} but the request names {requested}")]
     ChannelMismatch { block: String, requested: String },
+    #[error("no actor thread to run channels on")]
+    NoArbiter,
     #[error("joining at config block {0} needs the channel's earlier blocks from its other orderers (onboarding); this node joins channels at their genesis block (block 0)")]
     Onboarding(u64),
 }
@@ -60,9 +62,13 @@ struct ChannelEntry {
 
 pub struct Registrar {
     factory: LedgerFactory,
-    arbiter: ArbiterHandle,
+    /// Channels are spread over these, one after the other.
+    arbiters: Vec<ArbiterHandle>,
+    next_arbiter: std::sync::atomic::AtomicUsize,
     consenters: Consenters,
+    node: Arc<NodeResources>,
     max_inflight: usize,
+    max_inflight_bytes: usize,
     /// Broadcast's filter rules, shared by every channel.
     filters: Arc<RuleSet>,
     metrics: Arc<Metrics>,
@@ -71,18 +77,28 @@ pub struct Registrar {
 
 impl Registrar {
     /// Opens the ledger, starts every existing channel, and creates the first one
-    /// from the bootstrap method when the ledger holds none. Actors run on `arbiter`.
+    /// from the bootstrap method when the ledger holds none. Each channel's
+    /// actors run on one of `arbiters`; `consenters` are the consensus types
+    /// this node serves.
     pub fn open(
         config: &NodeConfig,
-        arbiter: ArbiterHandle,
+        arbiters: Vec<ArbiterHandle>,
+        consenters: Consenters,
+        node: Arc<NodeResources>,
         metrics: Arc<Metrics>,
     ) -> Result<Registrar, RegistrarError> {
+        if arbiters.is_empty() {
+            return Err(RegistrarError::NoArbiter);
+        }
         let factory = LedgerFactory::open(&config.ledger_dir)?;
         let registrar = Registrar {
             factory,
-            arbiter,
-            consenters: Consenters::standard(),
+            arbiters,
+            next_arbiter: std::sync::atomic::AtomicUsize::new(0),
+            consenters,
+            node,
             max_inflight: config.max_inflight_envelopes,
+            max_inflight_bytes: config.max_inflight_bytes,
             filters: Arc::new(RuleSet::for_node(config.verify_signatures)),
             metrics,
             channels: RwLock::new(HashMap::new()),
@@ -194,18 +210,24 @@ impl Registrar {
     ) -> Arc<ChannelHandle> {
         let id = config.channel_id.clone();
         let metrics = self.metrics.channel(&id);
-        let handle = Arc::new(ChannelHandle::new(
+        let (handle, publisher) = ChannelHandle::new(
             store,
             config,
-            self.max_inflight,
+            InflightRoom::new(self.max_inflight, self.max_inflight_bytes),
             self.filters.clone(),
             metrics,
-        ));
+        );
+        let handle = Arc::new(handle);
+        let index = self
+            .next_arbiter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % self.arbiters.len();
         let supervisor = {
             let handle = handle.clone();
             let consenters = self.consenters.clone();
-            ChannelSupervisor::start_in_arbiter(&self.arbiter, move |_| {
-                ChannelSupervisor::new(handle, consenters)
+            let node = self.node.clone();
+            ChannelSupervisor::start_in_arbiter(&self.arbiters[index], move |_| {
+                ChannelSupervisor::new(handle, publisher, consenters, node)
             })
         };
         self.channels

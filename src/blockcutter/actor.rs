@@ -12,6 +12,8 @@
 //!   batch is cut, the config message becomes a batch of its own, and the new
 //!   BatchSize / BatchTimeout apply to every message after it. Carrying the new
 //!   limits with the message keeps them in step with the order of messages.
+//! - [`StopCutter`] (from the ChainActor, when it stops): stop now; pending
+//!   messages and their in-flight room are dropped with the actor.
 //!
 //! Emits to its owner, through one mailbox so their order is kept: [`BatchCut`],
 //! [`BatchTimeoutExpired`], [`Drained`].
@@ -25,10 +27,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use tokio::sync::OwnedSemaphorePermit;
 
 use super::{Batch, BlockCutter, OrderedMessage};
+use crate::channel::tree::ChildGuard;
 use crate::channelconfig::BatchLimits;
+use crate::clock::Clock;
+use crate::consensus::InflightPermit;
 use crate::metrics::ChannelMetrics;
 
 /// Messages to add to the pending batch, in order.
@@ -36,8 +40,9 @@ use crate::metrics::ChannelMetrics;
 #[rtype(result = "()")]
 pub struct Ordered {
     pub messages: Vec<OrderedMessage>,
-    /// One permit per message that holds one (messages from Broadcast do).
-    pub permit: Option<OwnedSemaphorePermit>,
+    /// The messages' in-flight room (messages from Broadcast hold one envelope
+    /// permit each and their encoded size in bytes).
+    pub permit: InflightPermit,
     /// When Broadcast read the messages.
     pub received: Instant,
 }
@@ -61,8 +66,8 @@ pub struct Drain;
 #[rtype(result = "()")]
 pub struct OrderedConfig {
     pub message: OrderedMessage,
-    /// The message's in-flight permit.
-    pub permit: Option<OwnedSemaphorePermit>,
+    /// The message's in-flight room.
+    pub permit: InflightPermit,
     pub limits: BatchLimits,
     pub timeout: Duration,
     pub received: Instant,
@@ -75,8 +80,9 @@ pub struct BatchCut {
     pub batch: Batch,
     /// The batch is one config message, to be written as a config block.
     pub is_config: bool,
-    /// The permits of the batch's envelopes, to release once the block is durable.
-    pub permit: Option<OwnedSemaphorePermit>,
+    /// The in-flight room of the batch's envelopes, to release once the
+    /// block that holds them is written.
+    pub permit: InflightPermit,
     /// When Broadcast read each of the batch's envelopes.
     pub received: Vec<Instant>,
 }
@@ -92,6 +98,11 @@ pub struct BatchTimeoutExpired {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Drained;
+
+/// Stop the cutter now (its owner stopped).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopCutter;
 
 /// Where a cutter sends its output: the mailbox of the chain that owns it.
 #[derive(Clone)]
@@ -122,15 +133,18 @@ pub struct CutterActor {
     cutter: BlockCutter,
     timeout: Duration,
     owner: CutterOwner,
+    clock: Clock,
     /// Running timer and its id.
     timer: Option<(SpawnHandle, u64)>,
     next_timer: u64,
-    /// Permits of the pending messages (and of those being added).
-    held: Option<OwnedSemaphorePermit>,
+    /// In-flight room of the pending messages (and of those being added).
+    held: InflightPermit,
     /// When each pending message was read, oldest first. Batches are always
     /// the oldest pending messages, so their times come off the front.
     received: VecDeque<Instant>,
     metrics: Arc<ChannelMetrics>,
+    /// Membership of the channel's tree, when the cutter runs in one.
+    guard: Option<ChildGuard>,
 }
 
 impl CutterActor {
@@ -139,46 +153,63 @@ impl CutterActor {
         timeout: Duration,
         owner: CutterOwner,
         metrics: Arc<ChannelMetrics>,
+        clock: Clock,
     ) -> CutterActor {
         CutterActor {
             cutter: BlockCutter::new(limits),
             timeout,
             owner,
+            clock,
             timer: None,
             next_timer: 0,
-            held: None,
+            held: InflightPermit::default(),
             received: VecDeque::new(),
             metrics,
+            guard: None,
         }
     }
 
-    fn emit(&mut self, batch: Batch) {
+    /// Runs the cutter as a member of a channel's tree: its stop is reported.
+    pub fn in_tree(mut self, guard: ChildGuard) -> CutterActor {
+        self.guard = Some(guard);
+        self
+    }
+
+    /// Sends to the owner; a gone owner means the chain stopped: so do we,
+    /// and the tree's supervisor hears of it.
+    fn send_to_owner<M>(&mut self, recipient: &Recipient<M>, message: M, ctx: &mut Context<Self>)
+    where
+        M: Message<Result = ()> + Send + 'static,
+    {
+        self.metrics.chain.sent();
+        if crate::channel::mailbox::post(recipient, message).is_err() {
+            self.metrics.chain.dropped();
+            if let Some(guard) = &self.guard {
+                guard.report_failure("the chain stopped taking the cutter's batches");
+            }
+            ctx.stop();
+        }
+    }
+
+    fn emit(&mut self, batch: Batch, ctx: &mut Context<Self>) {
         if batch.is_empty() {
             return;
         }
-        let permit = self.take_permits(batch.len());
+        let bytes = batch.iter().map(|e| e.len()).sum();
+        let permit = self.held.split(batch.len(), bytes);
         let take = batch.len().min(self.received.len());
         let received = self.received.drain(..take).collect();
-        self.metrics.chain.sent();
-        self.owner.batches.do_send(BatchCut {
-            batch,
-            is_config: false,
-            permit,
-            received,
-        });
-    }
-
-    fn take_permits(&mut self, count: usize) -> Option<OwnedSemaphorePermit> {
-        let held = self.held.as_mut()?;
-        if held.num_permits() > count {
-            held.split(count)
-        } else {
-            self.held.take()
-        }
-    }
-
-    fn release_permits(&mut self, count: usize) {
-        drop(self.take_permits(count));
+        let owner = self.owner.batches.clone();
+        self.send_to_owner(
+            &owner,
+            BatchCut {
+                batch,
+                is_config: false,
+                permit,
+                received,
+            },
+            ctx,
+        );
     }
 
     fn start_timer(&mut self, ctx: &mut Context<Self>) {
@@ -187,12 +218,11 @@ impl CutterActor {
         }
         let id = self.next_timer;
         self.next_timer += 1;
-        let handle = ctx.run_later(self.timeout, move |act, _| {
-            act.metrics.chain.sent();
-            act.owner
-                .timeouts
-                .do_send(BatchTimeoutExpired { timer: id });
-        });
+        let expiry = self.clock.sleep(self.timeout).into_actor(self);
+        let handle = ctx.spawn(expiry.map(move |_, act, ctx| {
+            let owner = act.owner.timeouts.clone();
+            act.send_to_owner(&owner, BatchTimeoutExpired { timer: id }, ctx);
+        }));
         self.timer = Some((handle, id));
     }
 
@@ -205,7 +235,7 @@ impl CutterActor {
     fn cut_pending(&mut self, ctx: &mut Context<Self>) {
         self.stop_timer(ctx);
         let batch = self.cutter.cut();
-        self.emit(batch);
+        self.emit(batch, ctx);
     }
 }
 
@@ -218,23 +248,20 @@ impl Handler<Ordered> for CutterActor {
 
     fn handle(&mut self, msg: Ordered, ctx: &mut Context<Self>) {
         self.metrics.cutter.handled();
-        match (&mut self.held, msg.permit) {
-            (Some(held), Some(permit)) => held.merge(permit),
-            (held @ None, permit) => *held = permit,
-            (Some(_), None) => {}
-        }
+        self.held.merge(msg.permit);
         for message in msg.messages {
+            let bytes = message.envelope.len();
             let outcome = self.cutter.ordered(message);
             if let Some(reason) = outcome.rejected {
                 tracing::warn!(%reason, "message dropped by the blockcutter");
-                self.release_permits(1);
+                drop(self.held.split(1, bytes));
             } else {
                 self.received.push_back(msg.received);
             }
             for batch in outcome.batches {
                 // Any cut stops the timer; it restarts below if messages remain.
                 self.stop_timer(ctx);
-                self.emit(batch);
+                self.emit(batch, ctx);
             }
             if outcome.pending {
                 self.start_timer(ctx);
@@ -265,8 +292,16 @@ impl Handler<Drain> for CutterActor {
     fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) {
         self.metrics.cutter.handled();
         self.cut_pending(ctx);
-        self.metrics.chain.sent();
-        self.owner.drained.do_send(Drained);
+        let owner = self.owner.drained.clone();
+        self.send_to_owner(&owner, Drained, ctx);
+    }
+}
+
+impl Handler<StopCutter> for CutterActor {
+    type Result = ();
+
+    fn handle(&mut self, _: StopCutter, ctx: &mut Context<Self>) {
+        ctx.stop();
     }
 }
 
@@ -276,13 +311,17 @@ impl Handler<OrderedConfig> for CutterActor {
     fn handle(&mut self, msg: OrderedConfig, ctx: &mut Context<Self>) {
         self.metrics.cutter.handled();
         self.cut_pending(ctx);
-        self.metrics.chain.sent();
-        self.owner.batches.do_send(BatchCut {
-            batch: vec![msg.message.envelope],
-            is_config: true,
-            permit: msg.permit,
-            received: vec![msg.received],
-        });
+        let owner = self.owner.batches.clone();
+        self.send_to_owner(
+            &owner,
+            BatchCut {
+                batch: vec![msg.message.envelope],
+                is_config: true,
+                permit: msg.permit,
+                received: vec![msg.received],
+            },
+            ctx,
+        );
         self.cutter.set_limits(msg.limits);
         self.timeout = msg.timeout;
     }
@@ -291,9 +330,10 @@ impl Handler<OrderedConfig> for CutterActor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::{Clock, ManualClock};
+    use crate::consensus::InflightRoom;
     use bytes::Bytes;
     use std::sync::{Arc, Mutex};
-    use tokio::sync::Semaphore;
 
     /// Records what a cutter sends and answers timeouts the way solo does.
     struct Owner {
@@ -308,7 +348,7 @@ mod tests {
     impl Handler<BatchCut> for Owner {
         type Result = ();
         fn handle(&mut self, msg: BatchCut, _: &mut Context<Self>) {
-            let permits = msg.permit.as_ref().map_or(0, |p| p.num_permits());
+            let permits = msg.permit.envelopes();
             let kind = if msg.is_config { "config" } else { "batch" };
             self.log
                 .lock()
@@ -343,7 +383,11 @@ mod tests {
         }
     }
 
-    fn start(timeout: Duration, max_count: u32) -> (Addr<CutterActor>, Arc<Mutex<Vec<String>>>) {
+    fn start(
+        timeout: Duration,
+        max_count: u32,
+    ) -> (Addr<CutterActor>, Arc<Mutex<Vec<String>>>, ManualClock) {
+        let (clock, hand) = Clock::manual();
         let log = Arc::new(Mutex::new(Vec::new()));
         let limits = BatchLimits {
             max_message_count: max_count,
@@ -357,6 +401,7 @@ mod tests {
                 timeout,
                 CutterOwner::of(&ctx.address()),
                 ChannelMetrics::detached("c"),
+                clock,
             )
             .start();
             cutter_addr = Some(cutter.clone());
@@ -365,7 +410,7 @@ mod tests {
                 log: log.clone(),
             }
         });
-        (cutter_addr.expect("cutter started"), log)
+        (cutter_addr.expect("cutter started"), log, hand)
     }
 
     /// Waits (bounded) until the owner has seen `count` messages.
@@ -382,28 +427,41 @@ mod tests {
 
     #[actix_rt::test]
     async fn batch_timeout_cuts_the_pending_batch() {
-        let (cutter, log) = start(Duration::from_millis(50), 10);
-        cutter.do_send(Ordered {
-            messages: vec![message(), message()],
-            permit: None,
-            received: Instant::now(),
-        });
+        let (cutter, log, clock) = start(Duration::from_millis(50), 10);
+        cutter
+            .send(Ordered {
+                messages: vec![message(), message()],
+                permit: InflightPermit::default(),
+                received: Instant::now(),
+            })
+            .await
+            .expect("ordered");
+        clock.advance(Duration::from_millis(49));
+        // A round trip through the mailbox: had the timer fired, its report
+        // would be in the log by now.
+        cutter
+            .send(CutPending {
+                timer: Some(u64::MAX),
+            })
+            .await
+            .expect("sent");
+        assert!(
+            log.lock().expect("log").is_empty(),
+            "not before the timeout"
+        );
+        clock.advance(Duration::from_millis(1));
         let seen = seen(&log, 2).await;
         assert_eq!(seen, vec!["timeout", "batch 2 permits 0"]);
     }
 
     #[actix_rt::test]
     async fn permits_travel_with_their_batches() {
-        let semaphore = Arc::new(Semaphore::new(10));
-        let (cutter, log) = start(Duration::from_secs(60), 3);
-        let permit = semaphore
-            .clone()
-            .acquire_many_owned(5)
-            .await
-            .expect("permits");
+        let room = InflightRoom::new(10, 100);
+        let (cutter, log, _clock) = start(Duration::from_secs(60), 3);
+        let permit = room.try_take_exact(5, 5).expect("room");
         cutter.do_send(Ordered {
             messages: vec![message(); 5],
-            permit: Some(permit),
+            permit,
             received: Instant::now(),
         });
         cutter.do_send(Drain);
@@ -412,21 +470,21 @@ mod tests {
             seen,
             vec!["batch 3 permits 3", "batch 2 permits 2", "drained"]
         );
-        // The owner dropped the batches, so every permit is back.
-        assert_eq!(semaphore.available_permits(), 10);
+        // The owner dropped the batches, so all the room is back.
+        assert_eq!((room.envelopes_held(), room.bytes_held()), (0, 0));
     }
 
     #[actix_rt::test]
     async fn a_config_message_is_isolated_and_its_limits_apply_after_it() {
-        let (cutter, log) = start(Duration::from_secs(60), 10);
+        let (cutter, log, _clock) = start(Duration::from_secs(60), 10);
         cutter.do_send(Ordered {
             messages: vec![message(), message()],
-            permit: None,
+            permit: InflightPermit::default(),
             received: Instant::now(),
         });
         cutter.do_send(OrderedConfig {
             message: message(),
-            permit: None,
+            permit: InflightPermit::default(),
             limits: BatchLimits {
                 max_message_count: 1,
                 absolute_max_bytes: 100,
@@ -437,7 +495,7 @@ mod tests {
         });
         cutter.do_send(Ordered {
             messages: vec![message(), message()],
-            permit: None,
+            permit: InflightPermit::default(),
             received: Instant::now(),
         });
         let seen = seen(&log, 4).await;

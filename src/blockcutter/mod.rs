@@ -9,6 +9,6 @@ mod cutter;
 
 pub use actor::{
     BatchCut, BatchTimeoutExpired, CutPending, CutterActor, CutterOwner, Drain, Drained, Ordered,
-    OrderedConfig,
+    OrderedConfig, StopCutter,
 };
 pub use cutter::{Batch, BlockCutter, OrderedMessage, Outcome};

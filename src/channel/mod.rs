@@ -1,25 +1,29 @@
-//! A channel: its handle (what Broadcast and Deliver use) and the supervisor of
-//! its actor tree.
+//! A channel: its handle (what Broadcast, Deliver and the admin API read),
+//! the supervisor of its actor tree, and what the tree's members share.
 
+pub mod mailbox;
 mod supervisor;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod tree;
 
+use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 pub use supervisor::{ChannelSupervisor, Shutdown};
 
-use crate::channelconfig::{ChannelConfig, SharedConfig};
+use crate::channelconfig::ChannelConfig;
 use crate::configtx::{PolicyEvaluator, PolicyMustExist};
-use crate::consensus::ChainHandle;
-use crate::ledger::BlockStore;
+use crate::consensus::{ChainHandle, ChainStatus, InflightRoom, StatusPublisher};
+use crate::ledger::{BlockStore, ConfigPublisher};
 use crate::metrics::ChannelMetrics;
 use crate::msgprocessor::RuleSet;
 
-/// Where a channel's chain is in its life.
+/// Where a channel's tree is in its life (the supervisor's view; what the
+/// chain itself is doing is its [`ChainStatus`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChannelState {
     Starting,
@@ -35,44 +39,73 @@ pub enum ChannelState {
     Stopped,
 }
 
+impl ChannelState {
+    /// Whether a chain runs (or is about to): Broadcast and Deliver are served.
+    pub fn serves(&self) -> bool {
+        matches!(self, ChannelState::Starting | ChannelState::Active)
+    }
+}
+
+/// How every answer names a state: "active", "restarting (attempt 2) after:
+/// disk full", "errored: ...".
+impl fmt::Display for ChannelState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChannelState::Starting => f.write_str("starting"),
+            ChannelState::Active => f.write_str("active"),
+            ChannelState::Restarting { attempt, reason } => {
+                write!(f, "restarting (attempt {attempt}) after: {reason}")
+            }
+            ChannelState::Errored(reason) => write!(f, "errored: {reason}"),
+            ChannelState::Stopped => f.write_str("stopped"),
+        }
+    }
+}
+
 /// Shared view of one channel. Cheap to read from any thread.
 pub struct ChannelHandle {
     id: String,
     store: BlockStore,
-    config: SharedConfig,
+    /// The config of the last config block written (the LedgerActor moves it).
+    config: watch::Receiver<Arc<ChannelConfig>>,
     chain: RwLock<Option<ChainHandle>>,
     state: watch::Sender<ChannelState>,
+    status: StatusPublisher,
     filters: Arc<RuleSet>,
     policies: Arc<dyn PolicyEvaluator>,
-    /// Bounds the envelopes held between Broadcast and the ledger.
-    inflight: Arc<Semaphore>,
-    max_inflight: usize,
+    /// Bounds the envelopes and bytes held between Broadcast and the ledger.
+    inflight: InflightRoom,
     restarts: AtomicU32,
     metrics: Arc<ChannelMetrics>,
 }
 
 impl ChannelHandle {
+    /// A channel's handle, and the publisher of its config that the
+    /// supervisor hands to each LedgerActor it starts.
     pub fn new(
         store: BlockStore,
         config: ChannelConfig,
-        max_inflight: usize,
+        inflight: InflightRoom,
         filters: Arc<RuleSet>,
         metrics: Arc<ChannelMetrics>,
-    ) -> ChannelHandle {
+    ) -> (ChannelHandle, ConfigPublisher) {
         let (state, _) = watch::channel(ChannelState::Starting);
-        ChannelHandle {
-            id: config.channel_id.clone(),
+        let id = config.channel_id.clone();
+        let (publisher, config) = ConfigPublisher::new(config);
+        let handle = ChannelHandle {
+            id,
             store,
-            config: SharedConfig::new(config),
+            config,
             chain: RwLock::new(None),
             state,
+            status: StatusPublisher::new(),
             filters,
             policies: Arc::new(PolicyMustExist),
-            inflight: Arc::new(Semaphore::new(max_inflight)),
-            max_inflight,
+            inflight,
             restarts: AtomicU32::new(0),
             metrics,
-        }
+        };
+        (handle, publisher)
     }
 
     pub fn id(&self) -> &str {
@@ -83,13 +116,25 @@ impl ChannelHandle {
         &self.store
     }
 
-    /// The config Broadcast validates with: the one the next message is ordered under.
+    /// The config Broadcast validates with: that of the last config block
+    /// written. A chain ordering a config message admits nothing more until
+    /// its block is written, so every later message is validated under it.
     pub fn config(&self) -> Arc<ChannelConfig> {
-        self.config.current()
+        self.config.borrow().clone()
     }
 
-    pub fn shared_config(&self) -> &SharedConfig {
-        &self.config
+    /// A watch of the config, moved on as config blocks are written.
+    pub fn subscribe_config(&self) -> watch::Receiver<Arc<ChannelConfig>> {
+        self.config.clone()
+    }
+
+    /// What the chain is doing: role, leader, relation, status.
+    pub fn chain_status(&self) -> ChainStatus {
+        self.status.current()
+    }
+
+    pub fn status_publisher(&self) -> &StatusPublisher {
+        &self.status
     }
 
     /// Evaluates the modification policies of config updates.
@@ -111,14 +156,7 @@ impl ChannelHandle {
         {
             return Ok(chain.clone());
         }
-        Err(match self.state() {
-            ChannelState::Errored(reason) => format!("channel {} has errored: {reason}", self.id),
-            ChannelState::Restarting { reason, .. } => {
-                format!("channel {} is restarting after: {reason}", self.id)
-            }
-            ChannelState::Stopped => format!("channel {} is stopped", self.id),
-            _ => format!("channel {} is starting", self.id),
-        })
+        Err(format!("channel {} is {}", self.id, self.state()))
     }
 
     pub fn state(&self) -> ChannelState {
@@ -129,13 +167,13 @@ impl ChannelHandle {
         self.state.subscribe()
     }
 
-    /// The in-flight bound Broadcast acquires from before submitting.
-    pub fn inflight(&self) -> &Arc<Semaphore> {
+    /// The in-flight room Broadcast takes before submitting.
+    pub fn inflight(&self) -> &InflightRoom {
         &self.inflight
     }
 
     pub fn max_inflight(&self) -> usize {
-        self.max_inflight
+        self.inflight.max_envelopes()
     }
 
     /// How often the supervisor restarted this channel's tree.
@@ -148,10 +186,10 @@ impl ChannelHandle {
     /// to about one bound's worth of envelopes per BatchTimeout.
     pub fn warn_if_bound_below_batch(&self, config: &ChannelConfig) {
         let batch = config.batch_size.max_message_count as usize;
-        if self.max_inflight < batch {
+        if self.max_inflight() < batch {
             tracing::warn!(
                 channel = %self.id,
-                max_inflight_envelopes = self.max_inflight,
+                max_inflight_envelopes = self.max_inflight(),
                 max_message_count = batch,
                 batch_timeout = ?config.batch_timeout,
                 "General.Backpressure.MaxInflightEnvelopes is below the channel's BatchSize.MaxMessageCount: blocks will be cut by BatchTimeout only"
@@ -170,10 +208,11 @@ impl ChannelHandle {
 
     fn set_chain(&self, chain: Option<ChainHandle>, state: ChannelState) {
         *self.chain.write().unwrap_or_else(PoisonError::into_inner) = chain;
+        match &state {
+            ChannelState::Errored(_) => self.status.publish(ChainStatus::failed()),
+            ChannelState::Active => {}
+            _ => self.status.publish(ChainStatus::inactive()),
+        }
         self.state.send_replace(state);
-    }
-
-    fn set_config(&self, config: ChannelConfig) {
-        self.config.replace(Arc::new(config));
     }
 }

@@ -1,4 +1,4 @@
-//! Test helpers: a supervised channel on a fresh ledger.
+//! Test helpers: a supervised channel on a fresh ledger, on a manual clock.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,33 +8,61 @@ use actix::prelude::*;
 use super::{ChannelHandle, ChannelState, ChannelSupervisor};
 use crate::channelconfig::genesis::GenesisProfile;
 use crate::channelconfig::ChannelConfig;
-use crate::consensus::Consenters;
+use crate::clock::{Clock, ManualClock};
+use crate::consensus::{Consenters, InflightRoom, NodeResources};
 use crate::ledger::LedgerFactory;
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
-/// A channel "c1" of `profile`'s consensus type on a fresh ledger, supervised.
-pub fn supervised(
+/// A supervised channel and what a test needs to drive it.
+pub struct Supervised {
+    /// The ledger folder, removed with the value.
+    pub _dir: tempfile::TempDir,
+    pub handle: Arc<ChannelHandle>,
+    pub supervisor: Addr<ChannelSupervisor>,
+    /// The clock of batch timeouts and restart back-off.
+    pub clock: ManualClock,
+}
+
+/// A channel `id` of `profile`'s consensus type on a fresh ledger, supervised.
+pub fn supervised(profile: GenesisProfile) -> Supervised {
+    supervised_with(
+        profile,
+        Consenters::standard(),
+        InflightRoom::new(16, 1 << 20),
+    )
+}
+
+pub fn supervised_with(
     profile: GenesisProfile,
-) -> (
-    tempfile::TempDir,
-    Arc<ChannelHandle>,
-    Addr<ChannelSupervisor>,
-) {
+    consenters: Consenters,
+    room: InflightRoom,
+) -> Supervised {
     let dir = tempfile::tempdir().expect("tempdir");
     let factory = LedgerFactory::open(dir.path()).expect("open");
     let genesis = profile.genesis_block();
-    let store = factory.create_store("c1", &genesis).expect("create");
     let config = ChannelConfig::from_config_block(&genesis).expect("config");
-    let handle = Arc::new(ChannelHandle::new(
+    let id = config.channel_id.clone();
+    let store = factory.create_store(&id, &genesis).expect("create");
+    let (handle, publisher) = ChannelHandle::new(
         store,
         config,
-        16,
+        room,
         Arc::new(crate::msgprocessor::RuleSet::standard()),
-        crate::metrics::ChannelMetrics::detached("c1"),
-    ));
-    let supervisor = ChannelSupervisor::new(handle.clone(), Consenters::standard()).start();
-    (dir, handle, supervisor)
+        crate::metrics::ChannelMetrics::detached(&id),
+    );
+    let handle = Arc::new(handle);
+    let (clock, hand) = Clock::manual();
+    let mut node = NodeResources::for_dir(dir.path());
+    node.clock = clock;
+    let supervisor =
+        ChannelSupervisor::new(handle.clone(), publisher, consenters, Arc::new(node)).start();
+    Supervised {
+        _dir: dir,
+        handle,
+        supervisor,
+        clock: hand,
+    }
 }
 
 /// Waits (bounded) until the channel's state satisfies `predicate`.
@@ -50,4 +78,15 @@ pub async fn state_becomes(
         "state did not change as expected; it is {state:?}"
     );
     state
+}
+
+/// Waits (bounded) until the channel's height reaches `height`.
+pub async fn height_reaches(handle: &ChannelHandle, height: u64) {
+    let mut heights = handle.store().subscribe();
+    let result = tokio::time::timeout(PATIENCE, heights.wait_for(|h| *h >= height)).await;
+    assert!(
+        matches!(result, Ok(Ok(_))),
+        "height is {}, expected {height}",
+        handle.store().height()
+    );
 }

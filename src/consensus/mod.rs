@@ -1,27 +1,36 @@
 //! Consenters and the chain interface they share.
 //!
-//! A consenter is a factory: given a channel's config, its ledger and its chain
-//! tip, it starts the channel's ChainActor (and whatever helpers it needs) and
-//! returns a [`ChainHandle`]. Broadcast talks to every chain through that handle
-//! alone, so adding a consenter is one module plus one line in
-//! [`Consenters::standard`] (see `actors.md`, "Adding a consenter").
+//! A consenter is a factory: given a channel's [`ChainSupport`] (its config
+//! watch, ledger, chain tip, status watch, tree membership) and the node-wide
+//! [`NodeResources`], it starts the channel's ChainActor (and whatever helpers
+//! it needs) and returns a [`ChainHandle`]. Broadcast talks to every chain
+//! through that handle alone, so adding a consenter is one module plus one
+//! [`Consenters::register`] call (see `actors.md`, "Adding a consenter").
 
 mod blockcreator;
+pub mod inflight;
+mod resources;
 pub mod solo;
+mod status;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
-use tokio::sync::OwnedSemaphorePermit;
+use futures::future::LocalBoxFuture;
+use tokio::sync::watch;
 
 pub use blockcreator::BlockCreator;
+pub use inflight::{InflightPermit, InflightRoom, PermitsByBlock};
+pub use resources::{BlockPullerFactory, ClusterService, NodeIdentity, NodeResources};
+pub use status::{ChainRole, ChainStatus, ConsensusRelation, ParticipationStatus, StatusPublisher};
 
 use crate::blockcutter::OrderedMessage;
-use crate::channelconfig::{ChannelConfig, SharedConfig};
+use crate::channel::tree::{FailureReporter, TreeMembership};
+use crate::channelconfig::ChannelConfig;
 use crate::configtx::PolicyEvaluator;
-use crate::ledger::{ChainTip, LedgerActor};
+use crate::ledger::{BlockStore, ChainTip, LedgerActor};
 use crate::metrics::ChannelMetrics;
 use crate::msgprocessor::RuleSet;
 
@@ -33,8 +42,9 @@ pub struct Submit {
     pub messages: Vec<OrderedMessage>,
     /// The config sequence the messages were validated at; older ones are re-validated.
     pub config_seq: u64,
-    /// The messages' in-flight permits, released once their block is durable.
-    pub permit: Option<OwnedSemaphorePermit>,
+    /// The messages' in-flight room, released once the ledger height passes
+    /// the block that holds them.
+    pub permit: InflightPermit,
     /// When Broadcast read the messages.
     pub received: Instant,
 }
@@ -52,7 +62,7 @@ pub struct Configure {
     pub config_seq: u64,
     /// The config the envelope makes.
     pub config: Arc<ChannelConfig>,
-    pub permit: Option<OwnedSemaphorePermit>,
+    pub permit: InflightPermit,
     pub received: Instant,
 }
 
@@ -65,14 +75,6 @@ pub struct Halt;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Abort;
-
-/// Sent by a chain to its supervisor when it cannot go on.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "()")]
-pub struct ChainFailed {
-    pub channel: String,
-    pub reason: String,
-}
 
 /// Why a chain did not accept a submission.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -92,6 +94,11 @@ pub struct ChainHandle {
     pub configure: Recipient<Configure>,
     pub halt: Recipient<Halt>,
     pub abort: Recipient<Abort>,
+    /// Set by the supervisor: where a caller reports the chain unreachable.
+    reporter: Option<FailureReporter>,
+    /// The chain actor itself, for fault injection in tests.
+    #[cfg(test)]
+    pub(crate) actor: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl ChainHandle {
@@ -109,6 +116,28 @@ impl ChainHandle {
             configure: addr.clone().recipient(),
             halt: addr.clone().recipient(),
             abort: addr.clone().recipient(),
+            reporter: None,
+            #[cfg(test)]
+            actor: Some(Arc::new(addr.clone())),
+        }
+    }
+
+    /// The handle as the supervisor publishes it: failures seen by callers
+    /// go to the generation that started the chain.
+    pub(crate) fn reporting_to(mut self, reporter: FailureReporter) -> ChainHandle {
+        self.reporter = Some(reporter);
+        self
+    }
+
+    /// A caller found the chain's mailbox closed: what it sent never arrived.
+    /// The supervisor restarts the tree; the channel does not stay active
+    /// with nothing running.
+    pub fn report_unreachable(&self, what: &str) {
+        if let Some(reporter) = &self.reporter {
+            reporter.report(
+                "chain",
+                format!("the chain's mailbox is closed ({what} could not be delivered)"),
+            );
         }
     }
 }
@@ -116,10 +145,16 @@ impl ChainHandle {
 /// Everything a consenter gets to start a channel's chain.
 pub struct ChainSupport {
     pub channel_id: String,
-    /// The channel's config, which the chain moves on at each config message.
-    pub config: SharedConfig,
+    /// The channel's config as the ledger last wrote it. Only the LedgerActor
+    /// moves it, when it writes a config block (before the block is served):
+    /// a chain that orders a config message waits for it here.
+    pub config: watch::Receiver<Arc<ChannelConfig>>,
     /// What the next block builds on, as read from the ledger.
     pub tip: ChainTip,
+    /// Reads of the channel's blocks, and the height watch that releases
+    /// in-flight room ([`PermitsByBlock`]).
+    pub store: BlockStore,
+    /// The channel's single block writer: `AppendBlock` blocks that continue the chain.
     pub ledger: Addr<LedgerActor>,
     /// The channel's Broadcast filters, to re-validate messages after a config change.
     pub filters: Arc<RuleSet>,
@@ -127,7 +162,12 @@ pub struct ChainSupport {
     pub policies: Arc<dyn PolicyEvaluator>,
     /// The channel's metrics (mailbox depths, blocks in flight).
     pub metrics: Arc<ChannelMetrics>,
-    pub on_failure: Recipient<ChainFailed>,
+    /// Where the chain publishes its role, leader and status.
+    pub status: StatusPublisher,
+    /// This generation of the channel's tree: each actor the consenter starts
+    /// holds a [`crate::channel::tree::ChildGuard`] from it, and reports
+    /// failures through it.
+    pub tree: TreeMembership,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,9 +186,13 @@ pub trait Consenter: Send + Sync + 'static {
     /// The `ConsensusType.type` this consenter serves ("solo", "etcdraft", ...).
     fn consensus_type(&self) -> &'static str;
 
-    /// Starts the chain's actors. Called on the channel's arbiter.
-    fn start_chain(&self, support: ChainSupport) -> Result<ChainHandle, ConsensusError>;
+    /// Starts the chain's actors. Called, and the future polled, on the
+    /// channel's arbiter: actors started here run there.
+    fn start_chain(&self, support: ChainSupport, node: Arc<NodeResources>) -> StartChain;
 }
+
+/// Starting a chain may take a while (opening a WAL, finding the leader).
+pub type StartChain = LocalBoxFuture<'static, Result<ChainHandle, ConsensusError>>;
 
 /// The consenters of this node, by consensus type.
 #[derive(Clone)]
@@ -157,11 +201,16 @@ pub struct Consenters {
 }
 
 impl Consenters {
+    /// No consenter at all.
+    pub fn empty() -> Consenters {
+        Consenters {
+            by_type: HashMap::new(),
+        }
+    }
+
     /// Every consenter built into Ordo.
     pub fn standard() -> Consenters {
-        let mut consenters = Consenters {
-            by_type: HashMap::new(),
-        };
+        let mut consenters = Consenters::empty();
         consenters.register(solo::SoloConsenter);
         consenters
     }

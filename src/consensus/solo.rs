@@ -1,38 +1,49 @@
 //! The solo consenter: one orderer, the order of arrival is the order.
 //!
 //! ChainActor (solo) mailbox:
-//! - [`Submit`] (from Broadcast): re-validate if the config moved on, pass the
-//!   messages to the CutterActor; answered at once (SUCCESS) unless halting.
-//! - [`Configure`] (from Broadcast): a CONFIG envelope. Checked again if the
-//!   config moved on since it was validated; the channel's config moves to the
-//!   new one at once (every later message is ordered under it) and the
-//!   CutterActor isolates it in a block of its own.
+//! - [`Submit`] (from Broadcast): re-validate if the config moved on (off the
+//!   actor thread), pass the messages to the CutterActor; answered once they
+//!   are in its mailbox (SUCCESS), Unavailable when halting.
+//! - [`Configure`] (from Broadcast): a CONFIG envelope, checked again if the
+//!   config moved on since it was validated; the CutterActor isolates it in a
+//!   block of its own. Until the LedgerActor has written that block and
+//!   published its config, the chain admits nothing more: later submissions
+//!   wait (their answers are held, which is backpressure), then are judged
+//!   under the new config. This is what an etcdraft leader does with a config
+//!   block in flight.
 //! - [`BatchCut`] (from the CutterActor): make the next block (a config block
-//!   for a config batch), send it to the LedgerActor with the batch's in-flight
-//!   permits.
+//!   for a config batch) and send it to the LedgerActor; the batch's in-flight
+//!   room is held under the block's number and released when the ledger
+//!   height passes it.
 //! - [`BatchTimeoutExpired`] (from the CutterActor): cut the pending batch.
 //! - [`Drained`] (from the CutterActor): after a halt, wait for the ledger to
 //!   make everything durable, answer the halt, stop.
 //! - [`Halt`] / [`Abort`] (from the ChannelSupervisor).
+//! - Streams: the ledger height (releases in-flight room) and the config
+//!   watch (ends a config in flight).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use actix::prelude::*;
 use bytes::Bytes;
 use prost::Message as _;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
+use tokio_stream::wrappers::WatchStream;
 
 use super::{
-    Abort, BlockCreator, ChainFailed, ChainHandle, ChainSupport, Configure, ConsensusError,
-    Consenter, Halt, Submit, SubmitError,
+    Abort, BlockCreator, ChainHandle, ChainStatus, ChainSupport, Configure, Consenter, Halt,
+    InflightPermit, NodeResources, PermitsByBlock, StartChain, Submit, SubmitError,
 };
 use crate::blockcutter::{
     BatchCut, BatchTimeoutExpired, CutPending, CutterActor, CutterOwner, Drain, Drained, Ordered,
-    OrderedConfig, OrderedMessage,
+    OrderedConfig, OrderedMessage, StopCutter,
 };
-use crate::channelconfig::{ChannelConfig, SharedConfig};
+use crate::channel::mailbox::{post_to, Gone};
+use crate::channel::tree::ChildGuard;
+use crate::channelconfig::ChannelConfig;
 use crate::configtx::{self, PolicyEvaluator};
-use crate::ledger::{AppendBlock, LedgerActor, Sync};
+use crate::ledger::{AppendBlock, LedgerActor, WaitDurable};
 use crate::metrics::ChannelMetrics;
 use crate::msgprocessor::RuleSet;
 use crate::protos::common::Envelope;
@@ -47,212 +58,430 @@ impl Consenter for SoloConsenter {
         SOLO
     }
 
-    fn start_chain(&self, support: ChainSupport) -> Result<ChainHandle, ConsensusError> {
-        let addr = SoloChain::create(|ctx| SoloChain::new(support, ctx));
-        Ok(ChainHandle::of(&addr))
+    fn start_chain(&self, support: ChainSupport, node: Arc<NodeResources>) -> StartChain {
+        let addr = SoloChain::create(|ctx| SoloChain::new(support, &node, ctx));
+        Box::pin(async move { Ok(ChainHandle::of(&addr)) })
     }
+}
+
+type Answer = oneshot::Sender<Result<(), SubmitError>>;
+
+/// A submission waiting to be admitted, with whom to answer.
+enum Admission {
+    Submit(Submit, Answer),
+    Configure(Configure, Answer),
 }
 
 pub struct SoloChain {
     channel_id: String,
-    /// The config the next message is ordered under.
-    config: Arc<ChannelConfig>,
-    shared_config: SharedConfig,
+    /// The config of the last config block written.
+    config: watch::Receiver<Arc<ChannelConfig>>,
     filters: Arc<RuleSet>,
     policies: Arc<dyn PolicyEvaluator>,
     metrics: Arc<ChannelMetrics>,
     ledger: Addr<LedgerActor>,
     cutter: Addr<CutterActor>,
     creator: BlockCreator,
-    on_failure: Recipient<ChainFailed>,
+    /// In-flight room of blocks made and not yet written.
+    permits: PermitsByBlock,
+    height: watch::Receiver<u64>,
+    /// The sequence of a config ordered and not yet written.
+    config_in_flight: Option<u64>,
+    /// Re-validation runs off the actor thread; admission waits for it.
+    revalidating: bool,
+    /// Submissions not yet admitted, in arrival order.
+    waiting: VecDeque<Admission>,
     /// Set once a halt began: who waits for it to complete.
     halt_waiters: Option<Vec<oneshot::Sender<()>>>,
+    guard: ChildGuard,
 }
 
 impl SoloChain {
-    fn new(support: ChainSupport, ctx: &mut Context<Self>) -> SoloChain {
-        let config = support.config.current();
+    fn new(support: ChainSupport, node: &NodeResources, ctx: &mut Context<Self>) -> SoloChain {
+        let config = support.config.borrow().clone();
         let cutter = CutterActor::new(
             config.batch_size,
             config.batch_timeout,
             CutterOwner::of(&ctx.address()),
             support.metrics.clone(),
+            node.clock.clone(),
         )
+        .in_tree(support.tree.member("cutter"))
         .start();
+        // Published before the chain is handed back, so the channel is never
+        // active while its status says otherwise.
+        support.status.publish(ChainStatus::sole_leader());
         SoloChain {
             channel_id: support.channel_id,
             creator: BlockCreator::new(&support.tip),
-            config,
-            shared_config: support.config,
+            config: support.config,
             filters: support.filters,
             policies: support.policies,
             metrics: support.metrics,
             ledger: support.ledger,
             cutter,
-            on_failure: support.on_failure,
+            permits: PermitsByBlock::default(),
+            height: support.store.subscribe(),
+            config_in_flight: None,
+            revalidating: false,
+            waiting: VecDeque::new(),
             halt_waiters: None,
+            guard: support.tree.member("chain"),
         }
     }
 
-    /// Second filter pass for messages validated under an older config.
-    fn revalidate(&self, messages: Vec<OrderedMessage>) -> (Vec<OrderedMessage>, usize) {
-        let before = messages.len();
-        let kept: Vec<OrderedMessage> = messages
-            .into_iter()
-            .filter(|m| {
-                let verdict = Envelope::decode(m.envelope.clone())
-                    .map_err(|e| e.to_string())
-                    .and_then(|env| {
-                        self.filters
-                            .apply(&env, m.envelope.len(), &self.config)
-                            .map_err(|r| r.info)
-                    });
-                match verdict {
-                    Ok(()) => true,
-                    Err(reason) => {
-                        tracing::warn!(channel = %self.channel_id, %reason, "message no longer valid under the new config; dropped");
-                        false
-                    }
-                }
-            })
-            .collect();
-        let dropped = before - kept.len();
-        (kept, dropped)
+    fn halting(&self) -> bool {
+        self.halt_waiters.is_some()
     }
+
+    fn unavailable(&self) -> SubmitError {
+        SubmitError::Unavailable(format!("channel {} is halting", self.channel_id))
+    }
+
+    /// Admits waiting submissions in order, until one must wait again.
+    fn admit(&mut self, ctx: &mut Context<Self>) {
+        while !self.revalidating && self.config_in_flight.is_none() {
+            let Some(next) = self.waiting.pop_front() else {
+                return;
+            };
+            if self.halting() {
+                let (Admission::Submit(_, answer) | Admission::Configure(_, answer)) = next;
+                let _ = answer.send(Err(self.unavailable()));
+                continue;
+            }
+            match next {
+                Admission::Submit(submit, answer) => self.admit_submit(submit, answer, ctx),
+                Admission::Configure(configure, answer) => {
+                    self.admit_configure(configure, answer, ctx)
+                }
+            }
+        }
+    }
+
+    fn admit_submit(&mut self, msg: Submit, answer: Answer, ctx: &mut Context<Self>) {
+        let config = self.config.borrow().clone();
+        if msg.config_seq >= config.sequence {
+            let outcome = self.order(msg.messages, msg.permit, msg.received, ctx);
+            let _ = answer.send(outcome);
+            return;
+        }
+        // Validated under an older config: the second filter pass, off the
+        // actor thread (signature checks are CPU work).
+        self.revalidating = true;
+        let filters = self.filters.clone();
+        let channel = self.channel_id.clone();
+        let Submit {
+            messages,
+            mut permit,
+            received,
+            ..
+        } = msg;
+        let check =
+            tokio::task::spawn_blocking(move || revalidate(&channel, &filters, &config, messages));
+        ctx.spawn(check.into_actor(self).map(move |checked, act, ctx| {
+            act.revalidating = false;
+            let outcome = match checked {
+                Ok((kept, dropped, dropped_bytes)) => {
+                    drop(permit.split(dropped, dropped_bytes));
+                    act.order(kept, permit, received, ctx)
+                }
+                Err(e) => Err(SubmitError::Unavailable(format!(
+                    "re-validation failed: {e}"
+                ))),
+            };
+            let _ = answer.send(outcome);
+            act.admit(ctx);
+        }));
+    }
+
+    fn admit_configure(&mut self, msg: Configure, answer: Answer, ctx: &mut Context<Self>) {
+        let current = self.config.borrow().clone();
+        if msg.config_seq == current.sequence {
+            let outcome = self.order_config(msg.message, msg.config, msg.permit, msg.received, ctx);
+            let _ = answer.send(outcome);
+            return;
+        }
+        // Another config came first: the update must hold against it.
+        self.revalidating = true;
+        let policies = self.policies.clone();
+        let channel = self.channel_id.clone();
+        let Configure {
+            message,
+            permit,
+            received,
+            ..
+        } = msg;
+        let check = tokio::task::spawn_blocking(move || {
+            configtx::last_update(&message.envelope)
+                .and_then(|update| {
+                    configtx::propose_config_update(&current, &update, policies.as_ref())
+                })
+                .map_err(|e| {
+                    tracing::warn!(%channel, reason = %e, "config update no longer valid under the current config");
+                    SubmitError::Invalid(format!("config update no longer valid: {e}"))
+                })
+        });
+        ctx.spawn(check.into_actor(self).map(move |proposed, act, ctx| {
+            act.revalidating = false;
+            let outcome = match proposed {
+                Ok(Ok(proposed)) => {
+                    let envelope = proposed.envelope.encode_to_vec();
+                    let message = OrderedMessage {
+                        size: envelope.len(),
+                        envelope: envelope.into(),
+                    };
+                    act.order_config(message, Arc::new(proposed.config), permit, received, ctx)
+                }
+                Ok(Err(refused)) => Err(refused),
+                Err(e) => Err(SubmitError::Unavailable(format!(
+                    "re-validation failed: {e}"
+                ))),
+            };
+            let _ = answer.send(outcome);
+            act.admit(ctx);
+        }));
+    }
+
+    /// Hands messages to the cutter. SUCCESS only once they are in its mailbox.
+    fn order(
+        &mut self,
+        messages: Vec<OrderedMessage>,
+        permit: InflightPermit,
+        received: std::time::Instant,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), SubmitError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        self.metrics.cutter.sent();
+        let ordered = Ordered {
+            messages,
+            permit,
+            received,
+        };
+        post_to(&self.cutter, ordered).map_err(|gone| {
+            self.metrics.cutter.dropped();
+            self.lost("cutter", gone, ctx)
+        })
+    }
+
+    fn order_config(
+        &mut self,
+        message: OrderedMessage,
+        config: Arc<ChannelConfig>,
+        permit: InflightPermit,
+        received: std::time::Instant,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), SubmitError> {
+        tracing::info!(channel = %self.channel_id, sequence = config.sequence, "ordering config update");
+        self.metrics.cutter.sent();
+        let ordered = OrderedConfig {
+            message,
+            permit,
+            limits: config.batch_size,
+            timeout: config.batch_timeout,
+            received,
+        };
+        post_to(&self.cutter, ordered).map_err(|gone| {
+            self.metrics.cutter.dropped();
+            self.lost("cutter", gone, ctx)
+        })?;
+        // Nothing more is admitted until the config block is written.
+        self.config_in_flight = Some(config.sequence);
+        Ok(())
+    }
+
+    /// A child of the chain is gone: the tree must restart.
+    fn lost(&mut self, child: &str, gone: Gone, ctx: &mut Context<Self>) -> SubmitError {
+        let reason = format!("the {child} is gone: {gone}");
+        tracing::error!(channel = %self.channel_id, %reason, "solo chain cannot go on");
+        self.guard.report_failure(reason.clone());
+        self.halt_waiters.get_or_insert_with(Vec::new);
+        ctx.stop();
+        SubmitError::Unavailable(format!("channel {}: {reason}", self.channel_id))
+    }
+
+    fn wait_for_admission(&mut self, admission: Admission, ctx: &mut Context<Self>) {
+        self.waiting.push_back(admission);
+        self.admit(ctx);
+    }
+}
+
+/// The second filter pass: the messages still valid under `config`, how many
+/// were dropped, and their bytes.
+fn revalidate(
+    channel: &str,
+    filters: &RuleSet,
+    config: &ChannelConfig,
+    messages: Vec<OrderedMessage>,
+) -> (Vec<OrderedMessage>, usize, usize) {
+    let mut kept = Vec::with_capacity(messages.len());
+    let (mut dropped, mut dropped_bytes) = (0, 0);
+    for message in messages {
+        let verdict = Envelope::decode(message.envelope.clone())
+            .map_err(|e| e.to_string())
+            .and_then(|env| {
+                filters
+                    .apply(&env, message.envelope.len(), config)
+                    .map_err(|r| r.info)
+            });
+        match verdict {
+            Ok(()) => kept.push(message),
+            Err(reason) => {
+                tracing::warn!(%channel, %reason, "message no longer valid under the new config; dropped");
+                dropped += 1;
+                dropped_bytes += message.envelope.len();
+            }
+        }
+    }
+    (kept, dropped, dropped_bytes)
+}
+
+fn answer_later(
+    answer: oneshot::Receiver<Result<(), SubmitError>>,
+) -> Response<Result<(), SubmitError>> {
+    Response::fut(async move {
+        answer.await.unwrap_or_else(|_| {
+            Err(SubmitError::Unavailable(
+                "the chain stopped before admitting the submission".into(),
+            ))
+        })
+    })
 }
 
 impl Actor for SoloChain {
     type Context = Context<Self>;
 
-    fn started(&mut self, _: &mut Context<Self>) {
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.add_stream(WatchStream::new(self.height.clone()));
+        ctx.add_stream(WatchStream::new(self.config.clone()));
         tracing::info!(channel = %self.channel_id, next_block = self.creator.next_number(), "solo chain started");
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        let _ = post_to(&self.cutter, StopCutter);
+        for admission in self.waiting.drain(..) {
+            let (Admission::Submit(_, answer) | Admission::Configure(_, answer)) = admission;
+            drop(answer);
+        }
     }
 }
 
-impl Handler<Submit> for SoloChain {
-    type Result = Result<(), SubmitError>;
+/// The ledger height moved: release the room of the blocks written.
+impl StreamHandler<u64> for SoloChain {
+    fn handle(&mut self, height: u64, _: &mut Context<Self>) {
+        self.permits.release_below(height);
+    }
 
-    fn handle(&mut self, msg: Submit, _: &mut Context<Self>) -> Self::Result {
-        self.metrics.chain.handled();
-        if self.halt_waiters.is_some() {
-            return Err(SubmitError::Unavailable(format!(
-                "channel {} is halting",
-                self.channel_id
-            )));
+    fn finished(&mut self, _: &mut Context<Self>) {}
+}
+
+/// A config block was written: admission goes on under its config.
+impl StreamHandler<Arc<ChannelConfig>> for SoloChain {
+    fn handle(&mut self, config: Arc<ChannelConfig>, ctx: &mut Context<Self>) {
+        if self
+            .config_in_flight
+            .is_some_and(|sequence| config.sequence >= sequence)
+        {
+            self.config_in_flight = None;
+            self.admit(ctx);
         }
-        let Submit {
-            messages,
-            config_seq,
-            mut permit,
-            received,
-        } = msg;
-        let messages = if config_seq < self.config.sequence {
-            let (kept, dropped) = self.revalidate(messages);
-            if dropped > 0 {
-                if let Some(p) = permit.as_mut() {
-                    drop(p.split(dropped.min(p.num_permits())));
-                }
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {}
+}
+
+impl Handler<Submit> for SoloChain {
+    type Result = Response<Result<(), SubmitError>>;
+
+    fn handle(&mut self, msg: Submit, ctx: &mut Context<Self>) -> Self::Result {
+        self.metrics.chain.handled();
+        if self.halting() {
+            return Response::reply(Err(self.unavailable()));
+        }
+        if self.waiting.is_empty() && !self.revalidating && self.config_in_flight.is_none() {
+            let config_seq = self.config.borrow().sequence;
+            if msg.config_seq >= config_seq {
+                // The common case, answered at once.
+                return Response::reply(self.order(msg.messages, msg.permit, msg.received, ctx));
             }
-            kept
-        } else {
-            messages
-        };
-        self.metrics.cutter.sent();
-        self.cutter.do_send(Ordered {
-            messages,
-            permit,
-            received,
-        });
-        Ok(())
+        }
+        let (answer, answered) = oneshot::channel();
+        self.wait_for_admission(Admission::Submit(msg, answer), ctx);
+        answer_later(answered)
     }
 }
 
 impl Handler<Configure> for SoloChain {
-    type Result = Result<(), SubmitError>;
+    type Result = Response<Result<(), SubmitError>>;
 
-    fn handle(&mut self, msg: Configure, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Configure, ctx: &mut Context<Self>) -> Self::Result {
         self.metrics.chain.handled();
-        if self.halt_waiters.is_some() {
-            return Err(SubmitError::Unavailable(format!(
-                "channel {} is halting",
-                self.channel_id
-            )));
+        if self.halting() {
+            return Response::reply(Err(self.unavailable()));
         }
-        let (message, config) = if msg.config_seq == self.config.sequence {
-            (msg.message, msg.config)
-        } else {
-            // Another config came first: the update must hold against it.
-            let proposed = configtx::last_update(&msg.message.envelope)
-                .and_then(|update| {
-                    configtx::propose_config_update(&self.config, &update, self.policies.as_ref())
-                })
-                .map_err(|e| {
-                    tracing::warn!(channel = %self.channel_id, reason = %e, "config update no longer valid under the current config");
-                    SubmitError::Invalid(format!("config update no longer valid: {e}"))
-                })?;
-            let envelope = proposed.envelope.encode_to_vec();
-            let message = OrderedMessage {
-                size: envelope.len(),
-                envelope: envelope.into(),
-            };
-            (message, Arc::new(proposed.config))
-        };
-        tracing::info!(channel = %self.channel_id, sequence = config.sequence, "ordering config update");
-        self.config = config.clone();
-        self.shared_config.replace(config.clone());
-        self.metrics.cutter.sent();
-        self.cutter.do_send(OrderedConfig {
-            message,
-            permit: msg.permit,
-            limits: config.batch_size,
-            timeout: config.batch_timeout,
-            received: msg.received,
-        });
-        Ok(())
+        let (answer, answered) = oneshot::channel();
+        self.wait_for_admission(Admission::Configure(msg, answer), ctx);
+        answer_later(answered)
     }
 }
 
 impl Handler<BatchCut> for SoloChain {
     type Result = ();
 
-    fn handle(&mut self, msg: BatchCut, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: BatchCut, ctx: &mut Context<Self>) {
         self.metrics.chain.handled();
+        let number = self.creator.next_number();
         let block = self
             .creator
             .create_next_block(msg.batch, msg.is_config, Bytes::new());
+        self.permits.hold(number, msg.permit);
         self.metrics.ledger.sent();
         self.metrics.blocks_inflight.inc();
-        self.ledger.do_send(AppendBlock {
+        let append = AppendBlock {
             block,
-            permit: msg.permit,
             received: msg.received,
-        });
+        };
+        if let Err(gone) = post_to(&self.ledger, append) {
+            self.metrics.ledger.dropped();
+            self.metrics.blocks_inflight.dec();
+            let _ = self.lost("ledger", gone, ctx);
+        }
     }
 }
 
 impl Handler<BatchTimeoutExpired> for SoloChain {
     type Result = ();
 
-    fn handle(&mut self, msg: BatchTimeoutExpired, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: BatchTimeoutExpired, ctx: &mut Context<Self>) {
         self.metrics.chain.handled();
         self.metrics.cutter.sent();
-        self.cutter.do_send(CutPending {
+        let cut = CutPending {
             timer: Some(msg.timer),
-        });
+        };
+        if let Err(gone) = post_to(&self.cutter, cut) {
+            self.metrics.cutter.dropped();
+            let _ = self.lost("cutter", gone, ctx);
+        }
     }
 }
 
 impl Handler<Halt> for SoloChain {
     type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, _: Halt, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _: Halt, ctx: &mut Context<Self>) -> Self::Result {
         let (reply, done) = oneshot::channel();
         match self.halt_waiters.as_mut() {
             Some(waiters) => waiters.push(reply),
             None => {
                 self.halt_waiters = Some(vec![reply]);
+                // Whatever waits for admission is refused; what was admitted is written.
+                self.admit(ctx);
                 self.metrics.cutter.sent();
-                self.cutter.do_send(Drain);
+                if post_to(&self.cutter, Drain).is_err() {
+                    self.metrics.cutter.dropped();
+                    ctx.stop();
+                }
             }
         }
         Box::pin(async move {
@@ -267,8 +496,8 @@ impl Handler<Drained> for SoloChain {
     fn handle(&mut self, _: Drained, ctx: &mut Context<Self>) {
         self.metrics.chain.handled();
         self.metrics.ledger.sent();
-        let sync = self.ledger.send(Sync);
-        ctx.spawn(sync.into_actor(self).map(|result, act, ctx| {
+        let durable = self.ledger.send(WaitDurable);
+        ctx.spawn(durable.into_actor(self).map(|result, act, ctx| {
             match result {
                 Ok(Ok(height)) => {
                     tracing::info!(channel = %act.channel_id, height, "solo chain halted; pending batch written")
@@ -278,10 +507,7 @@ impl Handler<Drained> for SoloChain {
                 }
                 Err(e) => {
                     tracing::error!(channel = %act.channel_id, error = %e, "ledger gone during halt");
-                    act.on_failure.do_send(ChainFailed {
-                        channel: act.channel_id.clone(),
-                        reason: e.to_string(),
-                    });
+                    act.guard.report_failure(format!("ledger gone during halt: {e}"));
                 }
             }
             for waiter in act.halt_waiters.take().unwrap_or_default() {
@@ -300,6 +526,21 @@ impl Handler<Abort> for SoloChain {
     fn handle(&mut self, _: Abort, ctx: &mut Context<Self>) {
         self.halt_waiters.get_or_insert_with(Vec::new);
         ctx.stop();
+    }
+}
+
+/// Fault injection for tests: the chain panics in a handler, as a bug would.
+#[cfg(test)]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct InjectPanic;
+
+#[cfg(test)]
+impl Handler<InjectPanic> for SoloChain {
+    type Result = ();
+
+    fn handle(&mut self, _: InjectPanic, _: &mut Context<Self>) {
+        panic!("fault injected into the solo chain of {}", self.channel_id);
     }
 }
 
@@ -343,14 +584,15 @@ mod tests {
             },
             config_seq: from.sequence,
             config: Arc::new(proposed.config),
-            permit: None,
+            permit: InflightPermit::default(),
             received: std::time::Instant::now(),
         }
     }
 
     #[actix_rt::test]
     async fn messages_and_updates_validated_under_an_older_config_are_checked_again() {
-        let (_dir, handle, _supervisor) = supervised(GenesisProfile::embedded("c1", vec![]));
+        let channel = supervised(GenesisProfile::embedded("c1", vec![]));
+        let handle = channel.handle.clone();
         state_becomes(&handle, |s| *s == ChannelState::Active).await;
         let chain = handle.chain().expect("running");
         let genesis = handle.config();
@@ -361,7 +603,16 @@ mod tests {
         let first = configure(&genesis, &batch_update(&genesis, 10, 1000));
         let second = configure(&genesis, &batch_update(&genesis, 20, 1000));
         assert_eq!(chain.configure.send(first).await.expect("sent"), Ok(()));
-        assert_eq!(handle.config().sequence, 1);
+        // The config moves when its block is written, not before.
+        let mut configs = handle.subscribe_config();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            configs.wait_for(|c| c.sequence == 1),
+        )
+        .await
+        .expect("the config block is written")
+        .expect("config watch");
+        assert_eq!(handle.store().height(), 2);
         let answer = chain.configure.send(second).await.expect("sent");
         assert!(
             matches!(&answer, Err(SubmitError::Invalid(reason)) if reason.contains("version")),
@@ -384,7 +635,7 @@ mod tests {
         let submit = Submit {
             messages: vec![big, small],
             config_seq: 0,
-            permit: None,
+            permit: InflightPermit::default(),
             received: std::time::Instant::now(),
         };
         assert_eq!(chain.submit.send(submit).await.expect("sent"), Ok(()));
@@ -398,5 +649,57 @@ mod tests {
             "only the small one"
         );
         assert_eq!(crate::blockutil::last_config_index(&last), Some(1));
+    }
+}
+
+#[cfg(test)]
+mod admission {
+    use super::*;
+    use crate::channel::testing::{height_reaches, state_becomes, supervised};
+    use crate::channel::ChannelState;
+    use crate::channelconfig::genesis::GenesisProfile;
+
+    fn message(data: &'static [u8]) -> OrderedMessage {
+        let envelope =
+            crate::client::envelope::transaction("c1", Bytes::from_static(data)).encode_to_vec();
+        OrderedMessage {
+            size: envelope.len(),
+            envelope: envelope.into(),
+        }
+    }
+
+    #[actix_rt::test]
+    async fn in_flight_room_is_released_when_the_height_passes_its_block() {
+        let channel = supervised(GenesisProfile::embedded("c1", vec![]));
+        let handle = channel.handle.clone();
+        state_becomes(&handle, |s| *s == ChannelState::Active).await;
+        let chain = handle.chain().expect("running");
+        let messages = vec![message(b"a"), message(b"b")];
+        let bytes: usize = messages.iter().map(|m| m.envelope.len()).sum();
+        let permit = handle
+            .inflight()
+            .try_take_exact(2, bytes as u32)
+            .expect("room");
+        let submit = Submit {
+            messages,
+            config_seq: 0,
+            permit,
+            received: std::time::Instant::now(),
+        };
+        assert_eq!(chain.submit.send(submit).await.expect("sent"), Ok(()));
+        // Pending in the cutter: the room is held until the batch timeout
+        // cuts the block and the block is written.
+        assert_eq!(handle.inflight().envelopes_held(), 2);
+        channel.clock.advance(handle.config().batch_timeout);
+        height_reaches(&handle, 2).await;
+        let mut released = false;
+        for _ in 0..1000 {
+            if handle.inflight().envelopes_held() == 0 && handle.inflight().bytes_held() == 0 {
+                released = true;
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(released, "room released once block 1 is written");
     }
 }

@@ -1,23 +1,31 @@
-//! LedgerActor: the single writer of a channel's block store.
+//! LedgerActor: the single writer of a channel's block store, and the one
+//! component that moves the channel's config on.
 //!
 //! Mailbox:
 //! - [`AppendBlock`] (from the ChainActor): queue a block; answered by nothing.
 //!   Blocks queued while a write is running are written together in the next
 //!   one (group commit: one flush for many blocks).
-//! - [`Sync`] (from the ChainActor, on halt): answered once every block queued
-//!   before it is durable.
+//! - [`WaitDurable`] (from the ChainActor, on halt): answered once every block
+//!   queued before it is durable.
 //!
-//! Emits [`LedgerFailed`] to its supervisor when a write fails, then stops.
-//! Writes run on the blocking pool so the actor thread never waits on disk; the
-//! in-flight permits of a block's envelopes are released only once it is durable.
+//! After a write: if it held a config block, the new config is published
+//! (the config watch) *before* the height moves, so nobody can read a config
+//! block while Broadcast still validates under the config before it. Then the
+//! height moves: Deliver streams wake, and chains release the in-flight room
+//! of the written blocks. On a failed write it reports to its supervisor and
+//! stops. Writes run on the blocking pool so the actor thread never waits on
+//! disk; the [`BlockWriter`] and a token of the tree go with each write, so a
+//! restarted tree cannot start writing while the old write still runs.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
-use tokio::sync::{oneshot, OwnedSemaphorePermit};
+use tokio::sync::{oneshot, watch};
 
-use super::BlockStore;
+use super::{BlockStore, BlockWriter};
+use crate::channel::tree::ChildGuard;
+use crate::channelconfig::ChannelConfig;
 use crate::metrics::ChannelMetrics;
 use crate::protos::common::Block;
 
@@ -26,8 +34,6 @@ use crate::protos::common::Block;
 #[rtype(result = "()")]
 pub struct AppendBlock {
     pub block: Block,
-    /// In-flight permits of the block's envelopes, released once the block is on disk.
-    pub permit: Option<OwnedSemaphorePermit>,
     /// When Broadcast read each of the block's envelopes (for the latency metric).
     pub received: Vec<Instant>,
 }
@@ -35,43 +41,92 @@ pub struct AppendBlock {
 /// Answered with the durable height once every block queued before it is written.
 #[derive(Message)]
 #[rtype(result = "Result<u64, String>")]
-pub struct Sync;
+pub struct WaitDurable;
 
-/// Sent to the supervisor when the store cannot be written.
-#[derive(Message, Debug, Clone)]
+/// The tree stops: write what is queued, then stop (whoever still holds the
+/// address).
+#[derive(Message)]
 #[rtype(result = "()")]
-pub struct LedgerFailed {
-    pub channel: String,
-    pub reason: String,
+pub struct Retire;
+
+/// Publishes a channel's config. Only the LedgerActor holds it while a tree
+/// runs; the supervisor keeps it between generations.
+#[derive(Clone)]
+pub struct ConfigPublisher(Arc<watch::Sender<Arc<ChannelConfig>>>);
+
+impl ConfigPublisher {
+    /// A publisher and the watch every reader subscribes to.
+    pub fn new(config: ChannelConfig) -> (ConfigPublisher, watch::Receiver<Arc<ChannelConfig>>) {
+        let (sender, receiver) = watch::channel(Arc::new(config));
+        (ConfigPublisher(Arc::new(sender)), receiver)
+    }
+
+    fn publish(&self, config: Arc<ChannelConfig>) {
+        self.0.send_replace(config);
+    }
 }
 
 pub struct LedgerActor {
     store: BlockStore,
+    /// `None` while a write runs: it travels with the write.
+    writer: Option<BlockWriter>,
+    config: ConfigPublisher,
     queue: Vec<AppendBlock>,
-    writing: bool,
     /// Height once everything queued so far is written.
     queued_height: u64,
     sync_waiters: Vec<(u64, oneshot::Sender<Result<u64, String>>)>,
-    on_failure: Recipient<LedgerFailed>,
+    guard: ChildGuard,
     metrics: Arc<ChannelMetrics>,
+    retiring: bool,
+    #[cfg(test)]
+    gate: Option<Arc<std::sync::Mutex<GateWrites>>>,
+}
+
+/// Fault injection for tests: each following write says it started, then
+/// waits for a release (or for the release's sender to be dropped).
+#[cfg(test)]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct GateWrites {
+    pub entered: tokio::sync::mpsc::Sender<()>,
+    pub release: std::sync::mpsc::Receiver<()>,
+}
+
+#[cfg(test)]
+impl Handler<GateWrites> for LedgerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: GateWrites, _: &mut Context<Self>) {
+        self.gate = Some(Arc::new(std::sync::Mutex::new(msg)));
+    }
 }
 
 impl LedgerActor {
+    /// The ledger of a tree, writing with `writer` and publishing `config`
+    /// (the config of the chain's last config block) at once.
     pub fn new(
-        store: BlockStore,
-        on_failure: Recipient<LedgerFailed>,
+        writer: BlockWriter,
+        config: ConfigPublisher,
+        current: Arc<ChannelConfig>,
+        guard: ChildGuard,
         metrics: Arc<ChannelMetrics>,
     ) -> LedgerActor {
+        let store = writer.store().clone();
         let queued_height = store.height();
         metrics.height.set(queued_height as i64);
+        config.publish(current);
         LedgerActor {
             store,
+            writer: Some(writer),
+            config,
             queue: Vec::new(),
-            writing: false,
             queued_height,
             sync_waiters: Vec::new(),
-            on_failure,
+            guard,
             metrics,
+            retiring: false,
+            #[cfg(test)]
+            gate: None,
         }
     }
 
@@ -92,33 +147,50 @@ impl LedgerActor {
     }
 
     fn start_write(&mut self, ctx: &mut Context<Self>) {
-        if self.writing || self.queue.is_empty() {
+        if self.queue.is_empty() {
+            if self.retiring && self.writer.is_some() {
+                ctx.stop();
+            }
             return;
         }
-        self.writing = true;
+        let Some(mut writer) = self.writer.take() else {
+            return; // a write runs; the queue goes with the next one
+        };
         let mut blocks = Vec::with_capacity(self.queue.len());
-        let mut permits = Vec::with_capacity(self.queue.len());
         let mut received = Vec::new();
         for append in self.queue.drain(..) {
             blocks.push(append.block);
-            permits.push(append.permit);
             received.extend(append.received);
         }
         let sizes: Vec<usize> = blocks
             .iter()
             .map(|b| crate::blockutil::entries(b).len())
             .collect();
-        let store = self.store.clone();
-        let write = tokio::task::spawn_blocking(move || store.append(&blocks));
+        let publisher = self.config.clone();
+        let token = self.guard.tree().token();
+        #[cfg(test)]
+        let gate = self.gate.clone();
+        let write = tokio::task::spawn_blocking(move || {
+            let _tree = token;
+            #[cfg(test)]
+            if let Some(gate) = gate {
+                let gate = gate
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let _ = gate.entered.blocking_send(());
+                let _ = gate.release.recv();
+            }
+            let outcome = write_and_publish(&mut writer, &blocks, &publisher);
+            (writer, outcome)
+        });
         ctx.spawn(write.into_actor(self).map(move |result, act, ctx| {
-            act.writing = false;
             let outcome = match result {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(e.to_string()),
+                Ok((writer, outcome)) => {
+                    act.writer = Some(writer);
+                    outcome
+                }
                 Err(join) => Err(format!("ledger write task failed: {join}")),
             };
-            // Durable (or failed): either way the envelopes are no longer held here.
-            drop(permits);
             match outcome {
                 Ok(()) => {
                     act.record_durable(&sizes, &received);
@@ -148,12 +220,31 @@ impl LedgerActor {
             let _ = reply.send(Err(reason.clone()));
         }
         self.queue.clear();
-        self.on_failure.do_send(LedgerFailed {
-            channel: self.store.channel().to_string(),
-            reason,
-        });
+        self.guard.report_failure(format!("ledger: {reason}"));
         ctx.stop();
     }
+}
+
+/// Appends durably; a config block among the blocks moves the config on
+/// before the height moves. Blocking.
+fn write_and_publish(
+    writer: &mut BlockWriter,
+    blocks: &[Block],
+    config: &ConfigPublisher,
+) -> Result<(), String> {
+    writer.append(blocks).map_err(|e| e.to_string())?;
+    if let Some(block) = blocks
+        .iter()
+        .rev()
+        .find(|b| crate::blockutil::is_config_block(b))
+    {
+        let number = crate::blockutil::number(block);
+        let next = ChannelConfig::from_config_block(block)
+            .map_err(|e| format!("config block {number} was written but cannot be read: {e}"))?;
+        config.publish(Arc::new(next));
+    }
+    writer.publish();
+    Ok(())
 }
 
 impl Actor for LedgerActor {
@@ -173,10 +264,19 @@ impl Handler<AppendBlock> for LedgerActor {
     }
 }
 
-impl Handler<Sync> for LedgerActor {
+impl Handler<Retire> for LedgerActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
+        self.retiring = true;
+        self.start_write(ctx);
+    }
+}
+
+impl Handler<WaitDurable> for LedgerActor {
     type Result = ResponseFuture<Result<u64, String>>;
 
-    fn handle(&mut self, _: Sync, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _: WaitDurable, _: &mut Context<Self>) -> Self::Result {
         self.metrics.ledger.handled();
         let target = self.queued_height;
         if self.store.height() >= target {

@@ -9,8 +9,10 @@
 mod actor;
 mod store;
 
-pub use actor::{AppendBlock, LedgerActor, LedgerFailed, Sync};
-pub use store::{BlockStore, ChainTip, LedgerFactory};
+#[cfg(test)]
+pub use actor::GateWrites;
+pub use actor::{AppendBlock, ConfigPublisher, LedgerActor, Retire, WaitDurable};
+pub use store::{BlockStore, BlockWriter, ChainTip, LedgerFactory};
 
 /// Ledger failures. A damaged store is reported, never repaired silently.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +34,8 @@ pub enum LedgerError {
     },
     #[error("channel {0} already has a ledger")]
     AlreadyExists(String),
+    #[error("the ledger of channel {0} is still being written by a stopped chain")]
+    WriterBusy(String),
     #[error("channel {0} has no ledger")]
     NotFound(String),
     #[error("refusing to append block {got} to channel {channel}: {reason}")]

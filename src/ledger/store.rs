@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
@@ -148,7 +149,9 @@ impl LedgerFactory {
             None,
             self.max_file_bytes,
         );
-        store.append(std::slice::from_ref(genesis))?;
+        let mut writer = store.writer()?;
+        writer.append(std::slice::from_ref(genesis))?;
+        writer.publish();
         Ok(store)
     }
 
@@ -268,8 +271,11 @@ struct Inner {
     end: Mutex<Option<Location>>,
     writer: Mutex<Option<Writer>>,
     readers: Mutex<HashMap<u32, Arc<File>>>,
+    /// The published height: blocks below it are durable and served.
     height: watch::Sender<u64>,
     max_file_bytes: u64,
+    /// A [`BlockWriter`] exists for this store.
+    writer_taken: AtomicBool,
 }
 
 impl BlockStore {
@@ -295,6 +301,7 @@ impl BlockStore {
                 readers: Mutex::new(HashMap::new()),
                 height,
                 max_file_bytes,
+                writer_taken: AtomicBool::new(false),
             }),
         }
     }
@@ -590,10 +597,29 @@ impl BlockStore {
         })
     }
 
+    /// The store's one writer, or `WriterBusy` while another exists (the
+    /// writer of a stopped tree whose last write is still running). Publishes
+    /// whatever is durable, so a block written by a writer that never
+    /// published becomes visible.
+    pub fn writer(&self) -> Result<BlockWriter, LedgerError> {
+        if self
+            .inner
+            .writer_taken
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(LedgerError::WriterBusy(self.inner.channel.clone()));
+        }
+        let writer = BlockWriter {
+            store: self.clone(),
+        };
+        writer.publish();
+        Ok(writer)
+    }
+
     /// Appends blocks durably: records written and synced, then indexed and the
-    /// index flushed, then the height moves. Blocks must continue the chain.
-    /// Blocking: called from a blocking task, never on an actor's thread.
-    pub fn append(&self, blocks: &[Block]) -> Result<(), LedgerError> {
+    /// index flushed. The height does not move: the writer publishes it.
+    fn append_durable(&self, blocks: &[Block]) -> Result<(), LedgerError> {
         if blocks.is_empty() {
             return Ok(());
         }
@@ -683,11 +709,51 @@ impl BlockStore {
         }
         self.inner.tree.apply_batch(batch)?;
         self.inner.db.flush()?;
-        let height = tip.height;
         *lock(&self.inner.tip) = tip;
         *lock(&self.inner.end) = last_location;
-        self.inner.height.send_replace(height);
         Ok(())
+    }
+}
+
+/// The one way to append to a block store. Only the channel's LedgerActor
+/// holds it; a store has at most one at a time, so a restarted tree cannot
+/// write while the old tree's last write is still running.
+pub struct BlockWriter {
+    store: BlockStore,
+}
+
+impl BlockWriter {
+    /// Appends blocks durably (records synced, index flushed). They are not
+    /// served until [`BlockWriter::publish`]: whatever must be in place before a
+    /// reader sees them (a new channel config) goes first. Blocks must
+    /// continue the chain. Blocking: call it from a blocking task.
+    pub fn append(&mut self, blocks: &[Block]) -> Result<(), LedgerError> {
+        self.store.append_durable(blocks)
+    }
+
+    /// Makes every durable block visible: the height moves, Deliver streams wake.
+    /// Returns the height.
+    pub fn publish(&self) -> u64 {
+        let height = self.store.tip().height;
+        self.store.inner.height.send_if_modified(|published| {
+            let moved = *published != height;
+            *published = height;
+            moved
+        });
+        height
+    }
+
+    pub fn store(&self) -> &BlockStore {
+        &self.store
+    }
+}
+
+impl Drop for BlockWriter {
+    fn drop(&mut self) {
+        self.store
+            .inner
+            .writer_taken
+            .store(false, Ordering::Release);
     }
 }
 
@@ -726,6 +792,31 @@ mod tests {
     use super::*;
     use crate::channelconfig::genesis::GenesisProfile;
 
+    /// Appends and publishes with a writer of its own.
+    fn append(store: &BlockStore, blocks: &[Block]) -> Result<(), LedgerError> {
+        let mut writer = store.writer()?;
+        writer.append(blocks)?;
+        writer.publish();
+        Ok(())
+    }
+
+    #[test]
+    fn a_store_has_one_writer_and_blocks_are_served_once_published() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let factory = LedgerFactory::open(dir.path()).expect("open");
+        let store = factory.create_store("c1", &genesis()).expect("create");
+        let mut writer = store.writer().expect("first writer");
+        assert!(matches!(store.writer(), Err(LedgerError::WriterBusy(_))));
+        writer.append(&[next(&store, b"a")]).expect("append");
+        assert_eq!(store.tip().height, 2, "durable");
+        assert_eq!(store.height(), 1, "not served before it is published");
+        assert!(store.block(1).expect("read").is_none());
+        assert_eq!(writer.publish(), 2);
+        assert!(store.block(1).expect("read").is_some());
+        drop(writer);
+        store.writer().expect("free again once the first is gone");
+    }
+
     fn genesis() -> Block {
         GenesisProfile::embedded("c1", vec![]).genesis_block()
     }
@@ -747,8 +838,8 @@ mod tests {
         let tip = {
             let factory = LedgerFactory::open(dir.path()).expect("open");
             let store = factory.create_store("c1", &genesis()).expect("create");
-            store.append(&[next(&store, b"a")]).expect("append 1");
-            store.append(&[next(&store, b"b")]).expect("append 2");
+            append(&store, &[next(&store, b"a")]).expect("append 1");
+            append(&store, &[next(&store, b"b")]).expect("append 2");
             assert_eq!(store.height(), 3);
             store.tip()
         };
@@ -771,13 +862,13 @@ mod tests {
             h.number = 5;
         }
         assert!(matches!(
-            store.append(&[wrong_number]),
+            append(&store, &[wrong_number]),
             Err(LedgerError::OutOfOrder { .. })
         ));
         let wrong_hash =
             blockutil::new_block(1, Bytes::from_static(b"bogus"), vec![], 0, Bytes::new());
         assert!(matches!(
-            store.append(&[wrong_hash]),
+            append(&store, &[wrong_hash]),
             Err(LedgerError::OutOfOrder { .. })
         ));
         assert_eq!(store.height(), 1);
@@ -797,9 +888,7 @@ mod tests {
         {
             let factory = LedgerFactory::open(dir.path()).expect("open");
             let store = factory.create_store("c1", &genesis()).expect("create");
-            store
-                .append(&[next(&store, b"a payload to tamper with")])
-                .expect("append");
+            append(&store, &[next(&store, b"a payload to tamper with")]).expect("append");
         }
         let path = block_file(dir.path(), "c1", 0);
         let mut bytes = std::fs::read(&path).expect("read");
@@ -826,7 +915,7 @@ mod tests {
         let good_len = {
             let factory = LedgerFactory::open(dir.path()).expect("open");
             let store = factory.create_store("c1", &genesis()).expect("create");
-            store.append(&[next(&store, b"a")]).expect("append");
+            append(&store, &[next(&store, b"a")]).expect("append");
             std::fs::metadata(block_file(dir.path(), "c1", 0))
                 .expect("meta")
                 .len()
@@ -841,9 +930,7 @@ mod tests {
         let store = factory.open_store("c1").expect("open store");
         assert_eq!(store.height(), 2);
         assert_eq!(std::fs::metadata(&path).expect("meta").len(), good_len);
-        store
-            .append(&[next(&store, b"b")])
-            .expect("append after recovery");
+        append(&store, &[next(&store, b"b")]).expect("append after recovery");
         drop((store, factory));
         let reopened = LedgerFactory::open(dir.path()).expect("reopen");
         let store = reopened.open_store("c1").expect("open store");
@@ -856,7 +943,7 @@ mod tests {
         let expected_tip = {
             let factory = LedgerFactory::open(dir.path()).expect("open");
             let store = factory.create_store("c1", &genesis()).expect("create");
-            store.append(&[next(&store, b"a")]).expect("append");
+            append(&store, &[next(&store, b"a")]).expect("append");
             // Write block 2 to the file only, as if the node died before indexing it.
             let tip = store.tip();
             let block = blockutil::new_block(
@@ -892,7 +979,7 @@ mod tests {
                 .with_max_file_bytes(600);
             let store = factory.create_store("c1", &genesis()).expect("create");
             for _ in 0..10 {
-                store.append(&[next(&store, &[7u8; 200])]).expect("append");
+                append(&store, &[next(&store, &[7u8; 200])]).expect("append");
             }
         }
         assert!(

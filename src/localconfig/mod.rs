@@ -43,6 +43,26 @@ pub struct OrdererConfig {
     pub admin: Admin,
     pub channel_participation: ChannelParticipation,
     pub operations: Operations,
+    pub consensus: Consensus,
+}
+
+/// Where replicated consenters keep their own storage (Fabric's
+/// `Consensus.WALDir` / `Consensus.SnapDir`): one folder per channel below each.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct Consensus {
+    #[serde(rename = "WALDir")]
+    pub wal_dir: String,
+    pub snap_dir: String,
+}
+
+impl Default for Consensus {
+    fn default() -> Self {
+        Consensus {
+            wal_dir: "ordo-data/etcdraft/wal".into(),
+            snap_dir: "ordo-data/etcdraft/snapshot".into(),
+        }
+    }
 }
 
 /// The admin HTTP listener (channel participation API).
@@ -173,6 +193,8 @@ pub struct ServerTls {
 #[serde(default, rename_all = "PascalCase")]
 pub struct Backpressure {
     pub max_inflight_envelopes: u32,
+    /// A size ("100 MB", "512 KB", or bytes).
+    pub max_inflight_bytes: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -201,6 +223,7 @@ impl Default for Backpressure {
     fn default() -> Self {
         Backpressure {
             max_inflight_envelopes: 2048,
+            max_inflight_bytes: DEFAULT_MAX_INFLIGHT_BYTES.into(),
         }
     }
 }
@@ -213,6 +236,9 @@ impl Default for FileLedger {
     }
 }
 
+/// The default bound on the bytes of envelopes a channel holds in flight.
+pub const DEFAULT_MAX_INFLIGHT_BYTES: &str = "100 MB";
+
 /// A loaded and checked node config, with paths resolved.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -222,6 +248,11 @@ pub struct NodeConfig {
     pub bootstrap_file: Option<PathBuf>,
     pub ledger_dir: PathBuf,
     pub max_inflight_envelopes: usize,
+    /// General.Backpressure.MaxInflightBytes.
+    pub max_inflight_bytes: usize,
+    /// Consensus.WALDir and Consensus.SnapDir.
+    pub wal_dir: PathBuf,
+    pub snap_dir: PathBuf,
     /// TLS on the AtomicBroadcast listener, if enabled.
     pub tls: Option<ServerTls>,
     /// General.Authentication.VerifyEnvelopeSignatures.
@@ -308,6 +339,17 @@ impl NodeConfig {
                 "must be at least 1",
             ));
         }
+        let max_inflight_bytes = parse_byte_size(&g.backpressure.max_inflight_bytes)
+            .filter(|&b| b > 0 && b <= u32::MAX as usize)
+            .ok_or_else(|| {
+                invalid(
+                    "General.Backpressure.MaxInflightBytes",
+                    format!(
+                        "{:?} is not a size between 1 byte and 4 GB (e.g. \"100 MB\")",
+                        g.backpressure.max_inflight_bytes
+                    ),
+                )
+            })?;
         if raw.file_ledger.location.trim().is_empty() {
             return Err(invalid("FileLedger.Location", "must not be empty"));
         }
@@ -340,6 +382,9 @@ impl NodeConfig {
             bootstrap_file,
             ledger_dir: base_dir.join(&raw.file_ledger.location),
             max_inflight_envelopes: g.backpressure.max_inflight_envelopes as usize,
+            max_inflight_bytes,
+            wal_dir: base_dir.join(&raw.consensus.wal_dir),
+            snap_dir: base_dir.join(&raw.consensus.snap_dir),
             raw,
         })
     }

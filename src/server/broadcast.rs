@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use prost::Message;
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::{Status as GrpcStatus, Streaming};
 
@@ -21,7 +21,7 @@ use crate::blockcutter::OrderedMessage;
 use crate::channel::ChannelHandle;
 use crate::channelconfig::ChannelConfig;
 use crate::configtx;
-use crate::consensus::{Configure, Submit, SubmitError};
+use crate::consensus::{Configure, InflightPermit, Submit, SubmitError};
 use crate::msgprocessor::{self, Classification, Rejection, Rule};
 use crate::protos::common::{Envelope, Status};
 use crate::protos::orderer::BroadcastResponse;
@@ -178,11 +178,12 @@ impl BroadcastStream {
         // for more room than the channel can free: a pending batch below
         // MaxMessageCount frees nothing until more envelopes come.
         while !run.messages.is_empty() {
-            let Ok(permit) = room_for(&run.channel, run.messages.len()).await else {
+            let sizes: Vec<usize> = run.messages.iter().map(|m| m.envelope.len()).collect();
+            let Ok(permit) = room_for(&run.channel, &sizes).await else {
                 let reason = format!("channel {} is closed", run.channel.id());
                 return self.unavailable(&run.channel, reason).await;
             };
-            let rest = run.messages.split_off(permit.num_permits());
+            let rest = run.messages.split_off(permit.envelopes());
             let piece = Run {
                 channel: run.channel.clone(),
                 config_seq: run.config_seq,
@@ -198,7 +199,7 @@ impl BroadcastStream {
     }
 
     /// Submits envelopes holding their in-flight room.
-    async fn submit_piece(&mut self, run: Run, permit: OwnedSemaphorePermit) -> bool {
+    async fn submit_piece(&mut self, run: Run, permit: InflightPermit) -> bool {
         let Run {
             channel,
             config_seq,
@@ -220,7 +221,7 @@ impl BroadcastStream {
                     message,
                     config_seq,
                     config,
-                    permit: Some(permit),
+                    permit,
                     received,
                 };
                 chain.configure.send(configure).await
@@ -230,7 +231,7 @@ impl BroadcastStream {
                 let submit = Submit {
                     messages,
                     config_seq,
-                    permit: Some(permit),
+                    permit,
                     received,
                 };
                 chain.submit.send(submit).await
@@ -261,9 +262,12 @@ impl BroadcastStream {
                 let _ = self.respond(Status::BadRequest, reason).await;
                 false
             }
-            Err(_) => {
-                // The chain's mailbox is gone: the message never reached it.
+            Err(e) => {
+                // The chain's mailbox is gone (or it stopped before answering):
+                // nothing was accepted. The supervisor must hear of it, so the
+                // channel does not stay active with nothing running.
                 metrics.chain.dropped();
+                chain.report_unreachable(&format!("a submission ({e})"));
                 let reason = format!("channel {} is not running", channel.id());
                 self.unavailable(&channel, reason).await
             }
@@ -376,45 +380,29 @@ fn accept_on(
     filtered(channel, &config, &envelope, None)
 }
 
-/// In-flight room for up to `wanted` envelopes: what is free now, or, when
-/// nothing is, room for one as soon as it frees (plus whatever else is free
-/// then). Never waits for more than one, so a waiting stream cannot hold up
-/// the others behind a request the channel cannot meet. The wait is the
-/// backpressure.
+/// In-flight room for the longest prefix of envelopes of these `sizes` that
+/// fits what is free now, or, when not even the first fits, room for the
+/// first as soon as it frees (plus whatever else fits then). Never waits for
+/// more than one envelope, so a waiting stream cannot hold up the others
+/// behind a request the channel cannot meet. The wait is the backpressure.
 async fn room_for(
     channel: &ChannelHandle,
-    wanted: usize,
-) -> Result<OwnedSemaphorePermit, tokio::sync::AcquireError> {
-    let semaphore = channel.inflight().clone();
-    let take = |free: usize| wanted.min(free).min(u32::MAX as usize) as u32;
-    loop {
-        let free = semaphore.available_permits();
-        if free == 0 {
-            break;
-        }
-        match semaphore.clone().try_acquire_many_owned(take(free)) {
-            Ok(permit) => {
-                channel.metrics().observe_wait(std::time::Duration::ZERO);
-                return Ok(permit);
-            }
-            Err(tokio::sync::TryAcquireError::NoPermits) => continue,
-            Err(tokio::sync::TryAcquireError::Closed) => {
-                return semaphore.acquire_many_owned(1).await
-            }
-        }
-    }
+    sizes: &[usize],
+) -> Result<InflightPermit, tokio::sync::AcquireError> {
+    let room = channel.inflight();
     let metrics = channel.metrics();
+    if let Some(permit) = room.try_take(sizes) {
+        metrics.observe_wait(std::time::Duration::ZERO);
+        return Ok(permit);
+    }
     let waiting = Instant::now();
     metrics.submissions_waiting.inc();
-    let first = semaphore.clone().acquire_many_owned(1).await;
+    let first = room.take_one(sizes[0]).await;
     metrics.submissions_waiting.dec();
     metrics.observe_wait(waiting.elapsed());
     let mut permit = first?;
-    let more = take(semaphore.available_permits()).min(take(wanted.saturating_sub(1)));
-    if more > 0 {
-        if let Ok(extra) = semaphore.try_acquire_many_owned(more) {
-            permit.merge(extra);
-        }
+    if let Some(more) = room.try_take(&sizes[1..]) {
+        permit.merge(more);
     }
     Ok(permit)
 }
@@ -427,28 +415,33 @@ mod tests {
 
     #[actix_rt::test]
     async fn room_is_what_is_free_or_one_as_soon_as_it_frees() {
-        let (_dir, handle, _supervisor) = supervised(GenesisProfile::embedded("c1", vec![]));
-        let semaphore = handle.inflight().clone();
+        let handle = supervised(GenesisProfile::embedded("c1", vec![])).handle;
         let bound = handle.max_inflight();
         // Most of the room is held (by a pending batch, say): a run of 100
         // gets what is left at once instead of waiting for 100.
-        let held = semaphore
-            .clone()
-            .acquire_many_owned(bound as u32 - 3)
-            .await
+        let held = handle
+            .inflight()
+            .try_take_exact(bound as u32 - 3, 0)
             .expect("held");
-        let room = room_for(&handle, 100).await.expect("room");
-        assert_eq!(room.num_permits(), 3);
+        let room = room_for(&handle, &[10; 100]).await.expect("room");
+        assert_eq!(room.envelopes(), 3);
 
         // Nothing free: wait for one, and get it as soon as one frees.
         let waiting = tokio::spawn({
             let handle = handle.clone();
-            async move { room_for(&handle, 100).await.map(|p| p.num_permits()) }
+            async move { room_for(&handle, &[10; 100]).await.map(|p| p.envelopes()) }
         });
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // Wait until it waits (a state, not a time).
+        for _ in 0..10_000 {
+            if handle.metrics().submissions_waiting.get() == 1 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(handle.metrics().submissions_waiting.get(), 1);
         assert!(!waiting.is_finished());
         let mut room = room;
-        drop(room.split(1));
+        drop(room.split(1, 10));
         let got = tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
             .await
             .expect("served once one frees")

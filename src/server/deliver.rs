@@ -229,10 +229,5 @@ impl DeliverStream {
 
 /// Why a channel in this state cannot serve Deliver, if it cannot.
 fn unavailable(state: &ChannelState) -> Option<String> {
-    match state {
-        ChannelState::Errored(reason) => Some(format!("channel has errored: {reason}")),
-        ChannelState::Restarting { reason, .. } => Some(format!("channel is restarting: {reason}")),
-        ChannelState::Stopped => Some("channel is stopped".into()),
-        ChannelState::Starting | ChannelState::Active => None,
-    }
+    (!state.serves()).then(|| format!("channel is {state}"))
 }

@@ -11,7 +11,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::channel::ChannelState;
+use crate::consensus::ParticipationStatus;
 use crate::logging;
 use crate::registrar::Registrar;
 
@@ -63,17 +63,12 @@ async fn healthz(State(registrar): State<Arc<Registrar>>) -> Response {
         .channels()
         .iter()
         .filter_map(|channel| {
-            let reason = match channel.state() {
-                ChannelState::Errored(reason) => format!("errored: {reason}"),
-                ChannelState::Restarting { attempt, reason } => {
-                    format!("halted, restart {attempt} pending after: {reason}")
-                }
-                ChannelState::Stopped => "stopped".to_string(),
-                ChannelState::Active | ChannelState::Starting => return None,
-            };
-            Some(FailedCheck {
+            let state = channel.state();
+            let status = channel.chain_status().status;
+            let failing = !state.serves() || status == ParticipationStatus::Failed;
+            failing.then(|| FailedCheck {
                 component: format!("channel/{}", channel.id()),
-                reason,
+                reason: format!("{state} (chain status {})", status.as_str()),
             })
         })
         .collect();
@@ -95,10 +90,15 @@ async fn metrics(State(registrar): State<Arc<Registrar>>) -> Response {
     for channel in registrar.channels() {
         let m = channel.metrics();
         m.height.set(channel.store().height() as i64);
-        let held = channel
-            .max_inflight()
-            .saturating_sub(channel.inflight().available_permits());
-        m.envelopes_inflight.set(held as i64);
+        let room = channel.inflight();
+        m.envelopes_inflight.set(room.envelopes_held() as i64);
+        m.bytes_inflight.set(room.bytes_held() as i64);
+        let status = channel.chain_status();
+        m.is_leader.set(i64::from(
+            status.role == crate::consensus::ChainRole::Leader,
+        ));
+        m.chain_active
+            .set(i64::from(status.status == ParticipationStatus::Active));
     }
     let text = registrar.metrics().encode();
     (

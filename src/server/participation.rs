@@ -109,19 +109,14 @@ fn disabled() -> Response {
 }
 
 fn channel_info(channel: &ChannelHandle) -> ChannelInfo {
-    let status = match channel.state() {
-        ChannelState::Active => "active",
-        ChannelState::Errored(_) => "failed",
-        ChannelState::Starting | ChannelState::Restarting { .. } | ChannelState::Stopped => {
-            "inactive"
-        }
-    };
+    // What the chain publishes: its relation to the channel, and whether it
+    // runs (the supervisor publishes inactive or failed while none does).
+    let status = channel.chain_status();
     ChannelInfo {
         name: channel.id().to_string(),
         url: url(channel.id()),
-        // A single-node consenter (solo) always orders; etcdraft refines this.
-        consensus_relation: "consenter".into(),
-        status: status.into(),
+        consensus_relation: status.relation.as_str().into(),
+        status: status.status.as_str().into(),
         height: channel.store().height(),
     }
 }
