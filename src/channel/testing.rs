@@ -90,3 +90,13 @@ pub async fn height_reaches(handle: &ChannelHandle, height: u64) {
         handle.store().height()
     );
 }
+
+/// Waits (bounded) until `condition` holds, checking every millisecond: for
+/// states that have no watch of their own.
+pub async fn eventually(what: &str, condition: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {PATIENCE:?}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}

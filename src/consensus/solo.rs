@@ -612,7 +612,8 @@ mod tests {
         .await
         .expect("the config block is written")
         .expect("config watch");
-        assert_eq!(handle.store().height(), 2);
+        // Published before the block is served: never the other way round.
+        crate::channel::testing::height_reaches(&handle, 2).await;
         let answer = chain.configure.send(second).await.expect("sent");
         assert!(
             matches!(&answer, Err(SubmitError::Invalid(reason)) if reason.contains("version")),
@@ -655,7 +656,7 @@ mod tests {
 #[cfg(test)]
 mod admission {
     use super::*;
-    use crate::channel::testing::{height_reaches, state_becomes, supervised};
+    use crate::channel::testing::{eventually, height_reaches, state_becomes, supervised};
     use crate::channel::ChannelState;
     use crate::channelconfig::genesis::GenesisProfile;
 
@@ -692,14 +693,10 @@ mod admission {
         assert_eq!(handle.inflight().envelopes_held(), 2);
         channel.clock.advance(handle.config().batch_timeout);
         height_reaches(&handle, 2).await;
-        let mut released = false;
-        for _ in 0..1000 {
-            if handle.inflight().envelopes_held() == 0 && handle.inflight().bytes_held() == 0 {
-                released = true;
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-        assert!(released, "room released once block 1 is written");
+        let room = handle.inflight();
+        eventually("room released once block 1 is written", || {
+            room.envelopes_held() == 0 && room.bytes_held() == 0
+        })
+        .await;
     }
 }

@@ -410,7 +410,7 @@ async fn room_for(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channel::testing::supervised;
+    use crate::channel::testing::{eventually, supervised};
     use crate::channelconfig::genesis::GenesisProfile;
 
     #[actix_rt::test]
@@ -431,14 +431,10 @@ mod tests {
             let handle = handle.clone();
             async move { room_for(&handle, &[10; 100]).await.map(|p| p.envelopes()) }
         });
-        // Wait until it waits (a state, not a time).
-        for _ in 0..10_000 {
-            if handle.metrics().submissions_waiting.get() == 1 {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-        assert_eq!(handle.metrics().submissions_waiting.get(), 1);
+        eventually("the second request waits", || {
+            handle.metrics().submissions_waiting.get() == 1
+        })
+        .await;
         assert!(!waiting.is_finished());
         let mut room = room;
         drop(room.split(1, 10));
