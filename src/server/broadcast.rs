@@ -1,7 +1,7 @@
 //! Broadcast: one task per stream.
 //!
 //! Envelopes that are already waiting on the stream are taken together
-//! (`ready_chunks`), validated on the calling task (so decoding runs on every
+//! (up to 128 or 4 MB), validated on the calling task (so decoding runs on every
 //! core), and consecutive envelopes for one channel are submitted to its chain
 //! in one message. The stream first acquires in-flight permits for them: when the
 //! channel's bound is reached it waits, stops reading, and the client's sends
@@ -31,6 +31,34 @@ use crate::registrar::Registrar;
 pub const RESPONSE_BUFFER: usize = 1024;
 /// Envelopes taken from a stream at once.
 const MAX_CHUNK: usize = 128;
+/// Bytes taken from a stream at once: envelopes are read (and held) before
+/// their in-flight room is taken, so a stream of large envelopes holds about
+/// this much beyond the channel's byte bound, not 128 envelopes.
+const MAX_CHUNK_BYTES: usize = 4 << 20;
+
+type Inbound = Result<Envelope, GrpcStatus>;
+
+/// `first` and the envelopes already waiting behind it, up to [`MAX_CHUNK`]
+/// and [`MAX_CHUNK_BYTES`]; and whether the stream ended.
+fn take_ready(first: Inbound, inbound: &mut Streaming<Envelope>) -> (Vec<Inbound>, bool) {
+    let size = |item: &Inbound| {
+        item.as_ref()
+            .map_or(0, |e| e.payload.len() + e.signature.len())
+    };
+    let mut bytes = size(&first);
+    let mut chunk = vec![first];
+    while chunk.len() < MAX_CHUNK && bytes < MAX_CHUNK_BYTES {
+        match futures::FutureExt::now_or_never(inbound.next()) {
+            Some(Some(item)) => {
+                bytes += size(&item);
+                chunk.push(item);
+            }
+            Some(None) => return (chunk, true),
+            None => break,
+        }
+    }
+    (chunk, false)
+}
 
 type Responses = mpsc::Sender<Result<BroadcastResponse, GrpcStatus>>;
 
@@ -73,15 +101,15 @@ impl BroadcastStream {
         }
     }
 
-    pub async fn run(mut self, inbound: Streaming<Envelope>) {
-        let mut chunks = inbound.ready_chunks(MAX_CHUNK);
+    pub async fn run(mut self, mut inbound: Streaming<Envelope>) {
         loop {
-            let chunk = tokio::select! {
+            let first = tokio::select! {
                 _ = self.shutdown.cancelled() => break,
-                chunk = chunks.next() => chunk,
+                first = inbound.next() => first,
             };
-            let Some(chunk) = chunk else { break };
-            if !self.process(chunk).await {
+            let Some(first) = first else { break };
+            let (chunk, ended) = take_ready(first, &mut inbound);
+            if !self.process(chunk).await || ended {
                 break;
             }
         }

@@ -60,7 +60,7 @@ async fn unknown_channel_is_a_bad_request_and_ends_the_stream() {
     stream
         .send(transaction("nosuchchannel", Bytes::from_static(b"x")))
         .await;
-    stream.send(tx(b"never read")).await;
+    stream.offer(tx(b"never read")).await;
     let answer = stream.next().await.expect("answer");
     assert_eq!(answer.status, Status::BadRequest as i32);
     assert!(
@@ -139,7 +139,7 @@ async fn answers_keep_the_order_of_the_envelopes() {
     stream
         .send(transaction("elsewhere", Bytes::from_static(b"bad")))
         .await;
-    stream.send(tx(b"after the bad one")).await;
+    stream.offer(tx(b"after the bad one")).await;
     for _ in 0..50 {
         assert_eq!(
             stream.next().await.expect("answer").status,

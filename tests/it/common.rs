@@ -191,6 +191,12 @@ impl BroadcastStream {
         self.tx.send(envelope).await.expect("send");
     }
 
+    /// Sends an envelope that the server may never read: after a refusal it
+    /// ends the stream, and the send can race that end.
+    pub async fn offer(&self, envelope: Envelope) {
+        let _ = self.tx.send(envelope).await;
+    }
+
     /// The next answer, or `None` once the stream has ended.
     pub async fn next(&mut self) -> Option<BroadcastResponse> {
         tokio::time::timeout(PATIENCE, self.responses.next())
