@@ -96,7 +96,10 @@ pub async fn height_reaches(handle: &ChannelHandle, height: u64) {
 pub async fn eventually(what: &str, condition: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while !condition() {
-        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {PATIENCE:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {PATIENCE:?}"
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }

@@ -16,8 +16,9 @@ use ordo::channelconfig::genesis::GenesisProfile;
 use ordo::client::connect;
 use ordo::client::envelope::{seek, transaction, BlockPosition};
 use ordo::client::participation::AdminClient;
+use ordo::consensus::Consenters;
 use ordo::localconfig::NodeConfig;
-use ordo::node::Node;
+use ordo::node::{Node, NodeOptions};
 use ordo::protos::common::{Block, ChannelHeader, Envelope, Payload, Status};
 use ordo::protos::orderer::atomic_broadcast_client::AtomicBroadcastClient;
 use ordo::protos::orderer::deliver_response::Type as DeliverItem;
@@ -33,6 +34,8 @@ pub struct TestNode {
     pub node: Option<Node>,
     pub dir: TempDir,
     pub extra_env: Vec<(String, String)>,
+    /// The consenters the node serves (Ordo's own unless a test adds one).
+    pub consenters: Consenters,
 }
 
 impl TestNode {
@@ -47,6 +50,19 @@ impl TestNode {
             node: None,
             dir,
             extra_env,
+            consenters: Consenters::standard(),
+        };
+        node.start().await;
+        node
+    }
+
+    /// The embedded default, serving `consenters`.
+    pub async fn with_consenters(consenters: Consenters) -> TestNode {
+        let mut node = TestNode {
+            node: None,
+            dir: tempfile::tempdir().expect("tempdir"),
+            extra_env: Vec::new(),
+            consenters,
         };
         node.start().await;
         node
@@ -75,6 +91,7 @@ impl TestNode {
             node: None,
             dir,
             extra_env: env,
+            consenters: Consenters::standard(),
         };
         node.start().await;
         node
@@ -85,7 +102,13 @@ impl TestNode {
     }
 
     pub async fn start(&mut self) {
-        let node = Node::start(self.config()).await.expect("node starts");
+        let options = NodeOptions {
+            consenters: self.consenters.clone(),
+            ..NodeOptions::default()
+        };
+        let node = Node::start_with(self.config(), options)
+            .await
+            .expect("node starts");
         self.node = Some(node);
     }
 

@@ -9,6 +9,7 @@ mod cli;
 mod common;
 mod config_update;
 mod conformance;
+mod consenter;
 mod deliver;
 mod operations;
 mod participation;

@@ -103,6 +103,7 @@ async fn sigterm_on_the_binary_loses_no_acknowledged_envelope() {
         node: Some(node),
         dir,
         extra_env: vec![],
+        consenters: ordo::consensus::Consenters::standard(),
     };
     let blocks = all_blocks(&test_node, CHANNEL).await;
     verify_chain(&blocks);
