@@ -344,6 +344,16 @@ impl ActorMetrics {
         self.depth.dec();
         self.handled.inc();
     }
+
+    /// Messages in the mailbox now.
+    pub fn depth(&self) -> i64 {
+        self.depth.get()
+    }
+
+    /// Messages handled so far.
+    pub fn handled_count(&self) -> u64 {
+        self.handled.get()
+    }
 }
 
 /// One channel's metrics, resolved once.

@@ -23,17 +23,17 @@
 //! partition so that every orderer cuts at the same offset.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
 use super::{Batch, BlockCutter, OrderedMessage};
+use crate::channel::mailbox::{self, Counted, Mailbox};
 use crate::channel::tree::ChildGuard;
 use crate::channelconfig::BatchLimits;
 use crate::clock::Clock;
 use crate::consensus::InflightPermit;
-use crate::metrics::ChannelMetrics;
+use crate::metrics::ActorMetrics;
 
 /// Messages to add to the pending batch, in order.
 #[derive(Message)]
@@ -107,25 +107,56 @@ pub struct StopCutter;
 /// Where a cutter sends its output: the mailbox of the chain that owns it.
 #[derive(Clone)]
 pub struct CutterOwner {
-    pub batches: Recipient<BatchCut>,
-    pub timeouts: Recipient<BatchTimeoutExpired>,
-    pub drained: Recipient<Drained>,
+    pub batches: Mailbox<BatchCut>,
+    pub timeouts: Mailbox<BatchTimeoutExpired>,
+    pub drained: Mailbox<Drained>,
 }
 
 impl CutterOwner {
-    /// The three recipients of one actor that handles all the cutter's output.
-    pub fn of<A>(addr: &Addr<A>) -> CutterOwner
+    /// The mailboxes of one actor that takes all the cutter's output
+    /// (`counted_handlers!(Chain: BatchCut, BatchTimeoutExpired, Drained)`),
+    /// counted in `metrics`.
+    pub fn of<A>(addr: &Addr<A>, metrics: &ActorMetrics) -> CutterOwner
     where
         A: Actor<Context = Context<A>>
-            + Handler<BatchCut>
-            + Handler<BatchTimeoutExpired>
-            + Handler<Drained>,
+            + Handler<Counted<BatchCut>>
+            + Handler<Counted<BatchTimeoutExpired>>
+            + Handler<Counted<Drained>>,
     {
         CutterOwner {
-            batches: addr.clone().recipient(),
-            timeouts: addr.clone().recipient(),
-            drained: addr.clone().recipient(),
+            batches: Mailbox::of(addr, metrics),
+            timeouts: Mailbox::of(addr, metrics),
+            drained: Mailbox::of(addr, metrics),
         }
+    }
+}
+
+/// How a chain reaches its cutter.
+#[derive(Clone)]
+pub struct CutterHandle {
+    pub ordered: Mailbox<Ordered>,
+    pub config: Mailbox<OrderedConfig>,
+    pub cut: Mailbox<CutPending>,
+    pub drain: Mailbox<Drain>,
+    stop: Recipient<StopCutter>,
+}
+
+impl CutterHandle {
+    /// Starts `cutter` on the current arbiter; its mailbox is counted in `metrics`.
+    pub fn start(cutter: CutterActor, metrics: &ActorMetrics) -> CutterHandle {
+        let addr = cutter.start();
+        CutterHandle {
+            ordered: Mailbox::of(&addr, metrics),
+            config: Mailbox::of(&addr, metrics),
+            cut: Mailbox::of(&addr, metrics),
+            drain: Mailbox::of(&addr, metrics),
+            stop: addr.recipient(),
+        }
+    }
+
+    /// Stops the cutter now (its owner stops).
+    pub fn stop(&self) {
+        let _ = mailbox::post(&self.stop, StopCutter);
     }
 }
 
@@ -142,7 +173,6 @@ pub struct CutterActor {
     /// When each pending message was read, oldest first. Batches are always
     /// the oldest pending messages, so their times come off the front.
     received: VecDeque<Instant>,
-    metrics: Arc<ChannelMetrics>,
     /// Membership of the channel's tree, when the cutter runs in one.
     guard: Option<ChildGuard>,
 }
@@ -152,7 +182,6 @@ impl CutterActor {
         limits: BatchLimits,
         timeout: Duration,
         owner: CutterOwner,
-        metrics: Arc<ChannelMetrics>,
         clock: Clock,
     ) -> CutterActor {
         CutterActor {
@@ -164,7 +193,6 @@ impl CutterActor {
             next_timer: 0,
             held: InflightPermit::default(),
             received: VecDeque::new(),
-            metrics,
             guard: None,
         }
     }
@@ -177,13 +205,11 @@ impl CutterActor {
 
     /// Sends to the owner; a gone owner means the chain stopped: so do we,
     /// and the tree's supervisor hears of it.
-    fn send_to_owner<M>(&mut self, recipient: &Recipient<M>, message: M, ctx: &mut Context<Self>)
+    fn send_to_owner<M>(&mut self, mailbox: &Mailbox<M>, message: M, ctx: &mut Context<Self>)
     where
         M: Message<Result = ()> + Send + 'static,
     {
-        self.metrics.chain.sent();
-        if crate::channel::mailbox::post(recipient, message).is_err() {
-            self.metrics.chain.dropped();
+        if mailbox.post(message).is_err() {
             if let Some(guard) = &self.guard {
                 guard.report_failure("the chain stopped taking the cutter's batches");
             }
@@ -243,11 +269,12 @@ impl Actor for CutterActor {
     type Context = Context<Self>;
 }
 
+crate::counted_handlers!(CutterActor: Ordered, CutPending, Drain, OrderedConfig);
+
 impl Handler<Ordered> for CutterActor {
     type Result = ();
 
     fn handle(&mut self, msg: Ordered, ctx: &mut Context<Self>) {
-        self.metrics.cutter.handled();
         self.held.merge(msg.permit);
         for message in msg.messages {
             let bytes = message.envelope.len();
@@ -276,7 +303,6 @@ impl Handler<CutPending> for CutterActor {
     type Result = ();
 
     fn handle(&mut self, msg: CutPending, ctx: &mut Context<Self>) {
-        self.metrics.cutter.handled();
         let current = self.timer.as_ref().map(|(_, id)| *id);
         match msg.timer {
             // The timeout belongs to a batch that was already cut.
@@ -290,7 +316,6 @@ impl Handler<Drain> for CutterActor {
     type Result = ();
 
     fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) {
-        self.metrics.cutter.handled();
         self.cut_pending(ctx);
         let owner = self.owner.drained.clone();
         self.send_to_owner(&owner, Drained, ctx);
@@ -309,7 +334,6 @@ impl Handler<OrderedConfig> for CutterActor {
     type Result = ();
 
     fn handle(&mut self, msg: OrderedConfig, ctx: &mut Context<Self>) {
-        self.metrics.cutter.handled();
         self.cut_pending(ctx);
         let owner = self.owner.batches.clone();
         self.send_to_owner(
@@ -344,6 +368,8 @@ mod tests {
     impl Actor for Owner {
         type Context = Context<Self>;
     }
+
+    crate::counted_handlers!(Owner: BatchCut, BatchTimeoutExpired, Drained);
 
     impl Handler<BatchCut> for Owner {
         type Result = ();
@@ -399,8 +425,7 @@ mod tests {
             let cutter = CutterActor::new(
                 limits,
                 timeout,
-                CutterOwner::of(&ctx.address()),
-                ChannelMetrics::detached("c"),
+                CutterOwner::of(&ctx.address(), &ActorMetrics::default()),
                 clock,
             )
             .start();

@@ -8,7 +8,7 @@ mod actor;
 mod cutter;
 
 pub use actor::{
-    BatchCut, BatchTimeoutExpired, CutPending, CutterActor, CutterOwner, Drain, Drained, Ordered,
-    OrderedConfig, StopCutter,
+    BatchCut, BatchTimeoutExpired, CutPending, CutterActor, CutterHandle, CutterOwner, Drain,
+    Drained, Ordered, OrderedConfig, StopCutter,
 };
 pub use cutter::{Batch, BlockCutter, OrderedMessage, Outcome};

@@ -27,7 +27,7 @@ use super::tree::{ChildFailed, ChildStopped, TreeMembership, TreeStopped};
 use super::{ChannelHandle, ChannelState};
 use crate::channelconfig::ChannelConfig;
 use crate::consensus::{Abort, ChainHandle, ChainSupport, Consenters, Halt, NodeResources};
-use crate::ledger::{ConfigPublisher, LedgerActor, LedgerError, Retire};
+use crate::ledger::{ConfigPublisher, LedgerActor, LedgerError, LedgerHandle, Retire};
 
 pub const MAX_RESTARTS: usize = 5;
 pub const RESTART_WINDOW: Duration = Duration::from_secs(60);
@@ -152,7 +152,7 @@ impl ChannelSupervisor {
             config: self.handle.subscribe_config(),
             tip,
             store,
-            ledger: ledger.clone(),
+            ledger: LedgerHandle::of(&ledger, self.handle.metrics()),
             filters: self.handle.filters().clone(),
             policies: self.handle.policies().clone(),
             metrics,
@@ -170,7 +170,7 @@ impl ChannelSupervisor {
             let current = act.generation == generation && act.tree.is_some();
             match started {
                 Ok(chain) if current => {
-                    let chain = chain.reporting_to(reporter);
+                    let chain = chain.supervised(reporter, act.handle.metrics());
                     if let Some(tree) = act.tree.as_mut() {
                         tree.chain = Some(chain.clone());
                     }

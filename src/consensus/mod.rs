@@ -27,10 +27,11 @@ pub use resources::{BlockPullerFactory, ClusterService, NodeIdentity, NodeResour
 pub use status::{ChainRole, ChainStatus, ConsensusRelation, ParticipationStatus, StatusPublisher};
 
 use crate::blockcutter::OrderedMessage;
+use crate::channel::mailbox::{Counted, Mailbox};
 use crate::channel::tree::{FailureReporter, TreeMembership};
 use crate::channelconfig::ChannelConfig;
 use crate::configtx::PolicyEvaluator;
-use crate::ledger::{BlockStore, ChainTip, LedgerActor};
+use crate::ledger::{BlockStore, ChainTip, LedgerHandle};
 use crate::metrics::ChannelMetrics;
 use crate::msgprocessor::RuleSet;
 
@@ -90,8 +91,8 @@ pub enum SubmitError {
 /// How the rest of the node reaches a running chain.
 #[derive(Clone)]
 pub struct ChainHandle {
-    pub submit: Recipient<Submit>,
-    pub configure: Recipient<Configure>,
+    pub submit: Mailbox<Submit>,
+    pub configure: Mailbox<Configure>,
     pub halt: Recipient<Halt>,
     pub abort: Recipient<Abort>,
     /// Set by the supervisor: where a caller reports the chain unreachable.
@@ -102,18 +103,20 @@ pub struct ChainHandle {
 }
 
 impl ChainHandle {
-    /// The recipients of one chain actor that handles all four messages.
+    /// The mailboxes of one chain actor that handles all four messages
+    /// (`counted_handlers!(MyChain: Submit, Configure)` for the first two).
     pub fn of<A>(addr: &Addr<A>) -> ChainHandle
     where
         A: Actor<Context = Context<A>>
-            + Handler<Submit>
-            + Handler<Configure>
+            + Handler<Counted<Submit>>
+            + Handler<Counted<Configure>>
             + Handler<Halt>
             + Handler<Abort>,
     {
+        let uncounted = crate::metrics::ActorMetrics::default();
         ChainHandle {
-            submit: addr.clone().recipient(),
-            configure: addr.clone().recipient(),
+            submit: Mailbox::of(addr, &uncounted),
+            configure: Mailbox::of(addr, &uncounted),
             halt: addr.clone().recipient(),
             abort: addr.clone().recipient(),
             reporter: None,
@@ -123,9 +126,16 @@ impl ChainHandle {
     }
 
     /// The handle as the supervisor publishes it: failures seen by callers
-    /// go to the generation that started the chain.
-    pub(crate) fn reporting_to(mut self, reporter: FailureReporter) -> ChainHandle {
+    /// go to the generation that started the chain, and its mailbox is
+    /// counted in the channel's metrics.
+    pub(crate) fn supervised(
+        mut self,
+        reporter: FailureReporter,
+        metrics: &ChannelMetrics,
+    ) -> ChainHandle {
         self.reporter = Some(reporter);
+        self.submit = self.submit.counted_in(&metrics.chain);
+        self.configure = self.configure.counted_in(&metrics.chain);
         self
     }
 
@@ -154,8 +164,8 @@ pub struct ChainSupport {
     /// Reads of the channel's blocks, and the height watch that releases
     /// in-flight room ([`PermitsByBlock`]).
     pub store: BlockStore,
-    /// The channel's single block writer: `AppendBlock` blocks that continue the chain.
-    pub ledger: Addr<LedgerActor>,
+    /// The channel's single block writer: append blocks that continue the chain.
+    pub ledger: LedgerHandle,
     /// The channel's Broadcast filters, to re-validate messages after a config change.
     pub filters: Arc<RuleSet>,
     /// Checks config updates again when the config moved on before ordering.

@@ -36,14 +36,14 @@ use super::{
     InflightPermit, NodeResources, PermitsByBlock, StartChain, Submit, SubmitError,
 };
 use crate::blockcutter::{
-    BatchCut, BatchTimeoutExpired, CutPending, CutterActor, CutterOwner, Drain, Drained, Ordered,
-    OrderedConfig, OrderedMessage, StopCutter,
+    BatchCut, BatchTimeoutExpired, CutPending, CutterActor, CutterHandle, CutterOwner, Drain,
+    Drained, Ordered, OrderedConfig, OrderedMessage,
 };
-use crate::channel::mailbox::{post_to, Gone};
+use crate::channel::mailbox::Gone;
 use crate::channel::tree::ChildGuard;
 use crate::channelconfig::ChannelConfig;
 use crate::configtx::{self, PolicyEvaluator};
-use crate::ledger::{AppendBlock, LedgerActor, WaitDurable};
+use crate::ledger::LedgerHandle;
 use crate::metrics::ChannelMetrics;
 use crate::msgprocessor::RuleSet;
 use crate::protos::common::Envelope;
@@ -79,8 +79,8 @@ pub struct SoloChain {
     filters: Arc<RuleSet>,
     policies: Arc<dyn PolicyEvaluator>,
     metrics: Arc<ChannelMetrics>,
-    ledger: Addr<LedgerActor>,
-    cutter: Addr<CutterActor>,
+    ledger: LedgerHandle,
+    cutter: CutterHandle,
     creator: BlockCreator,
     /// In-flight room of blocks made and not yet written.
     permits: PermitsByBlock,
@@ -102,12 +102,11 @@ impl SoloChain {
         let cutter = CutterActor::new(
             config.batch_size,
             config.batch_timeout,
-            CutterOwner::of(&ctx.address()),
-            support.metrics.clone(),
+            CutterOwner::of(&ctx.address(), &support.metrics.chain),
             node.clock.clone(),
         )
-        .in_tree(support.tree.member("cutter"))
-        .start();
+        .in_tree(support.tree.member("cutter"));
+        let cutter = CutterHandle::start(cutter, &support.metrics.cutter);
         // Published before the chain is handed back, so the channel is never
         // active while its status says otherwise.
         support.status.publish(ChainStatus::sole_leader());
@@ -253,16 +252,13 @@ impl SoloChain {
         if messages.is_empty() {
             return Ok(());
         }
-        self.metrics.cutter.sent();
         let ordered = Ordered {
             messages,
             permit,
             received,
         };
-        post_to(&self.cutter, ordered).map_err(|gone| {
-            self.metrics.cutter.dropped();
-            self.lost("cutter", gone, ctx)
-        })
+        let posted = self.cutter.ordered.post(ordered);
+        posted.map_err(|gone| self.lost("cutter", gone, ctx))
     }
 
     fn order_config(
@@ -274,7 +270,6 @@ impl SoloChain {
         ctx: &mut Context<Self>,
     ) -> Result<(), SubmitError> {
         tracing::info!(channel = %self.channel_id, sequence = config.sequence, "ordering config update");
-        self.metrics.cutter.sent();
         let ordered = OrderedConfig {
             message,
             permit,
@@ -282,10 +277,8 @@ impl SoloChain {
             timeout: config.batch_timeout,
             received,
         };
-        post_to(&self.cutter, ordered).map_err(|gone| {
-            self.metrics.cutter.dropped();
-            self.lost("cutter", gone, ctx)
-        })?;
+        let posted = self.cutter.config.post(ordered);
+        posted.map_err(|gone| self.lost("cutter", gone, ctx))?;
         // Nothing more is admitted until the config block is written.
         self.config_in_flight = Some(config.sequence);
         Ok(())
@@ -359,7 +352,7 @@ impl Actor for SoloChain {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        let _ = post_to(&self.cutter, StopCutter);
+        self.cutter.stop();
         for admission in self.waiting.drain(..) {
             let (Admission::Submit(_, answer) | Admission::Configure(_, answer)) = admission;
             drop(answer);
@@ -391,11 +384,12 @@ impl StreamHandler<Arc<ChannelConfig>> for SoloChain {
     fn finished(&mut self, _: &mut Context<Self>) {}
 }
 
+crate::counted_handlers!(SoloChain: Submit, Configure, BatchCut, BatchTimeoutExpired, Drained);
+
 impl Handler<Submit> for SoloChain {
     type Result = Response<Result<(), SubmitError>>;
 
     fn handle(&mut self, msg: Submit, ctx: &mut Context<Self>) -> Self::Result {
-        self.metrics.chain.handled();
         if self.halting() {
             return Response::reply(Err(self.unavailable()));
         }
@@ -416,7 +410,6 @@ impl Handler<Configure> for SoloChain {
     type Result = Response<Result<(), SubmitError>>;
 
     fn handle(&mut self, msg: Configure, ctx: &mut Context<Self>) -> Self::Result {
-        self.metrics.chain.handled();
         if self.halting() {
             return Response::reply(Err(self.unavailable()));
         }
@@ -430,20 +423,13 @@ impl Handler<BatchCut> for SoloChain {
     type Result = ();
 
     fn handle(&mut self, msg: BatchCut, ctx: &mut Context<Self>) {
-        self.metrics.chain.handled();
         let number = self.creator.next_number();
         let block = self
             .creator
             .create_next_block(msg.batch, msg.is_config, Bytes::new());
         self.permits.hold(number, msg.permit);
-        self.metrics.ledger.sent();
         self.metrics.blocks_inflight.inc();
-        let append = AppendBlock {
-            block,
-            received: msg.received,
-        };
-        if let Err(gone) = post_to(&self.ledger, append) {
-            self.metrics.ledger.dropped();
+        if let Err(gone) = self.ledger.append(block, msg.received) {
             self.metrics.blocks_inflight.dec();
             let _ = self.lost("ledger", gone, ctx);
         }
@@ -454,13 +440,10 @@ impl Handler<BatchTimeoutExpired> for SoloChain {
     type Result = ();
 
     fn handle(&mut self, msg: BatchTimeoutExpired, ctx: &mut Context<Self>) {
-        self.metrics.chain.handled();
-        self.metrics.cutter.sent();
         let cut = CutPending {
             timer: Some(msg.timer),
         };
-        if let Err(gone) = post_to(&self.cutter, cut) {
-            self.metrics.cutter.dropped();
+        if let Err(gone) = self.cutter.cut.post(cut) {
             let _ = self.lost("cutter", gone, ctx);
         }
     }
@@ -477,9 +460,7 @@ impl Handler<Halt> for SoloChain {
                 self.halt_waiters = Some(vec![reply]);
                 // Whatever waits for admission is refused; what was admitted is written.
                 self.admit(ctx);
-                self.metrics.cutter.sent();
-                if post_to(&self.cutter, Drain).is_err() {
-                    self.metrics.cutter.dropped();
+                if self.cutter.drain.post(Drain).is_err() {
                     ctx.stop();
                 }
             }
@@ -494,20 +475,16 @@ impl Handler<Drained> for SoloChain {
     type Result = ();
 
     fn handle(&mut self, _: Drained, ctx: &mut Context<Self>) {
-        self.metrics.chain.handled();
-        self.metrics.ledger.sent();
-        let durable = self.ledger.send(WaitDurable);
+        let ledger = self.ledger.clone();
+        let durable = async move { ledger.wait_durable().await };
         ctx.spawn(durable.into_actor(self).map(|result, act, ctx| {
             match result {
-                Ok(Ok(height)) => {
+                Ok(height) => {
                     tracing::info!(channel = %act.channel_id, height, "solo chain halted; pending batch written")
                 }
-                Ok(Err(reason)) => {
-                    tracing::error!(channel = %act.channel_id, %reason, "pending batch could not be written on halt")
-                }
-                Err(e) => {
-                    tracing::error!(channel = %act.channel_id, error = %e, "ledger gone during halt");
-                    act.guard.report_failure(format!("ledger gone during halt: {e}"));
+                Err(reason) => {
+                    tracing::error!(channel = %act.channel_id, %reason, "pending batch could not be written on halt");
+                    act.guard.report_failure(format!("halt: {reason}"));
                 }
             }
             for waiter in act.halt_waiters.take().unwrap_or_default() {

@@ -24,6 +24,7 @@ use actix::prelude::*;
 use tokio::sync::{oneshot, watch};
 
 use super::{BlockStore, BlockWriter};
+use crate::channel::mailbox::{Gone, Mailbox};
 use crate::channel::tree::ChildGuard;
 use crate::channelconfig::ChannelConfig;
 use crate::metrics::ChannelMetrics;
@@ -48,6 +49,36 @@ pub struct WaitDurable;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Retire;
+
+/// How a chain reaches its ledger: counted mailboxes for blocks and for the
+/// durable-height question.
+#[derive(Clone)]
+pub struct LedgerHandle {
+    append: Mailbox<AppendBlock>,
+    durable: Mailbox<WaitDurable>,
+}
+
+impl LedgerHandle {
+    pub fn of(addr: &Addr<LedgerActor>, metrics: &ChannelMetrics) -> LedgerHandle {
+        LedgerHandle {
+            append: Mailbox::of(addr, &metrics.ledger),
+            durable: Mailbox::of(addr, &metrics.ledger),
+        }
+    }
+
+    /// Queues a block for durable append, or says the ledger is gone.
+    pub fn append(&self, block: Block, received: Vec<Instant>) -> Result<(), Gone> {
+        self.append.post(AppendBlock { block, received })
+    }
+
+    /// The durable height once every block queued before is written.
+    pub async fn wait_durable(&self) -> Result<u64, String> {
+        match self.durable.send(WaitDurable).await {
+            Ok(answer) => answer,
+            Err(e) => Err(format!("the ledger is gone: {e}")),
+        }
+    }
+}
 
 /// Publishes a channel's config. Only the LedgerActor holds it while a tree
 /// runs; the supervisor keeps it between generations.
@@ -251,11 +282,12 @@ impl Actor for LedgerActor {
     type Context = Context<Self>;
 }
 
+crate::counted_handlers!(LedgerActor: AppendBlock, WaitDurable);
+
 impl Handler<AppendBlock> for LedgerActor {
     type Result = ();
 
     fn handle(&mut self, msg: AppendBlock, ctx: &mut Context<Self>) {
-        self.metrics.ledger.handled();
         self.queued_height = self
             .queued_height
             .max(crate::blockutil::number(&msg.block) + 1);
@@ -277,7 +309,6 @@ impl Handler<WaitDurable> for LedgerActor {
     type Result = ResponseFuture<Result<u64, String>>;
 
     fn handle(&mut self, _: WaitDurable, _: &mut Context<Self>) -> Self::Result {
-        self.metrics.ledger.handled();
         let target = self.queued_height;
         if self.store.height() >= target {
             let height = self.store.height();

@@ -11,7 +11,7 @@ mod store;
 
 #[cfg(test)]
 pub use actor::GateWrites;
-pub use actor::{AppendBlock, ConfigPublisher, LedgerActor, Retire, WaitDurable};
+pub use actor::{AppendBlock, ConfigPublisher, LedgerActor, LedgerHandle, Retire, WaitDurable};
 pub use store::{BlockStore, BlockWriter, ChainTip, LedgerFactory};
 
 /// Ledger failures. A damaged store is reported, never repaired silently.

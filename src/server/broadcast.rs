@@ -236,13 +236,11 @@ impl BroadcastStream {
             received,
         } = run;
         let count = messages.len();
-        let metrics = channel.metrics().clone();
         // The chain may have gone down during the wait.
         let chain = match channel.chain() {
             Ok(chain) => chain,
             Err(reason) => return self.unavailable(&channel, reason).await,
         };
-        metrics.chain.sent();
         let answer = match (config, messages.pop()) {
             (Some(config), Some(message)) => {
                 let configure = Configure {
@@ -294,7 +292,6 @@ impl BroadcastStream {
                 // The chain's mailbox is gone (or it stopped before answering):
                 // nothing was accepted. The supervisor must hear of it, so the
                 // channel does not stay active with nothing running.
-                metrics.chain.dropped();
                 chain.report_unreachable(&format!("a submission ({e})"));
                 let reason = format!("channel {} is not running", channel.id());
                 self.unavailable(&channel, reason).await

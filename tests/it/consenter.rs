@@ -18,7 +18,7 @@ use ordo::consensus::{
     Abort, BlockCreator, ChainHandle, ChainStatus, ChainSupport, Configure, Consenter, Consenters,
     Halt, NodeResources, PermitsByBlock, StartChain, Submit, SubmitError,
 };
-use ordo::ledger::{AppendBlock, LedgerActor, WaitDurable};
+use ordo::ledger::LedgerHandle;
 use ordo::protos::common::{Envelope, Payload, Status};
 use prost::Message as _;
 
@@ -49,7 +49,7 @@ impl Consenter for OneBlockEachConsenter {
 /// The chain actor: every envelope is a block.
 struct OneBlockEach {
     creator: BlockCreator,
-    ledger: Addr<LedgerActor>,
+    ledger: LedgerHandle,
     permits: PermitsByBlock,
     height: tokio::sync::watch::Receiver<u64>,
     /// Tells the supervisor when this actor is gone (a panic included).
@@ -80,6 +80,8 @@ fn data_of(envelope: &Bytes) -> Bytes {
         .unwrap_or_default()
 }
 
+ordo::counted_handlers!(OneBlockEach: Submit, Configure);
+
 impl Handler<Submit> for OneBlockEach {
     type Result = Result<(), SubmitError>;
 
@@ -94,10 +96,9 @@ impl Handler<Submit> for OneBlockEach {
                 .creator
                 .create_next_block(vec![message.envelope], false, Bytes::new());
             self.permits.hold(number, room);
-            self.ledger.do_send(AppendBlock {
-                block,
-                received: vec![msg.received],
-            });
+            self.ledger
+                .append(block, vec![msg.received])
+                .map_err(|gone| SubmitError::Unavailable(gone.to_string()))?;
         }
         Ok(())
     }
@@ -117,7 +118,8 @@ impl Handler<Halt> for OneBlockEach {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, _: Halt, _: &mut Context<Self>) -> Self::Result {
-        let durable = self.ledger.send(WaitDurable);
+        let ledger = self.ledger.clone();
+        let durable = async move { ledger.wait_durable().await };
         Box::pin(durable.into_actor(self).map(|_, _, ctx| ctx.stop()))
     }
 }
