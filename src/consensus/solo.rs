@@ -286,7 +286,11 @@ impl SoloChain {
 
     /// A child of the chain is gone: the tree must restart.
     fn lost(&mut self, child: &str, gone: Gone, ctx: &mut Context<Self>) -> SubmitError {
-        let reason = format!("the {child} is gone: {gone}");
+        self.lost_work(format!("the {child} is gone: {gone}"), ctx)
+    }
+
+    /// The chain cannot go on: its supervisor restarts the tree.
+    fn lost_work(&mut self, reason: String, ctx: &mut Context<Self>) -> SubmitError {
         tracing::error!(channel = %self.channel_id, %reason, "solo chain cannot go on");
         self.guard.report_failure(reason.clone());
         self.halt_waiters.get_or_insert_with(Vec::new);
@@ -423,16 +427,34 @@ impl Handler<BatchCut> for SoloChain {
     type Result = ();
 
     fn handle(&mut self, msg: BatchCut, ctx: &mut Context<Self>) {
-        let number = self.creator.next_number();
-        let block = self
-            .creator
-            .create_next_block(msg.batch, msg.is_config, Bytes::new());
-        self.permits.hold(number, msg.permit);
-        self.metrics.blocks_inflight.inc();
-        if let Err(gone) = self.ledger.append(block, msg.received) {
-            self.metrics.blocks_inflight.dec();
-            let _ = self.lost("ledger", gone, ctx);
-        }
+        // The data hash reads every byte of the batch: off the actor thread.
+        // The chain waits for it (its mailbox pauses, the thread does not),
+        // so blocks keep their order.
+        let batch = msg.batch;
+        let hashing = tokio::task::spawn_blocking(move || {
+            let hash = crate::blockutil::data_hash(&batch);
+            (batch, hash)
+        });
+        let (is_config, permit, received) = (msg.is_config, msg.permit, msg.received);
+        ctx.wait(hashing.into_actor(self).map(move |hashed, act, ctx| {
+            let (batch, hash) = match hashed {
+                Ok(hashed) => hashed,
+                Err(e) => {
+                    let _ = act.lost_work(format!("hashing a batch failed: {e}"), ctx);
+                    return;
+                }
+            };
+            let number = act.creator.next_number();
+            let block = act
+                .creator
+                .create_next_block_hashed(batch, hash, is_config, Bytes::new());
+            act.permits.hold(number, permit);
+            act.metrics.blocks_inflight.inc();
+            if let Err(gone) = act.ledger.append(block, received) {
+                act.metrics.blocks_inflight.dec();
+                let _ = act.lost("ledger", gone, ctx);
+            }
+        }));
     }
 }
 
