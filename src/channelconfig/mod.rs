@@ -57,33 +57,6 @@ pub enum ChannelConfigError {
     Invalid { path: &'static str, reason: String },
 }
 
-/// The current config of a channel, shared by its handle (what Broadcast
-/// validates with) and its chain (which moves it on at each config message).
-#[derive(Debug, Clone)]
-pub struct SharedConfig(std::sync::Arc<std::sync::RwLock<std::sync::Arc<ChannelConfig>>>);
-
-impl SharedConfig {
-    pub fn new(config: ChannelConfig) -> SharedConfig {
-        SharedConfig(std::sync::Arc::new(std::sync::RwLock::new(
-            std::sync::Arc::new(config),
-        )))
-    }
-
-    pub fn current(&self) -> std::sync::Arc<ChannelConfig> {
-        self.0
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    pub fn replace(&self, config: std::sync::Arc<ChannelConfig>) {
-        *self
-            .0
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = config;
-    }
-}
-
 /// The block-cutting limits of `Orderer/BatchSize`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchLimits {
