@@ -139,15 +139,17 @@ impl SoloChain {
 
     /// Admits waiting submissions in order, until one must wait again.
     fn admit(&mut self, ctx: &mut Context<Self>) {
+        if self.halting() {
+            for waiting in std::mem::take(&mut self.waiting) {
+                let (Admission::Submit(_, answer) | Admission::Configure(_, answer)) = waiting;
+                let _ = answer.send(Err(self.unavailable()));
+            }
+            return;
+        }
         while !self.revalidating && self.config_in_flight.is_none() {
             let Some(next) = self.waiting.pop_front() else {
                 return;
             };
-            if self.halting() {
-                let (Admission::Submit(_, answer) | Admission::Configure(_, answer)) = next;
-                let _ = answer.send(Err(self.unavailable()));
-                continue;
-            }
             match next {
                 Admission::Submit(submit, answer) => self.admit_submit(submit, answer, ctx),
                 Admission::Configure(configure, answer) => {
@@ -180,6 +182,8 @@ impl SoloChain {
         ctx.spawn(check.into_actor(self).map(move |checked, act, ctx| {
             act.revalidating = false;
             let outcome = match checked {
+                // A halt began meanwhile: the cutter is draining; nothing more goes in.
+                _ if act.halting() => Err(act.unavailable()),
                 Ok((kept, dropped, dropped_bytes)) => {
                     drop(permit.split(dropped, dropped_bytes));
                     act.order(kept, permit, received, ctx)
@@ -223,6 +227,7 @@ impl SoloChain {
         ctx.spawn(check.into_actor(self).map(move |proposed, act, ctx| {
             act.revalidating = false;
             let outcome = match proposed {
+                _ if act.halting() => Err(act.unavailable()),
                 Ok(Ok(proposed)) => {
                     let envelope = proposed.envelope.encode_to_vec();
                     let message = OrderedMessage {
