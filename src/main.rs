@@ -13,13 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ordo::bench::backpressure::{run_sweep, SweepOptions};
-use ordo::bench::identity::SigningIdentity;
 use ordo::bench::load::{run_load, LoadOptions, LoadReport, Percentiles};
 use ordo::blockutil;
 use ordo::channelconfig::ChannelConfig;
 use ordo::client::broadcast::{broadcast, BroadcastOptions};
 use ordo::client::connect;
 use ordo::client::envelope::{seek, BlockPosition};
+use ordo::client::identity::SigningIdentity;
 use ordo::client::participation::AdminClient;
 use ordo::client::TlsOptions;
 use ordo::configtx::compute::{compute_update, config_update_envelope};

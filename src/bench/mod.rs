@@ -3,5 +3,4 @@
 //! client concurrency and charts what happens.
 
 pub mod backpressure;
-pub mod identity;
 pub mod load;

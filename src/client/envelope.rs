@@ -9,7 +9,7 @@ use prost::Message;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::bench::identity::SigningIdentity;
+use super::identity::SigningIdentity;
 use crate::protos::common::{
     ChannelHeader, Envelope, Header, HeaderType, Payload, SignatureHeader,
 };

@@ -3,6 +3,7 @@
 
 pub mod broadcast;
 pub mod envelope;
+pub mod identity;
 pub mod participation;
 
 use tonic::transport::{Channel, Endpoint};

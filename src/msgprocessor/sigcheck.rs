@@ -115,9 +115,9 @@ impl Rule for SignatureCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::identity::SigningIdentity;
     use crate::channelconfig::genesis::GenesisProfile;
     use crate::client::envelope::{signed_transaction, transaction};
+    use crate::client::identity::SigningIdentity;
 
     fn config() -> ChannelConfig {
         let block = GenesisProfile::embedded("c1", vec![]).genesis_block();
