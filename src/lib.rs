@@ -13,6 +13,7 @@ pub mod client;
 pub mod configtx;
 pub mod configtxgen;
 pub mod consensus;
+pub mod envelopeutil;
 pub mod ledger;
 pub mod localconfig;
 pub mod logging;
