@@ -1,7 +1,9 @@
 //! A small AtomicBroadcast client: what `ordo broadcast` and `ordo deliver` use,
-//! and what the end-to-end tests drive the node with.
+//! and what the end-to-end tests drive the node with. `commands` holds the
+//! bodies of the binary's client subcommands.
 
 pub mod broadcast;
+pub mod commands;
 pub mod envelope;
 pub mod identity;
 pub mod participation;
