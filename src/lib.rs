@@ -4,6 +4,7 @@
 //! (a supervised actor tree per channel), `consensus` (chains), `blockcutter`,
 //! `ledger`. See `actors.md` for the actors, their mailboxes and messages.
 
+#[cfg(feature = "tools")]
 pub mod bench;
 pub mod blockcutter;
 pub mod blockutil;

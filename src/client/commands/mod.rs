@@ -3,6 +3,7 @@
 //! reads. The binary only parses the command line and calls them.
 
 pub mod broadcast;
+#[cfg(feature = "tools")]
 pub mod channel;
 pub mod config;
 pub mod deliver;
@@ -81,8 +82,10 @@ pub enum CommandError {
     },
     #[error("{refused} of {sent} envelopes were not accepted")]
     NotAccepted { refused: u64, sent: u64 },
+    #[cfg(feature = "tools")]
     #[error("the admin listener answered {0}")]
     AdminStatus(u16),
+    #[cfg(feature = "tools")]
     #[error(transparent)]
     Admin(#[from] super::participation::AdminClientError),
     #[error(transparent)]
