@@ -120,7 +120,7 @@ fn ledger(c: &mut Criterion) {
 
 fn signatures(c: &mut Criterion) {
     use p256::ecdsa::signature::Verifier;
-    let identity = ordo::bench::identity::SigningIdentity::generate("BenchMSP").expect("identity");
+    let identity = ordo::client::identity::SigningIdentity::generate("BenchMSP").expect("identity");
     let envelope = ordo::client::envelope::signed_transaction(
         "mychannel",
         Bytes::from(vec![0x5a; ENVELOPE_DATA]),

@@ -4,6 +4,7 @@
 //! (a supervised actor tree per channel), `consensus` (chains), `blockcutter`,
 //! `ledger`. See `actors.md` for the actors, their mailboxes and messages.
 
+#[cfg(feature = "tools")]
 pub mod bench;
 pub mod blockcutter;
 pub mod blockutil;
@@ -14,6 +15,7 @@ pub mod clock;
 pub mod configtx;
 pub mod configtxgen;
 pub mod consensus;
+pub mod envelopeutil;
 pub mod ledger;
 pub mod localconfig;
 pub mod logging;

@@ -1,37 +1,20 @@
-//! The `ordo` binary: run the orderer, or talk to one.
+//! The `ordo` binary: run the orderer, or talk to one. It parses the command
+//! line and calls the library: `ordo::client::commands` and
+//! `ordo::bench::commands` hold the client and bench commands.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-
-use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
-use futures::StreamExt;
-
-use prost::Message;
-
-use std::sync::Arc;
 use std::time::Duration;
 
-use ordo::bench::backpressure::{run_sweep, SweepOptions};
-use ordo::bench::identity::SigningIdentity;
-use ordo::bench::load::{run_load, LoadOptions, LoadReport, Percentiles};
-use ordo::blockutil;
-use ordo::channelconfig::ChannelConfig;
-use ordo::client::broadcast::{broadcast, BroadcastOptions};
-use ordo::client::connect;
-use ordo::client::envelope::{seek, BlockPosition};
-use ordo::client::participation::AdminClient;
-use ordo::client::TlsOptions;
-use ordo::configtx::compute::{compute_update, config_update_envelope};
-use ordo::configtxgen::ConfigTx;
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use ordo::bench::commands::{self as bench, BackpressureCommand, LoadCommand};
+use ordo::client::broadcast::BroadcastOptions;
+use ordo::client::commands;
+use ordo::client::envelope::BlockPosition;
 use ordo::localconfig::NodeConfig;
 use ordo::node::Node;
-use ordo::protojson::ProtoJson;
-use ordo::protos::common::Status;
-use ordo::protos::common::{Block, Envelope};
-use ordo::protos::orderer::deliver_response::Type as DeliverItem;
-use ordo::protos::orderer::seek_info::{SeekBehavior, SeekContentType};
-use ordo::protos::orderer::BroadcastResponse;
 
 #[derive(Parser)]
 #[command(
@@ -307,7 +290,7 @@ fn describe(error: &anyhow::Error) -> String {
 
 async fn run(command: Command) -> Result<()> {
     match command {
-        Command::Start { config } => start(config).await,
+        Command::Start { config } => start(config).await?,
         Command::Broadcast {
             channel,
             count,
@@ -322,27 +305,7 @@ async fn run(command: Command) -> Result<()> {
                 size,
                 streams,
             };
-            let report = broadcast(&options).await?;
-            println!(
-                "sent {} envelopes of {} data bytes over {} stream(s) in {:.2}s: {} SUCCESS, {:.0} envelopes/s",
-                report.sent,
-                options.size,
-                options.streams,
-                report.elapsed.as_secs_f64(),
-                report.succeeded,
-                report.envelopes_per_second()
-            );
-            for (status, (count, info)) in &report.errors {
-                println!("  {count} answered {status}: {info}");
-            }
-            if report.succeeded != report.sent {
-                bail!(
-                    "{} of {} envelopes were not accepted",
-                    report.sent - report.succeeded,
-                    report.sent
-                );
-            }
-            Ok(())
+            commands::broadcast::run(&options).await?
         }
         Command::Deliver {
             channel,
@@ -350,370 +313,109 @@ async fn run(command: Command) -> Result<()> {
             stop,
             fail_if_not_ready,
             address,
-        } => deliver(&address, &channel, start, stop, fail_if_not_ready).await,
+        } => commands::deliver::run(&address, &channel, start, stop, fail_if_not_ready).await?,
         Command::Genesis {
             config_path,
             profile,
             channel_id,
             output_block,
-        } => {
-            let path = config_path
-                .or_else(|| std::env::var_os("FABRIC_CFG_PATH").map(PathBuf::from))
-                .unwrap_or_else(|| PathBuf::from("config"));
-            let configtx = ConfigTx::load(&path)?;
-            let block = configtx.genesis_block(&profile, &channel_id)?;
-            write(&output_block, &block.encode_to_vec())?;
-            println!(
-                "wrote the genesis block of channel {channel_id} (profile {profile}) to {}",
-                output_block.display()
-            );
-            Ok(())
-        }
-        Command::Config { command } => config_command(command),
-        Command::Bench { command } => bench_command(command).await,
+        } => commands::genesis::run(config_path, &profile, &channel_id, &output_block)?,
+        Command::Config { command } => match command {
+            ConfigCommand::Inspect { block } => commands::config::inspect(&block)?,
+            ConfigCommand::Encode { json, output } => commands::config::encode(&json, &output)?,
+            ConfigCommand::Update {
+                original,
+                updated,
+                output,
+            } => commands::config::update(&original, &updated, &output)?,
+        },
         Command::Fetch {
             channel,
             block,
             output,
             address,
-        } => {
-            let fetched = if block == "config" {
-                let newest = fetch_block(&address, &channel, BlockPosition::Newest).await?;
-                let index = blockutil::last_config_index(&newest)
-                    .context("the newest block names no last config block")?;
-                fetch_block(&address, &channel, BlockPosition::Number(index)).await?
-            } else {
-                let position: BlockPosition = block
-                    .parse()
-                    .map_err(|e| anyhow::anyhow!("--block {block}: {e}"))?;
-                fetch_block(&address, &channel, position).await?
-            };
-            write(&output, &fetched.encode_to_vec())?;
-            println!(
-                "wrote block {} of channel {channel} to {}",
-                blockutil::number(&fetched),
-                output.display()
-            );
-            Ok(())
-        }
+        } => commands::fetch::run(&address, &channel, &block, &output).await?,
         Command::Channel {
             command,
             admin_address,
-        } => channel_command(command, &admin_address).await,
-        Command::Submit { envelope, address } => {
-            let raw = read(&envelope)?;
-            let envelope = Envelope::decode(raw.as_slice())
-                .with_context(|| format!("{} is not an envelope", envelope.display()))?;
-            let answer = submit_one(&address, envelope).await?;
-            let status = Status::try_from(answer.status).map_or_else(
-                |_| answer.status.to_string(),
-                |s| s.as_str_name().to_string(),
-            );
-            println!("{status} {}", answer.info);
-            if answer.status != Status::Success as i32 {
-                bail!("the orderer answered {status}");
-            }
-            Ok(())
-        }
-    }
-}
-
-fn read(path: &std::path::Path) -> Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
-}
-
-fn write(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
-}
-
-fn read_json(path: &std::path::Path) -> Result<serde_json::Value> {
-    serde_json::from_slice(&read(path)?).with_context(|| format!("{} is not JSON", path.display()))
-}
-
-fn config_command(command: ConfigCommand) -> Result<()> {
-    let codec = ProtoJson::new()?;
-    match command {
-        ConfigCommand::Inspect { block } => {
-            let json = codec.block_to_json(&read(&block)?)?;
-            println!("{}", serde_json::to_string_pretty(&json)?);
-        }
-        ConfigCommand::Encode { json, output } => {
-            let bytes = codec.json_to_block(&read_json(&json)?)?;
-            let block = Block::decode(bytes.as_slice())?;
-            let data_hash = blockutil::data_hash(blockutil::entries(&block));
-            if block.header.as_ref().map(|h| &h.data_hash) != Some(&data_hash) {
-                eprintln!("warning: the block's data_hash does not match its data (edited data, or map entries written in another order)");
-            }
-            write(&output, &bytes)?;
-        }
-        ConfigCommand::Update {
-            original,
-            updated,
-            output,
         } => {
-            let config_of = |path: &std::path::Path| -> Result<ChannelConfig> {
-                let bytes = codec.json_to_block(&read_json(path)?)?;
-                let block = Block::decode(bytes.as_slice())?;
-                ChannelConfig::from_config_block(&block)
-                    .with_context(|| format!("{} is not a config block", path.display()))
-            };
-            let before = config_of(&original)?;
-            let after = config_of(&updated)?;
-            if before.channel_id != after.channel_id {
-                bail!(
-                    "the blocks are of different channels: {} and {}",
-                    before.channel_id,
-                    after.channel_id
-                );
+            let admin = admin_address.as_str();
+            match command {
+                ChannelCommand::Join { config_block } => {
+                    commands::channel::join(admin, &config_block).await?
+                }
+                ChannelCommand::List => commands::channel::list(admin).await?,
+                ChannelCommand::Info { channel_id } => {
+                    commands::channel::info(admin, &channel_id).await?
+                }
+                ChannelCommand::Remove { channel_id } => {
+                    commands::channel::remove(admin, &channel_id).await?
+                }
             }
-            let update = compute_update(&before.channel_id, &before.config, &after.config)?;
-            write(&output, &config_update_envelope(&update).encode_to_vec())?;
-            println!(
-                "wrote the config update of channel {} to {}",
-                before.channel_id,
-                output.display()
-            );
         }
-    }
-    Ok(())
-}
-
-async fn bench_command(command: BenchCommand) -> Result<()> {
-    match command {
-        BenchCommand::Load {
-            address,
-            channel,
-            count,
-            streams,
-            size,
-            sign_as,
-            save_msp,
-            msp_dir,
-            msp_id,
-            tls_ca_file,
-            tls_server_name,
-            tls_client_cert,
-            tls_client_key,
-            deliver_timeout,
-            rate,
+        Command::Submit { envelope, address } => commands::submit::run(&address, &envelope).await?,
+        Command::Bench {
+            command:
+                BenchCommand::Load {
+                    address,
+                    channel,
+                    count,
+                    streams,
+                    size,
+                    sign_as,
+                    save_msp,
+                    msp_dir,
+                    msp_id,
+                    tls_ca_file,
+                    tls_server_name,
+                    tls_client_cert,
+                    tls_client_key,
+                    deliver_timeout,
+                    rate,
+                },
         } => {
-            let identity = match (sign_as, msp_dir, msp_id) {
-                (Some(msp_id), _, _) => {
-                    let identity = SigningIdentity::generate(&msp_id)?;
-                    if let Some(dir) = save_msp {
-                        identity.write_msp(&dir)?;
-                        eprintln!("wrote the signing identity's MSP to {}", dir.display());
-                    }
-                    Some(Arc::new(identity))
-                }
-                (None, Some(dir), Some(msp_id)) => {
-                    Some(Arc::new(SigningIdentity::from_msp_dir(&dir, &msp_id)?))
-                }
-                _ => None,
-            };
-            let tls = match tls_ca_file {
-                Some(ca) => Some(TlsOptions {
-                    ca_pem: read(&ca)?,
-                    domain: tls_server_name,
-                    client_identity: match (tls_client_cert, tls_client_key) {
-                        (Some(cert), Some(key)) => Some((read(&cert)?, read(&key)?)),
-                        _ => None,
-                    },
-                }),
-                None => None,
-            };
-            let options = LoadOptions {
+            let command = LoadCommand {
                 address,
                 channel,
                 count,
                 streams,
                 size,
-                tls,
-                identity,
+                sign_as,
+                save_msp,
+                msp_dir,
+                msp_id,
+                tls_ca_file,
+                tls_server_name,
+                tls_client_cert,
+                tls_client_key,
                 deliver_timeout: Duration::from_secs(deliver_timeout),
                 rate,
             };
-            let report = run_load(&options).await?;
-            print_load_report(&options, &report);
-            if !report.passed() {
-                bail!(
-                    "load run failed: {} sent, {} acknowledged, {} of those never delivered",
-                    report.sent,
-                    report.acknowledged,
-                    report.undelivered
-                );
-            }
-            Ok(())
+            bench::load(command).await?
         }
-        BenchCommand::Backpressure {
-            inflight,
-            streams,
-            count,
-            size,
-            sample_ms,
-            output_dir,
+        Command::Bench {
+            command:
+                BenchCommand::Backpressure {
+                    inflight,
+                    streams,
+                    count,
+                    size,
+                    sample_ms,
+                    output_dir,
+                },
         } => {
-            let options = SweepOptions {
+            let command = BackpressureCommand {
                 inflight,
                 streams,
                 count,
                 size,
-                sample_every: Duration::from_millis(sample_ms.max(10)),
-                output_dir: output_dir.clone(),
-                binary: std::env::current_exe().context("cannot find the ordo binary")?,
+                sample_ms,
+                output_dir,
             };
-            let results = run_sweep(&options).await?;
-            println!(
-                "{:>10} {:>8} {:>12} {:>10} {:>10} {:>12} {:>10} {:>7}",
-                "inflight",
-                "streams",
-                "acked/s",
-                "ack p99",
-                "wait ms",
-                "deliv p99",
-                "peak MB",
-                "passed"
-            );
-            for r in &results {
-                println!(
-                    "{:>10} {:>8} {:>12.0} {:>10.2} {:>10.3} {:>12.2} {:>10.1} {:>7}",
-                    r.inflight,
-                    r.streams,
-                    r.report.acked_per_second(),
-                    r.report.ack_latency_ms.map_or(0.0, |p| p.p99),
-                    r.mean_wait_ms,
-                    r.report.delivery_latency_ms.map_or(0.0, |p| p.p99),
-                    r.peak_rss_mb,
-                    r.report.passed()
-                );
-            }
-            println!(
-                "wrote {}/samples.csv, settings.csv and backpressure.svg",
-                output_dir.display()
-            );
-            let failed = results.iter().filter(|r| !r.report.passed()).count();
-            if failed > 0 {
-                bail!("{failed} setting(s) lost or refused envelopes");
-            }
-            Ok(())
+            bench::backpressure(command).await?
         }
     }
-}
-
-fn print_load_report(options: &LoadOptions, report: &LoadReport) {
-    let signing = options.identity.as_ref().map_or_else(
-        || "unsigned".to_string(),
-        |i| format!("signed by {}", i.msp_id()),
-    );
-    let transport = if options.tls.is_some() {
-        "TLS"
-    } else {
-        "plaintext"
-    };
-    println!(
-        "load: {} envelopes of {} bytes over {} streams to {} at {} ({signing}, {transport})",
-        report.sent, options.size, options.streams, options.channel, options.address
-    );
-    println!(
-        "acknowledged {} in {:.2}s: {:.0} envelopes/s",
-        report.acknowledged,
-        report.ack_elapsed.as_secs_f64(),
-        report.acked_per_second()
-    );
-    println!(
-        "delivered {} in {} blocks ({:.1} envelopes/block), last after {:.2}s: {:.0} envelopes/s",
-        report.delivered,
-        report.blocks,
-        report.envelopes_per_block(),
-        report.delivery_elapsed.as_secs_f64(),
-        report.delivered_per_second()
-    );
-    let show = |name: &str, p: Option<Percentiles>| match p {
-        Some(p) => println!(
-            "{name} latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
-            p.p50, p.p90, p.p99, p.max
-        ),
-        None => println!("{name} latency: no samples"),
-    };
-    show("ack", report.ack_latency_ms);
-    show("broadcast-to-delivery", report.delivery_latency_ms);
-    for (status, (count, info)) in &report.errors {
-        println!("errors: {count} answered {status}: {info}");
-    }
-    if report.undelivered > 0 {
-        println!(
-            "NOT DELIVERED: {} acknowledged envelopes",
-            report.undelivered
-        );
-    }
-    if let Some(e) = &report.deliver_error {
-        println!("deliver: {e}");
-    }
-    println!("{}", report.json());
-}
-
-async fn channel_command(command: ChannelCommand, admin_address: &str) -> Result<()> {
-    let admin = AdminClient::new(admin_address);
-    let answer = match command {
-        ChannelCommand::Join { config_block } => admin.join(read(&config_block)?).await?,
-        ChannelCommand::List => admin.list().await?,
-        ChannelCommand::Info { channel_id } => admin.info(&channel_id).await?,
-        ChannelCommand::Remove { channel_id } => admin.remove(&channel_id).await?,
-    };
-    // As osnadmin prints it: the status, then the body.
-    println!("Status: {}", answer.status);
-    let body = answer.json();
-    if !body.is_null() {
-        println!("{}", serde_json::to_string_pretty(&body)?);
-    }
-    if !answer.is_success() {
-        bail!("the admin listener answered {}", answer.status);
-    }
     Ok(())
-}
-
-/// One block, fetched with a Deliver request that fails if it does not exist.
-async fn fetch_block(address: &str, channel: &str, position: BlockPosition) -> Result<Block> {
-    let mut client = connect(address).await?;
-    let request = seek(
-        channel,
-        position,
-        position,
-        SeekBehavior::FailIfNotReady,
-        SeekContentType::Block,
-    );
-    let mut responses = client
-        .deliver(tokio_stream::once(request))
-        .await
-        .context("deliver request failed")?
-        .into_inner();
-    match responses.next().await {
-        Some(Ok(response)) => match response.r#type {
-            Some(DeliverItem::Block(block)) => Ok(block),
-            Some(DeliverItem::Status(code)) => {
-                let status = Status::try_from(code)
-                    .map_or_else(|_| code.to_string(), |s| s.as_str_name().to_string());
-                bail!("deliver answered {status}")
-            }
-            None => bail!("empty deliver response"),
-        },
-        Some(Err(e)) => Err(e).context("deliver stream failed"),
-        None => bail!("the orderer closed the stream without a block"),
-    }
-}
-
-async fn submit_one(address: &str, envelope: Envelope) -> Result<BroadcastResponse> {
-    let mut client = connect(address).await?;
-    let mut answers = client
-        .broadcast(tokio_stream::once(envelope))
-        .await
-        .context("broadcast request failed")?
-        .into_inner();
-    answers
-        .next()
-        .await
-        .context("the orderer closed the stream without an answer")?
-        .context("broadcast stream failed")
 }
 
 async fn start(config: Option<PathBuf>) -> Result<()> {
@@ -737,52 +439,4 @@ async fn wait_for_stop_signal() -> Result<()> {
         _ = terminate.recv() => {}
     }
     Ok(())
-}
-
-async fn deliver(
-    address: &str,
-    channel: &str,
-    start: BlockPosition,
-    stop: BlockPosition,
-    fail_if_not_ready: bool,
-) -> Result<()> {
-    let mut client = connect(address).await?;
-    let behavior = if fail_if_not_ready {
-        SeekBehavior::FailIfNotReady
-    } else {
-        SeekBehavior::BlockUntilReady
-    };
-    let request = seek(channel, start, stop, behavior, SeekContentType::Block);
-    let mut responses = client
-        .deliver(tokio_stream::once(request))
-        .await
-        .context("deliver request failed")?
-        .into_inner();
-    while let Some(item) = responses.next().await {
-        match item.context("deliver stream failed")?.r#type {
-            Some(DeliverItem::Block(block)) => {
-                let hash = block
-                    .header
-                    .as_ref()
-                    .map(blockutil::header_hash)
-                    .unwrap_or_default();
-                println!(
-                    "block {} txs {} hash {}",
-                    blockutil::number(&block),
-                    blockutil::entries(&block).len(),
-                    hex::encode(hash)
-                );
-            }
-            Some(DeliverItem::Status(code)) => {
-                let status = Status::try_from(code)
-                    .map_or_else(|_| code.to_string(), |s| s.as_str_name().to_string());
-                if code == Status::Success as i32 {
-                    return Ok(());
-                }
-                bail!("deliver ended with status {status}");
-            }
-            None => bail!("empty deliver response"),
-        }
-    }
-    bail!("the orderer closed the stream without a status")
 }

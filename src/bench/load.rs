@@ -20,9 +20,9 @@ use serde::Serialize;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use super::identity::SigningIdentity;
 use crate::blockutil;
 use crate::client::envelope::{default_creator, envelope_with_id, seek, BlockPosition};
+use crate::client::identity::SigningIdentity;
 use crate::client::{connect_with, ClientError, TlsOptions};
 use crate::protos::common::{ChannelHeader, Envelope, HeaderType, Payload, Status};
 use crate::protos::orderer::deliver_response::Type as DeliverItem;

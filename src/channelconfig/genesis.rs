@@ -153,7 +153,7 @@ pub fn config_envelope(
     let channel_header = ChannelHeader {
         r#type: HeaderType::Config as i32,
         version: 0,
-        timestamp: Some(crate::client::envelope::now()),
+        timestamp: Some(crate::envelopeutil::now()),
         channel_id: channel_id.into(),
         tx_id: String::new(),
         epoch: 0,

@@ -2,17 +2,13 @@
 //! signed-header SeekInfo requests for Deliver (unsigned until the security work).
 
 use std::str::FromStr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use prost::Message;
-use rand::RngCore;
-use sha2::{Digest, Sha256};
 
-use crate::bench::identity::SigningIdentity;
-use crate::protos::common::{
-    ChannelHeader, Envelope, Header, HeaderType, Payload, SignatureHeader,
-};
+use super::identity::SigningIdentity;
+use crate::envelopeutil::new_envelope;
+use crate::protos::common::{Envelope, HeaderType};
 use crate::protos::msp::SerializedIdentity;
 use crate::protos::orderer::seek_info::{SeekBehavior, SeekContentType};
 use crate::protos::orderer::seek_position::Type as Position;
@@ -20,17 +16,6 @@ use crate::protos::orderer::{SeekInfo, SeekNewest, SeekOldest, SeekPosition, See
 
 /// MSP ID of the identity the client names as creator.
 pub const CLIENT_MSP_ID: &str = "SampleOrg";
-
-/// The current time as a protobuf timestamp.
-pub fn now() -> prost_types::Timestamp {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    prost_types::Timestamp {
-        seconds: i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
-        nanos: i32::try_from(now.subsec_nanos()).unwrap_or(0),
-    }
-}
 
 fn creator() -> Bytes {
     SerializedIdentity {
@@ -77,38 +62,11 @@ pub fn envelope_with_id(
     creator: Bytes,
     signer: Option<&SigningIdentity>,
 ) -> (Envelope, [u8; 32]) {
-    let mut nonce = [0u8; 24];
-    rand::rng().fill_bytes(&mut nonce);
-    let id: [u8; 32] = Sha256::new()
-        .chain_update(nonce)
-        .chain_update(&creator)
-        .finalize()
-        .into();
-    let tx_id = hex::encode(id);
-    let channel_header = ChannelHeader {
-        r#type: kind as i32,
-        version: 0,
-        timestamp: Some(now()),
-        channel_id: channel.into(),
-        tx_id,
-        epoch: 0,
-        extension: Bytes::new(),
-        tls_cert_hash: Bytes::new(),
-    };
-    let signature_header = SignatureHeader {
-        creator,
-        nonce: Bytes::copy_from_slice(&nonce),
-    };
-    let payload = Payload {
-        header: Some(Header {
-            channel_header: channel_header.encode_to_vec().into(),
-            signature_header: signature_header.encode_to_vec().into(),
-        }),
-        data,
-    };
-    let payload: Bytes = payload.encode_to_vec().into();
-    let signature = signer.map(|s| s.sign(&payload)).unwrap_or_default();
-    (Envelope { payload, signature }, id)
+    let (mut envelope, id) = new_envelope(channel, kind, data, creator);
+    if let Some(signer) = signer {
+        envelope.signature = signer.sign(&envelope.payload);
+    }
+    (envelope, id)
 }
 
 /// The creator unsigned envelopes name (MSP ID [`CLIENT_MSP_ID`], no certificate).

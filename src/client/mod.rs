@@ -1,8 +1,13 @@
 //! A small AtomicBroadcast client: what `ordo broadcast` and `ordo deliver` use,
-//! and what the end-to-end tests drive the node with.
+//! and what the end-to-end tests drive the node with. `commands` holds the
+//! bodies of the binary's client subcommands; the admin client (HTTP) is part
+//! of the `tools` feature.
 
 pub mod broadcast;
+pub mod commands;
 pub mod envelope;
+pub mod identity;
+#[cfg(feature = "tools")]
 pub mod participation;
 
 use tonic::transport::{Channel, Endpoint};

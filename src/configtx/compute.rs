@@ -178,7 +178,7 @@ pub fn config_update_envelope(update: &ConfigUpdate) -> Envelope {
     let channel_header = ChannelHeader {
         r#type: HeaderType::ConfigUpdate as i32,
         channel_id: update.channel_id.clone(),
-        timestamp: Some(crate::client::envelope::now()),
+        timestamp: Some(crate::envelopeutil::now()),
         ..ChannelHeader::default()
     };
     let payload = Payload {

@@ -115,9 +115,8 @@ impl Rule for SignatureCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::identity::SigningIdentity;
     use crate::channelconfig::genesis::GenesisProfile;
-    use crate::client::envelope::{signed_transaction, transaction};
+    use crate::envelopeutil::testing::{transaction, TestSigner};
 
     fn config() -> ChannelConfig {
         let block = GenesisProfile::embedded("c1", vec![]).genesis_block();
@@ -127,8 +126,8 @@ mod tests {
     #[test]
     fn accepts_signed_envelopes_and_refuses_the_rest() {
         let rule = SignatureCheck::default();
-        let identity = SigningIdentity::generate("Org1MSP").expect("identity");
-        let good = signed_transaction("c1", Bytes::from_static(b"tx"), &identity);
+        let signer = TestSigner::generate("Org1MSP");
+        let good = signer.transaction("c1", Bytes::from_static(b"tx"));
         assert_eq!(rule.apply(&good, 0, &config()), Ok(()));
         // Again, from the cache.
         assert_eq!(rule.apply(&good, 0, &config()), Ok(()));

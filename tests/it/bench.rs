@@ -70,7 +70,7 @@ async fn a_small_load_run_sees_every_envelope_delivered() {
     assert_eq!(report(&out)["delivered"], 200);
     // The envelopes in the blocks carry verifiable signatures by that identity.
     let identity =
-        ordo::bench::identity::SigningIdentity::from_msp_dir(&msp, "LoadMSP").expect("saved MSP");
+        ordo::client::identity::SigningIdentity::from_msp_dir(&msp, "LoadMSP").expect("saved MSP");
     let blocks = all_blocks(&node, CHANNEL).await;
     let last = blocks.last().expect("a block");
     let raw = ordo::blockutil::entries(last).last().expect("an envelope");
@@ -208,7 +208,7 @@ async fn with_signature_checks_signed_load_passes_and_unsigned_is_forbidden() {
     assert!(out.contains("answered FORBIDDEN"), "{out}");
 
     // A signed envelope whose payload was changed after signing.
-    let identity = ordo::bench::identity::SigningIdentity::generate("LoadMSP").expect("identity");
+    let identity = ordo::client::identity::SigningIdentity::generate("LoadMSP").expect("identity");
     let mut envelope = ordo::client::envelope::signed_transaction(
         CHANNEL,
         bytes::Bytes::from_static(b"original"),

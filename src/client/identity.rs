@@ -1,6 +1,6 @@
-//! The signing identity of a load run: an MSP identity whose envelopes carry
-//! a real ECDSA P-256 signature, as Fabric clients sign them (SHA-256 of the
-//! payload, DER, low S).
+//! A client's signing identity: an MSP identity whose envelopes carry a real
+//! ECDSA P-256 signature, as Fabric clients sign them (SHA-256 of the
+//! payload, DER, low S). `ordo bench load` signs with it.
 //!
 //! Either generated (a CA and a client certificate it issued, which can be
 //! written out as an MSP folder for a channel's config) or read from an MSP
