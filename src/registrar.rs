@@ -10,7 +10,8 @@ use prost::Message;
 
 use crate::channel::{ChannelHandle, ChannelSupervisor, Shutdown};
 use crate::channelconfig::genesis::GenesisProfile;
-use crate::channelconfig::{ChannelConfig, ChannelConfigError};
+pub use crate::channelconfig::validate_channel_id;
+use crate::channelconfig::{ChannelConfig, ChannelConfigError, InvalidChannelId};
 use crate::consensus::{Consenters, InflightRoom, NodeResources};
 use crate::ledger::{LedgerError, LedgerFactory};
 use crate::localconfig::{BootstrapMethod, NodeConfig};
@@ -39,8 +40,8 @@ pub enum RegistrarError {
     Genesis(#[from] ChannelConfigError),
     #[error("a genesis block must be block 0, this one is block {0}")]
     NotGenesis(u64),
-    #[error("invalid channel ID {id:?}: {reason}")]
-    ChannelId { id: String, reason: &'static str },
+    #[error(transparent)]
+    ChannelId(#[from] InvalidChannelId),
     #[error("channel {0} already exists")]
     ChannelExists(String),
     #[error("removing the ledger failed: {0}")]
@@ -311,33 +312,6 @@ impl Registrar {
             tracing::error!(error = %e, "final ledger flush failed");
         }
     }
-}
-
-/// Fabric's channel name rules: lower-case letters, digits, '.' and '-', starting
-/// with a letter, shorter than 250 characters.
-pub fn validate_channel_id(id: &str) -> Result<(), RegistrarError> {
-    let invalid = |reason| RegistrarError::ChannelId {
-        id: id.into(),
-        reason,
-    };
-    if id.is_empty() {
-        return Err(invalid("empty"));
-    }
-    if id.len() > 249 {
-        return Err(invalid("longer than 249 characters"));
-    }
-    if !id.starts_with(|c: char| c.is_ascii_lowercase()) {
-        return Err(invalid("must start with a lower-case letter"));
-    }
-    if !id
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
-    {
-        return Err(invalid(
-            "only lower-case letters, digits, '.' and '-' are allowed",
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -387,7 +387,7 @@ mod tests {
         let handle = &channel.handle;
         let chain = handle.chain().expect("running");
         let envelope =
-            crate::client::envelope::transaction(handle.id(), bytes::Bytes::from_static(data))
+            crate::envelopeutil::testing::transaction(handle.id(), bytes::Bytes::from_static(data))
                 .encode_to_vec();
         let submit = Submit {
             messages: vec![OrderedMessage {
@@ -545,8 +545,9 @@ mod tests {
             .await
             .expect("gated");
         let chain = handle.chain().expect("running");
-        let envelope = crate::client::envelope::transaction("c1", bytes::Bytes::from_static(b"x"))
-            .encode_to_vec();
+        let envelope =
+            crate::envelopeutil::testing::transaction("c1", bytes::Bytes::from_static(b"x"))
+                .encode_to_vec();
         let submit = Submit {
             messages: vec![OrderedMessage {
                 size: envelope.len(),

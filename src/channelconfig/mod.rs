@@ -57,6 +57,41 @@ pub enum ChannelConfigError {
     Invalid { path: &'static str, reason: String },
 }
 
+/// A channel ID that Fabric would refuse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid channel ID {id:?}: {reason}")]
+pub struct InvalidChannelId {
+    pub id: String,
+    pub reason: &'static str,
+}
+
+/// Fabric's channel name rules: lower-case letters, digits, '.' and '-', starting
+/// with a letter, shorter than 250 characters.
+pub fn validate_channel_id(id: &str) -> Result<(), InvalidChannelId> {
+    let invalid = |reason| InvalidChannelId {
+        id: id.into(),
+        reason,
+    };
+    if id.is_empty() {
+        return Err(invalid("empty"));
+    }
+    if id.len() > 249 {
+        return Err(invalid("longer than 249 characters"));
+    }
+    if !id.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return Err(invalid("must start with a lower-case letter"));
+    }
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+    {
+        return Err(invalid(
+            "only lower-case letters, digits, '.' and '-' are allowed",
+        ));
+    }
+    Ok(())
+}
+
 /// The block-cutting limits of `Orderer/BatchSize`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchLimits {

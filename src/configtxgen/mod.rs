@@ -260,9 +260,11 @@ impl ConfigTx {
 
     /// Block 0 of channel `channel_id` from `profile`.
     pub fn genesis_block(&self, profile: &str, channel_id: &str) -> Result<Block, GenesisError> {
-        crate::registrar::validate_channel_id(channel_id).map_err(|e| GenesisError::Invalid {
-            profile: profile.to_string(),
-            reason: e.to_string(),
+        crate::channelconfig::validate_channel_id(channel_id).map_err(|e| {
+            GenesisError::Invalid {
+                profile: profile.to_string(),
+                reason: e.to_string(),
+            }
         })?;
         let config = self.channel_config(profile)?;
         // The block must make a valid channel config for Ordo itself.

@@ -626,13 +626,13 @@ mod tests {
 
         // A 2 KB message validated at sequence 0 no longer fits AbsoluteMaxBytes 1000.
         let big = OrderedMessage {
-            envelope: crate::client::envelope::transaction("c1", Bytes::from(vec![7u8; 2048]))
+            envelope: crate::envelopeutil::testing::transaction("c1", Bytes::from(vec![7u8; 2048]))
                 .encode_to_vec()
                 .into(),
             size: 2100,
         };
         let small = OrderedMessage {
-            envelope: crate::client::envelope::transaction("c1", Bytes::from_static(b"ok"))
+            envelope: crate::envelopeutil::testing::transaction("c1", Bytes::from_static(b"ok"))
                 .encode_to_vec()
                 .into(),
             size: 100,
@@ -665,8 +665,8 @@ mod admission {
     use crate::channelconfig::genesis::GenesisProfile;
 
     fn message(data: &'static [u8]) -> OrderedMessage {
-        let envelope =
-            crate::client::envelope::transaction("c1", Bytes::from_static(data)).encode_to_vec();
+        let envelope = crate::envelopeutil::testing::transaction("c1", Bytes::from_static(data))
+            .encode_to_vec();
         OrderedMessage {
             size: envelope.len(),
             envelope: envelope.into(),
