@@ -45,6 +45,8 @@ pub struct Shutdown;
 struct RunningTree {
     /// `None` while the consenter is still starting the chain.
     chain: Option<ChainHandle>,
+    /// The consenter's start, while it runs.
+    starting: Option<SpawnHandle>,
     ledger: Addr<LedgerActor>,
 }
 
@@ -111,6 +113,20 @@ impl ChannelSupervisor {
 
     fn try_start_tree(&mut self, ctx: &mut Context<Self>) -> Result<(), String> {
         let store = self.handle.store().clone();
+        // The writer first: taking it publishes blocks an old tree made
+        // durable but never published, so the tip and config read below are
+        // those of the whole ledger.
+        let writer = match store.writer() {
+            Ok(writer) => writer,
+            Err(LedgerError::WriterBusy(_)) => {
+                // Cannot happen while every writer belongs to a tree we wait
+                // for; if it does, try again rather than write beside it.
+                tracing::warn!(channel = %self.handle.id(), "the ledger still has a writer; starting again shortly");
+                self.schedule_restart(FIRST_BACKOFF, ctx);
+                return Ok(());
+            }
+            Err(e) => return Err(e.to_string()),
+        };
         let tip = store.tip();
         let config_block = store
             .block(tip.last_config)
@@ -123,17 +139,6 @@ impl ChannelSupervisor {
             .get(&config.consensus_type)
             .map_err(|e| e.to_string())?;
         self.handle.warn_if_bound_below_batch(&config);
-        let writer = match store.writer() {
-            Ok(writer) => writer,
-            Err(LedgerError::WriterBusy(_)) => {
-                // Cannot happen while every writer belongs to a tree we wait
-                // for; if it does, try again rather than write beside it.
-                tracing::warn!(channel = %self.handle.id(), "the ledger still has a writer; starting again shortly");
-                self.schedule_restart(FIRST_BACKOFF, ctx);
-                return Ok(());
-            }
-            Err(e) => return Err(e.to_string()),
-        };
 
         self.generation += 1;
         let generation = self.generation;
@@ -161,18 +166,16 @@ impl ChannelSupervisor {
         };
         let reporter = tree.reporter();
         drop(tree);
-        self.tree = Some(RunningTree {
-            chain: None,
-            ledger,
-        });
         let starting = consenter.start_chain(support, self.node.clone());
-        ctx.spawn(starting.into_actor(self).map(move |started, act, ctx| {
-            let current = act.generation == generation && act.tree.is_some();
+        let starting = ctx.spawn(starting.into_actor(self).map(move |started, act, ctx| {
+            let current =
+                act.generation == generation && act.tree.is_some() && !act.shutting_down;
             match started {
                 Ok(chain) if current => {
                     let chain = chain.supervised(reporter, act.handle.metrics());
                     if let Some(tree) = act.tree.as_mut() {
                         tree.chain = Some(chain.clone());
+                        tree.starting = None;
                     }
                     act.handle.set_chain(Some(chain), ChannelState::Active);
                     tracing::info!(channel = %act.handle.id(), generation, height = act.handle.store().height(), restarts = act.handle.restarts(), "channel started");
@@ -184,21 +187,30 @@ impl ChannelSupervisor {
                 Err(e) if current => {
                     let reason = e.to_string();
                     tracing::error!(channel = %act.handle.id(), %reason, "channel cannot start");
-                    act.stop_tree();
+                    act.stop_tree(ctx);
                     act.handle.set_chain(None, ChannelState::Errored(reason));
-                    let _ = ctx;
                 }
                 Err(_) => {}
             }
         }));
+        self.tree = Some(RunningTree {
+            chain: None,
+            starting: Some(starting),
+            ledger,
+        });
         Ok(())
     }
 
     /// Stops the current tree (abort: nothing more is written by the chain).
-    fn stop_tree(&mut self) {
+    fn stop_tree(&mut self, ctx: &mut Context<Self>) {
         if let Some(tree) = self.tree.take() {
             if let Some(chain) = tree.chain {
                 let _ = crate::channel::mailbox::post(&chain.abort, Abort);
+            }
+            // A start still running is dropped, and with it whatever it
+            // holds of the tree (a consenter's start owns what it started).
+            if let Some(starting) = tree.starting {
+                ctx.cancel_future(starting);
             }
             // What the chain already handed over is still written.
             let _ = crate::channel::mailbox::post_to(&tree.ledger, Retire);
@@ -220,7 +232,7 @@ impl ChannelSupervisor {
     }
 
     fn child_failed(&mut self, reason: String, ctx: &mut Context<Self>) {
-        self.stop_tree();
+        self.stop_tree(ctx);
         if self.shutting_down || self.errored() {
             return;
         }
@@ -318,18 +330,25 @@ impl Handler<Shutdown> for ChannelSupervisor {
             ctx.cancel_future(pending);
         }
         let chain = self.tree.as_ref().and_then(|t| t.chain.clone());
+        if chain.is_none() {
+            // Nothing to halt (still starting, or down): stop what there is.
+            self.stop_tree(ctx);
+        }
+        let channel = self.handle.id().to_string();
         let halt = async move {
             if let Some(chain) = chain {
-                let _ = chain.halt.send(Halt).await;
+                if tokio::time::timeout(STOP_PATIENCE, chain.halt.send(Halt))
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(%channel, "the chain did not halt in time; stopping it");
+                }
             }
         };
-        Box::pin(halt.into_actor(self).then(|_, act, _| {
-            // Halted: the chain wrote its pending batch and stopped. Drop the
-            // rest of the tree and wait until its last member is gone.
-            if let Some(tree) = act.tree.take() {
-                let _ = crate::channel::mailbox::post_to(&tree.ledger, Retire);
-                act.winding_down = Some(act.generation);
-            }
+        Box::pin(halt.into_actor(self).then(|_, act, ctx| {
+            // Halted: the chain wrote its pending batch and stopped (or is
+            // aborted now). Stop the rest and wait until its last member is gone.
+            act.stop_tree(ctx);
             let (done, gone) = oneshot::channel();
             if act.winding_down.is_some() {
                 act.stop_waiters.push(done);
@@ -370,7 +389,9 @@ impl Handler<LedgerOfTree> for ChannelSupervisor {
 mod tests {
     use super::*;
     use crate::blockcutter::OrderedMessage;
-    use crate::channel::testing::{height_reaches, state_becomes, supervised, Supervised};
+    use crate::channel::testing::{
+        eventually, height_reaches, state_becomes, supervised, Supervised,
+    };
     use crate::channelconfig::genesis::GenesisProfile;
     use crate::consensus::solo::{InjectPanic, SoloChain};
     use crate::consensus::{InflightPermit, Submit};
@@ -400,6 +421,8 @@ mod tests {
         };
         let target = handle.store().height() + 1;
         assert_eq!(chain.submit.send(submit).await.expect("sent"), Ok(()));
+        // The cutter's batch timer runs once the cutter has the message.
+        eventually("the batch timer runs", || channel.clock.sleepers() > 0).await;
         channel.clock.advance(handle.config().batch_timeout);
         height_reaches(handle, target).await;
         target
@@ -558,6 +581,7 @@ mod tests {
             received: std::time::Instant::now(),
         };
         assert_eq!(chain.submit.send(submit).await.expect("sent"), Ok(()));
+        eventually("the batch timer runs", || channel.clock.sleepers() > 0).await;
         channel.clock.advance(handle.config().batch_timeout);
         entered.recv().await.expect("the write of block 1 started");
 
@@ -587,5 +611,24 @@ mod tests {
             "no second failure (no out-of-order append)"
         );
         assert_chain_links(&handle);
+    }
+
+    #[actix_rt::test]
+    async fn a_shutdown_right_after_the_start_stops_the_whole_tree() {
+        let channel = embedded("c1");
+        // Queued before the supervisor ever polled the chain's start.
+        let stopped = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            channel.supervisor.send(Shutdown),
+        )
+        .await;
+        assert!(matches!(stopped, Ok(Ok(()))), "the stop did not complete");
+        assert_eq!(channel.handle.state(), ChannelState::Stopped);
+        // Every member is gone: the ledger's writer is free again.
+        channel
+            .handle
+            .store()
+            .writer()
+            .expect("no tree left writing");
     }
 }

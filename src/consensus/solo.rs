@@ -616,7 +616,6 @@ mod tests {
         .await
         .expect("the config block is written")
         .expect("config watch");
-        // Published before the block is served: never the other way round.
         crate::channel::testing::height_reaches(&handle, 2).await;
         let answer = chain.configure.send(second).await.expect("sent");
         assert!(
@@ -695,6 +694,7 @@ mod admission {
         // Pending in the cutter: the room is held until the batch timeout
         // cuts the block and the block is written.
         assert_eq!(handle.inflight().envelopes_held(), 2);
+        eventually("the batch timer runs", || channel.clock.sleepers() > 0).await;
         channel.clock.advance(handle.config().batch_timeout);
         height_reaches(&handle, 2).await;
         let room = handle.inflight();

@@ -79,7 +79,32 @@ async fn metrics_are_exposed_and_move_under_load() {
     assert_eq!(report.succeeded, 2000);
     let blocks = wait_for_transactions(&node, CHANNEL, 2000).await;
 
-    let (_, after) = get(&url).await;
+    // Room is released, and mailboxes empty, just after the blocks are
+    // served: wait for the node to settle.
+    let ch = "channel=\"mychannel\"";
+    let settled = |text: &str| {
+        [
+            "ordo_blocks_inflight",
+            "ordo_envelopes_inflight",
+            "ordo_bytes_inflight",
+        ]
+        .iter()
+        .all(|name| sample(text, &format!("{name}{{{ch}}}")) == Some(0.0))
+            && ["chain", "cutter", "ledger"].iter().all(|actor| {
+                sample(
+                    text,
+                    &format!("ordo_mailbox_depth{{{ch},actor=\"{actor}\"}}"),
+                ) == Some(0.0)
+            })
+    };
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let after = loop {
+        let (_, text) = get(&url).await;
+        if settled(&text) || tokio::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     for name in [
         "broadcast_processed_count",
         "deliver_streams_open",
@@ -91,6 +116,9 @@ async fn metrics_are_exposed_and_move_under_load() {
         "ordo_messages_handled",
         "ordo_blocks_inflight",
         "ordo_envelopes_inflight",
+        "ordo_bytes_inflight",
+        "ordo_chain_is_leader",
+        "ordo_chain_active",
         "ordo_submissions_waiting",
         "ordo_submission_wait_seconds",
         "ordo_broadcast_to_block_seconds",
@@ -101,7 +129,14 @@ async fn metrics_are_exposed_and_move_under_load() {
             "{name} missing:\n{after}"
         );
     }
-    let ch = "channel=\"mychannel\"";
+    assert_eq!(
+        sample(&after, &format!("ordo_chain_is_leader{{{ch}}}")),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&after, &format!("ordo_chain_active{{{ch}}}")),
+        Some(1.0)
+    );
     assert_eq!(
         sample(
             &after,
@@ -151,6 +186,10 @@ async fn metrics_are_exposed_and_move_under_load() {
     );
     assert_eq!(
         sample(&after, &format!("ordo_envelopes_inflight{{{ch}}}")),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&after, &format!("ordo_bytes_inflight{{{ch}}}")),
         Some(0.0)
     );
     assert!(
