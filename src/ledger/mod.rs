@@ -4,14 +4,18 @@
 //! database per node (Fabric's block file ledger, with sled as its index).
 //! [`BlockStore`] reads and appends;
 //! [`LedgerActor`] is the channel's single writer and makes every block durable
-//! before any Deliver client can see it.
+//! before any Deliver client can see it. Deliver reads blocks marshalled, off
+//! the async workers, through a [`BlockCache`] of the channel's recent blocks.
 
 mod actor;
+mod cache;
+mod read;
 mod store;
 
 #[cfg(test)]
 pub use actor::GateWrites;
 pub use actor::{AppendBlock, ConfigPublisher, LedgerActor, LedgerHandle, Retire, WaitDurable};
+pub use cache::{BlockCache, CacheLimits, CacheStats};
 pub use store::{BlockStore, BlockWriter, ChainTip, LedgerFactory};
 
 /// Ledger failures. A damaged store is reported, never repaired silently.
@@ -38,6 +42,8 @@ pub enum LedgerError {
     WriterBusy(String),
     #[error("channel {0} has no ledger")]
     NotFound(String),
+    #[error("block read task failed: {0}")]
+    ReadTask(String),
     #[error("refusing to append block {got} to channel {channel}: {reason}")]
     OutOfOrder {
         channel: String,

@@ -24,6 +24,7 @@ use bytes::Bytes;
 use prost::Message;
 use tokio::sync::watch;
 
+use super::cache::{BlockCache, CacheLimits};
 use super::LedgerError;
 use crate::blockutil;
 use crate::protos::common::Block;
@@ -276,6 +277,8 @@ struct Inner {
     max_file_bytes: u64,
     /// A [`BlockWriter`] exists for this store.
     writer_taken: AtomicBool,
+    /// Recent blocks, marshalled, for Deliver.
+    cache: BlockCache,
 }
 
 impl BlockStore {
@@ -302,6 +305,7 @@ impl BlockStore {
                 height,
                 max_file_bytes,
                 writer_taken: AtomicBool::new(false),
+                cache: BlockCache::new(CacheLimits::default()),
             }),
         }
     }
@@ -487,7 +491,26 @@ impl BlockStore {
         self.read(number).map(Some)
     }
 
+    /// Reads block `number` as stored: the marshalled `common.Block`, not
+    /// decoded. `None` beyond the height. Blocking: a file read.
+    pub fn block_bytes(&self, number: u64) -> Result<Option<Bytes>, LedgerError> {
+        if number >= self.height() {
+            return Ok(None);
+        }
+        self.read_bytes(number).map(Some)
+    }
+
+    /// The shared cache of recent marshalled blocks.
+    pub(super) fn cache(&self) -> &BlockCache {
+        &self.inner.cache
+    }
+
     fn read(&self, number: u64) -> Result<Block, LedgerError> {
+        Block::decode(self.read_bytes(number)?)
+            .map_err(|e| self.damaged(number, format!("cannot decode block: {e}")))
+    }
+
+    fn read_bytes(&self, number: u64) -> Result<Bytes, LedgerError> {
         let raw = self
             .inner
             .tree
@@ -504,8 +527,7 @@ impl BlockStore {
                     format!("cannot read it from block file {}: {e}", location.file),
                 )
             })?;
-        Block::decode(Bytes::from(bytes))
-            .map_err(|e| self.damaged(number, format!("cannot decode block: {e}")))
+        Ok(Bytes::from(bytes))
     }
 
     /// Reads a block and checks its number and data hash.
