@@ -17,6 +17,7 @@ const PROTOS: &[&str] = &[
     "proto/orderer/configuration.proto",
     "proto/orderer/etcdraft/configuration.proto",
     "proto/orderer/etcdraft/metadata.proto",
+    "proto/ordo/deliver_wire.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -34,6 +35,43 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(out_dir.join("fabric_descriptor.bin"))
         .include_file("fabric_protos.rs")
         .compile_protos(&protos, &includes)?;
+    deliver_server();
     println!("cargo:rerun-if-changed=proto");
     Ok(())
+}
+
+/// The node's `orderer.AtomicBroadcast` server (`orderer.AtomicBroadcast.rs`):
+/// same service and method paths as Fabric's, but Deliver answers with
+/// `ordo.wire.DeliverResponse`, whose block is the stored record's bytes, so
+/// full blocks are sent without a decode and encode per stream. The client
+/// generated from `orderer/ab.proto` is unchanged.
+fn deliver_server() {
+    use tonic_prost_build::manual::{Builder, Method, Service};
+
+    let method = |name: &str, route: &str, output: &str| {
+        Method::builder()
+            .name(name)
+            .route_name(route)
+            .input_type("crate::protos::common::Envelope")
+            .output_type(output)
+            .codec_path("tonic_prost::ProstCodec")
+            .client_streaming()
+            .server_streaming()
+            .build()
+    };
+    let service = Service::builder()
+        .name("AtomicBroadcast")
+        .package("orderer")
+        .method(method(
+            "broadcast",
+            "Broadcast",
+            "crate::protos::orderer::BroadcastResponse",
+        ))
+        .method(method(
+            "deliver",
+            "Deliver",
+            "crate::protos::ordo::wire::DeliverResponse",
+        ))
+        .build();
+    Builder::new().build_client(false).compile(&[service]);
 }

@@ -4,9 +4,14 @@
 //! (no polling, no thread): hundreds of streams at the head cost hundreds of
 //! parked tasks. The response buffer is small, so a slow reader slows its own
 //! stream only.
+//!
+//! Blocks are sent as the ledger stores them, marshalled: read off the async
+//! workers and shared through the channel's block cache, so streams following
+//! the head share one read of each block and none decodes or encodes it.
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::StreamExt;
 use prost::Message;
 use tokio::sync::mpsc;
@@ -20,7 +25,8 @@ use crate::msgprocessor;
 use crate::protos::common::{Block, Envelope, Payload, Status};
 use crate::protos::orderer::seek_info::{SeekBehavior, SeekContentType};
 use crate::protos::orderer::seek_position::Type as Position;
-use crate::protos::orderer::{deliver_response, DeliverResponse, SeekInfo};
+use crate::protos::orderer::SeekInfo;
+use crate::protos::ordo::wire::{deliver_response, DeliverResponse};
 use crate::registrar::Registrar;
 
 /// Blocks buffered towards a client.
@@ -194,7 +200,7 @@ impl DeliverStream {
                     _ = self.responses.closed() => return Outcome::StreamGone,
                 }
             }
-            let block = match store.block(number) {
+            let block = match store.encoded_block(number).await {
                 Ok(Some(block)) => block,
                 Ok(None) => return Outcome::Status(Status::NotFound),
                 Err(e) => {
@@ -202,12 +208,13 @@ impl DeliverStream {
                     return Outcome::Status(Status::InternalServerError);
                 }
             };
-            // Fabric strips the data of normal blocks only: config blocks stay whole.
-            let block = if seek.header_only && !blockutil::is_config_block(&block) {
-                Block {
-                    header: block.header,
-                    data: None,
-                    metadata: block.metadata,
+            let block = if seek.header_only {
+                match header_only(block) {
+                    Ok(block) => block,
+                    Err(e) => {
+                        tracing::error!(block = number, error = %e, "cannot decode block for deliver");
+                        return Outcome::Status(Status::InternalServerError);
+                    }
                 }
             } else {
                 block
@@ -225,6 +232,21 @@ impl DeliverStream {
             number += 1;
         }
     }
+}
+
+/// A HEADER_WITH_SIG answer: the block without its data. Fabric strips the data
+/// of normal blocks only: config blocks stay whole.
+fn header_only(marshalled: Bytes) -> Result<Bytes, prost::DecodeError> {
+    let block = Block::decode(marshalled.clone())?;
+    if blockutil::is_config_block(&block) {
+        return Ok(marshalled);
+    }
+    let stripped = Block {
+        header: block.header,
+        data: None,
+        metadata: block.metadata,
+    };
+    Ok(Bytes::from(stripped.encode_to_vec()))
 }
 
 /// Why a channel in this state cannot serve Deliver, if it cannot.

@@ -243,3 +243,117 @@ async fn hundreds_of_streams_at_the_head_all_receive_the_next_block() {
         );
     }
 }
+
+/// One Deliver stream read as raw frames: each block exactly as its bytes came
+/// off the wire, then the closing status.
+async fn raw_deliver(
+    channel: tonic::transport::Channel,
+    request: ordo::protos::common::Envelope,
+) -> (Vec<bytes::Bytes>, Option<i32>) {
+    use ordo::protos::ordo::wire::{deliver_response::Type as Raw, DeliverResponse};
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let path =
+        tonic::codegen::http::uri::PathAndQuery::from_static("/orderer.AtomicBroadcast/Deliver");
+    let codec =
+        tonic_prost::ProstCodec::<ordo::protos::common::Envelope, DeliverResponse>::default();
+    let mut stream = grpc
+        .streaming(
+            tonic::Request::new(tokio_stream::once(request)),
+            path,
+            codec,
+        )
+        .await
+        .expect("deliver")
+        .into_inner();
+    let mut blocks = Vec::new();
+    while let Some(item) = tokio::time::timeout(PATIENCE, stream.next())
+        .await
+        .expect("in time")
+    {
+        match item.expect("ok").r#type {
+            Some(Raw::Block(block)) => blocks.push(block),
+            Some(Raw::Status(status)) => return (blocks, Some(status)),
+            None => panic!("empty response"),
+        }
+    }
+    (blocks, None)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_streams_at_the_head_receive_identical_bytes_for_each_block() {
+    use ordo::protos::common::Block;
+    use ordo::protos::orderer::{deliver_response, DeliverResponse};
+    use prost::Message;
+
+    const STREAMS: usize = 100;
+    const FIRST: u64 = 4;
+    const LAST: u64 = 8;
+    let node = node_with_four_blocks().await;
+    let mut connections = Vec::new();
+    for _ in 0..4 {
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", node.address()))
+                .expect("endpoint");
+        connections.push(endpoint.connect().await.expect("connect"));
+    }
+    let mut followers = Vec::new();
+    for i in 0..STREAMS {
+        let request = seek(
+            CHANNEL,
+            Number(FIRST),
+            Number(LAST),
+            BlockUntilReady,
+            SeekContentType::Block,
+        );
+        let connection = connections[i % connections.len()].clone();
+        followers.push(tokio::spawn(raw_deliver(connection, request)));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut bc = node.client().await;
+    let mut broadcast = BroadcastStream::open(&mut bc).await;
+    let envelopes = 2 * (LAST - FIRST + 1);
+    for i in 0..envelopes {
+        broadcast.send(tx(format!("fan-out {i}").as_bytes())).await;
+    }
+    for _ in 0..envelopes {
+        assert_eq!(
+            broadcast.next().await.expect("answer").status,
+            Status::Success as i32
+        );
+    }
+    wait_for_height(&node, CHANNEL, LAST + 1).await;
+
+    let channel = node
+        .node
+        .as_ref()
+        .expect("running")
+        .registrar()
+        .channel(CHANNEL)
+        .expect("channel");
+    let store = channel.store();
+    let stored: Vec<bytes::Bytes> = (FIRST..=LAST)
+        .map(|n| store.block_bytes(n).expect("read").expect("written"))
+        .collect();
+    for follower in followers {
+        let (blocks, status) = follower.await.expect("task");
+        assert_eq!(status, Some(Status::Success as i32));
+        assert_eq!(
+            blocks, stored,
+            "every stream got the stored bytes of each block"
+        );
+    }
+    // The frame is the one Fabric's DeliverResponse makes of the same block.
+    for raw in &stored {
+        let block = Block::decode(raw.clone()).expect("a block");
+        let fabric = DeliverResponse {
+            r#type: Some(deliver_response::Type::Block(block)),
+        };
+        let ours = ordo::protos::ordo::wire::DeliverResponse {
+            r#type: Some(ordo::protos::ordo::wire::deliver_response::Type::Block(
+                raw.clone(),
+            )),
+        };
+        assert_eq!(ours.encode_to_vec(), fabric.encode_to_vec());
+    }
+}
