@@ -163,6 +163,11 @@ enum BenchCommand {
         /// Envelopes per second over all streams (default: as fast as answered).
         #[arg(long)]
         rate: Option<f64>,
+        /// Extra Deliver streams that follow the head during the run, each on
+        /// its own connection, like a channel's peers; each must receive
+        /// every block of the run.
+        #[arg(long, default_value_t = 0)]
+        deliver_streams: u32,
     },
     /// Sweep a node's in-flight bound and the client's concurrency; write
     /// samples.csv, settings.csv and backpressure.svg.
@@ -372,6 +377,7 @@ async fn run(command: Command) -> Result<()> {
                     tls_client_key,
                     deliver_timeout,
                     rate,
+                    deliver_streams,
                 },
         } => {
             let command = LoadCommand {
@@ -390,6 +396,7 @@ async fn run(command: Command) -> Result<()> {
                 tls_client_key,
                 deliver_timeout: Duration::from_secs(deliver_timeout),
                 rate,
+                deliver_streams,
             };
             bench::load(command).await?
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::backpressure::{run_sweep, BackpressureError, SweepOptions};
-use super::load::{run_load, LoadError, LoadOptions, LoadReport, Percentiles};
+use super::load::{run_load_with_fan_out, LoadError, LoadOptions, LoadReport, Percentiles};
 use crate::client::commands::{read, CommandError};
 use crate::client::identity::{IdentityError, SigningIdentity};
 use crate::client::TlsOptions;
@@ -55,6 +55,8 @@ pub struct LoadCommand {
     pub tls_client_key: Option<PathBuf>,
     pub deliver_timeout: Duration,
     pub rate: Option<f64>,
+    /// Extra Deliver streams following the head during the run.
+    pub deliver_streams: u32,
 }
 
 /// Runs a load and prints its report; fails if anything sent was not
@@ -96,7 +98,7 @@ pub async fn load(command: LoadCommand) -> Result<(), BenchError> {
         deliver_timeout: command.deliver_timeout,
         rate: command.rate,
     };
-    let report = run_load(&options).await?;
+    let report = run_load_with_fan_out(&options, command.deliver_streams).await?;
     print_load_report(&options, &report);
     if !report.passed() {
         return Err(BenchError::LoadFailed {
@@ -156,6 +158,18 @@ fn print_load_report(options: &LoadOptions, report: &LoadReport) {
     }
     if let Some(e) = &report.deliver_error {
         println!("deliver: {e}");
+    }
+    if let Some(f) = &report.fan_out {
+        println!(
+            "deliver fan-out: {} of {} streams received all {} blocks (fewest {}){}",
+            f.complete,
+            f.streams,
+            f.expected_blocks,
+            f.fewest_blocks,
+            f.error
+                .as_ref()
+                .map_or_else(String::new, |e| format!("; first error: {e}"))
+        );
     }
     println!("{}", report.json());
 }

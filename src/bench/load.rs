@@ -6,6 +6,10 @@
 //! first envelope is sent, follows the chain from the next block and finds
 //! this run's transactions by their IDs. Latencies: from sending an envelope
 //! to its answer (ack) and to the block that holds it (delivery).
+//!
+//! Optionally, more Deliver streams follow the head during the run, as a
+//! channel's peers would (`--deliver-streams`): the report says whether each
+//! of them received every block of the run, in order.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -102,6 +106,8 @@ pub struct LoadReport {
     pub delivery_latency_ms: Option<Percentiles>,
     /// Why the Deliver stream ended early, if it did.
     pub deliver_error: Option<String>,
+    /// The extra Deliver streams that followed the head, if any were opened.
+    pub fan_out: Option<FanOutReport>,
 }
 
 fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -127,6 +133,7 @@ impl LoadReport {
             && self.acknowledged == self.sent
             && self.undelivered == 0
             && self.broken_streams == 0
+            && self.fan_out.as_ref().is_none_or(FanOutReport::passed)
     }
 
     /// One line for scripts.
@@ -172,6 +179,8 @@ struct Tracker {
     acknowledged: AtomicU64,
     delivered: AtomicU64,
     blocks: AtomicU64,
+    /// Number of the last block that held this run's envelopes.
+    last_block: AtomicU64,
 }
 
 /// Microseconds from 1 µs to an hour, 3 significant figures; longer waits
@@ -201,6 +210,7 @@ impl Tracker {
             acknowledged: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             blocks: AtomicU64::new(0),
+            last_block: AtomicU64::new(0),
         }
     }
 
@@ -278,6 +288,15 @@ impl Tracker {
 
 /// Runs the load and reports. Fails only if the orderer cannot be reached at all.
 pub async fn run_load(options: &LoadOptions) -> Result<LoadReport, LoadError> {
+    run_load_with_fan_out(options, 0).await
+}
+
+/// Runs the load with `fan_out` extra Deliver streams following the head
+/// from the run's first block, each on its own connection.
+pub async fn run_load_with_fan_out(
+    options: &LoadOptions,
+    fan_out: u32,
+) -> Result<LoadReport, LoadError> {
     let tracker = Arc::new(Tracker::new());
     let tls = options.tls.as_ref();
 
@@ -293,6 +312,7 @@ pub async fn run_load(options: &LoadOptions) -> Result<LoadReport, LoadError> {
             follow_blocks(&mut deliver_client, &channel, newest + 1, &tracker, stop).await
         })
     };
+    let followers = FanOut::open(options, newest + 1, fan_out).await?;
 
     let streams = options.streams.max(1) as u64;
     let mut clients = Vec::with_capacity(streams as usize);
@@ -366,6 +386,10 @@ pub async fn run_load(options: &LoadOptions) -> Result<LoadReport, LoadError> {
     report.blocks = tracker.blocks.load(Ordering::Relaxed);
     report.ack_latency_ms = Percentiles::of(&ack);
     report.delivery_latency_ms = Percentiles::of(&delivery);
+    if let Some(followers) = followers {
+        let last = tracker.last_block.load(Ordering::Relaxed);
+        report.fan_out = Some(followers.finish(last, options.deliver_timeout).await);
+    }
     Ok(report)
 }
 
@@ -543,7 +567,190 @@ async fn follow_blocks(
                     }
                     if ours {
                         tracker.blocks.fetch_add(1, Ordering::Relaxed);
+                        tracker
+                            .last_block
+                            .fetch_max(blockutil::number(&block), Ordering::Relaxed);
                     }
+                }
+                Some(DeliverItem::Status(code)) => {
+                    return Err(format!("deliver ended with status {code}"))
+                }
+                None => return Err("empty deliver response".into()),
+            },
+            Some(Err(e)) => return Err(format!("deliver stream failed: {}", e.message())),
+            None => return Err("deliver stream closed by the orderer".into()),
+        }
+    }
+}
+
+/// The extra Deliver streams of a run, as many peers following the head.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct FanOutReport {
+    pub streams: u32,
+    /// Streams that received every block of the run, in order.
+    pub complete: u32,
+    /// Blocks each stream had to receive: from the run's first block to the
+    /// last one that held its envelopes.
+    pub expected_blocks: u64,
+    /// Fewest blocks any stream received by then.
+    pub fewest_blocks: u64,
+    /// The first failure a stream saw (out of order, status, stream error).
+    pub error: Option<String>,
+}
+
+impl FanOutReport {
+    pub fn passed(&self) -> bool {
+        self.complete == self.streams && self.error.is_none()
+    }
+}
+
+/// What one follower has seen so far.
+#[derive(Default)]
+struct Follower {
+    /// Blocks received, in order from the run's first block.
+    received: AtomicU64,
+    error: Mutex<Option<String>>,
+}
+
+impl Follower {
+    fn fail(&self, error: String) {
+        self.error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert(error);
+    }
+}
+
+struct FanOut {
+    start: u64,
+    followers: Vec<Arc<Follower>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    stop: CancellationToken,
+}
+
+impl FanOut {
+    /// Connects and starts `streams` followers from block `start`; `None` for none.
+    async fn open(
+        options: &LoadOptions,
+        start: u64,
+        streams: u32,
+    ) -> Result<Option<FanOut>, LoadError> {
+        if streams == 0 {
+            return Ok(None);
+        }
+        let stop = CancellationToken::new();
+        let mut fan_out = FanOut {
+            start,
+            followers: Vec::new(),
+            tasks: Vec::new(),
+            stop: stop.clone(),
+        };
+        for _ in 0..streams {
+            let client = connect_with(&options.address, options.tls.as_ref()).await?;
+            let follower = Arc::new(Follower::default());
+            fan_out.followers.push(follower.clone());
+            let channel = options.channel.clone();
+            let stop = stop.clone();
+            fan_out.tasks.push(tokio::spawn(async move {
+                if let Err(e) = count_blocks(client, &channel, start, &follower, stop).await {
+                    follower.fail(e);
+                }
+            }));
+        }
+        Ok(Some(fan_out))
+    }
+
+    /// Waits until every follower has block `last` (or none progressed for
+    /// `patience`), stops them and reports.
+    async fn finish(self, last: u64, patience: Duration) -> FanOutReport {
+        let expected = (last + 1).saturating_sub(self.start);
+        let progress = || -> u64 {
+            self.followers
+                .iter()
+                .map(|f| f.received.load(Ordering::Relaxed).min(expected))
+                .sum()
+        };
+        // A follower that failed will not progress: do not wait for it.
+        let settled = || {
+            self.followers.iter().all(|f| {
+                f.received.load(Ordering::Relaxed) >= expected
+                    || f.error
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .is_some()
+            })
+        };
+        let mut last_progress = (Instant::now(), progress());
+        loop {
+            let now = progress();
+            if settled() {
+                break;
+            }
+            if now != last_progress.1 {
+                last_progress = (Instant::now(), now);
+            } else if last_progress.0.elapsed() > patience {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.stop.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        let received = |f: &Arc<Follower>| f.received.load(Ordering::Relaxed);
+        FanOutReport {
+            streams: self.followers.len() as u32,
+            complete: self
+                .followers
+                .iter()
+                .filter(|f| received(f) >= expected)
+                .count() as u32,
+            expected_blocks: expected,
+            fewest_blocks: self.followers.iter().map(received).min().unwrap_or(0),
+            error: self.followers.iter().find_map(|f| {
+                f.error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone()
+            }),
+        }
+    }
+}
+
+/// Follows the chain from `start`, counting blocks that arrive in order.
+async fn count_blocks(
+    mut client: AbClient,
+    channel: &str,
+    start: u64,
+    follower: &Follower,
+    stop: CancellationToken,
+) -> Result<(), String> {
+    let request = seek(
+        channel,
+        BlockPosition::Number(start),
+        BlockPosition::Number(u64::MAX),
+        SeekBehavior::BlockUntilReady,
+        SeekContentType::Block,
+    );
+    let mut responses = client
+        .deliver(tokio_stream::once(request))
+        .await
+        .map_err(|e| format!("deliver: {}", e.message()))?
+        .into_inner();
+    loop {
+        let item = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            item = responses.next() => item,
+        };
+        match item {
+            Some(Ok(response)) => match response.r#type {
+                Some(DeliverItem::Block(block)) => {
+                    let expected = start + follower.received.load(Ordering::Relaxed);
+                    let number = blockutil::number(&block);
+                    if number != expected {
+                        return Err(format!("got block {number}, expected {expected}"));
+                    }
+                    follower.received.fetch_add(1, Ordering::Relaxed);
                 }
                 Some(DeliverItem::Status(code)) => {
                     return Err(format!("deliver ended with status {code}"))
@@ -634,5 +841,29 @@ mod tests {
         report.acknowledged = 9;
         assert!(!report.passed());
         assert_eq!(report.json()["passed"], false);
+    }
+
+    #[test]
+    fn a_report_with_followers_passes_only_when_each_got_every_block() {
+        let mut report = LoadReport {
+            sent: 10,
+            acknowledged: 10,
+            delivered: 10,
+            fan_out: Some(FanOutReport {
+                streams: 3,
+                complete: 3,
+                expected_blocks: 5,
+                fewest_blocks: 5,
+                error: None,
+            }),
+            ..LoadReport::default()
+        };
+        assert!(report.passed());
+        if let Some(f) = report.fan_out.as_mut() {
+            f.complete = 2;
+            f.fewest_blocks = 4;
+        }
+        assert!(!report.passed());
+        assert_eq!(report.json()["fan_out"]["fewest_blocks"], 4);
     }
 }
