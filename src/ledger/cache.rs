@@ -1,14 +1,16 @@
-//! Recently written blocks, kept marshalled and shared by a channel's Deliver
-//! streams.
+//! Recent blocks, kept marshalled and shared by a channel's Deliver streams.
 //!
 //! Streams following the head all ask for the same block as soon as the
 //! height moves. The first of them reads it from the block file; the others
 //! wait for that read and get a refcounted clone of the same bytes, so a
 //! hundred followers cost one read per block, not a hundred.
 //!
-//! Only blocks near the head are kept: a stream catching up from far behind
-//! reads around the cache instead of pushing out the blocks the followers
-//! need. Blocks are immutable once durable, so nothing is ever invalidated.
+//! The block used least recently goes first. Followers at the head keep the
+//! newest blocks in use; followers that fell behind together (a slow network,
+//! a busy node) still share the blocks they are on, which a cache of only the
+//! newest blocks would not hold. A lone stream replaying old blocks only pushes
+//! out blocks nobody has used since, and a block pushed out too early costs one
+//! more read. Blocks are immutable once durable, so nothing is invalidated.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -20,22 +22,22 @@ use tokio::sync::OnceCell;
 use super::LedgerError;
 
 /// How much the cache holds. Whichever bound is reached first evicts the
-/// oldest block.
+/// block used least recently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheLimits {
-    /// Blocks kept; also how far below the head a block may be to be kept.
+    /// Blocks kept.
     pub blocks: usize,
     /// Marshalled bytes kept.
     pub bytes: usize,
 }
 
 impl Default for CacheLimits {
-    /// A few blocks cover followers at the head and those a few blocks behind;
-    /// 32 MB stays small next to the node's footprint (tens of MB) while
-    /// holding several full 2 MB blocks.
+    /// Enough for followers spread over a few dozen small blocks, or over
+    /// sixteen full 2 MB ones (Fabric's default PreferredMaxBytes); the bytes
+    /// bound keeps the cache within the size of the node's own working set.
     fn default() -> CacheLimits {
         CacheLimits {
-            blocks: 16,
+            blocks: 64,
             bytes: 32 * 1024 * 1024,
         }
     }
@@ -47,22 +49,34 @@ struct Entry {
     slot: Slot,
     /// Bytes counted against the bound; 0 while its read is running.
     bytes: usize,
+    /// When it was last asked for (a tick of the cache's clock).
+    used: u64,
 }
 
 #[derive(Default)]
 struct State {
     entries: BTreeMap<u64, Entry>,
     bytes: usize,
+    /// Counts requests: orders entries by last use.
+    clock: u64,
 }
 
 impl State {
-    /// Evicts the lowest block numbers (the oldest blocks) until within limits.
+    /// Evicts the blocks used least recently until within limits. A scan:
+    /// the cache holds a few dozen entries.
     fn trim(&mut self, limits: CacheLimits) {
         while self.entries.len() > limits.blocks || self.bytes > limits.bytes {
-            let Some((_, evicted)) = self.entries.pop_first() else {
+            let Some(oldest) = self
+                .entries
+                .iter()
+                .min_by_key(|(_, e)| e.used)
+                .map(|(n, _)| *n)
+            else {
                 break;
             };
-            self.bytes -= evicted.bytes;
+            if let Some(evicted) = self.entries.remove(&oldest) {
+                self.bytes -= evicted.bytes;
+            }
         }
     }
 }
@@ -92,34 +106,28 @@ impl BlockCache {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Block `number` of a chain of `height` blocks: from the cache, or from
-    /// `load`, run once however many callers ask for the block at the same
-    /// time. A failed load is not kept; the next caller tries again.
-    pub async fn get_or_load<F, Fut>(
-        &self,
-        number: u64,
-        height: u64,
-        load: F,
-    ) -> Result<Bytes, LedgerError>
+    /// Block `number`: from the cache, or from `load`, run once however many
+    /// callers ask for the block at the same time. A failed load is not kept;
+    /// the next caller tries again.
+    pub async fn get_or_load<F, Fut>(&self, number: u64, load: F) -> Result<Bytes, LedgerError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Bytes, LedgerError>>,
     {
-        let recent = number.saturating_add(self.limits.blocks as u64) >= height;
-        if !recent || self.limits.blocks == 0 {
+        if self.limits.blocks == 0 {
             return load().await;
         }
         let slot = {
             let mut state = self.state();
-            let slot = state
-                .entries
-                .entry(number)
-                .or_insert_with(|| Entry {
-                    slot: Slot::default(),
-                    bytes: 0,
-                })
-                .slot
-                .clone();
+            state.clock += 1;
+            let used = state.clock;
+            let entry = state.entries.entry(number).or_insert_with(|| Entry {
+                slot: Slot::default(),
+                bytes: 0,
+                used,
+            });
+            entry.used = used;
+            let slot = entry.slot.clone();
             state.trim(self.limits);
             slot
         };
@@ -177,15 +185,9 @@ mod tests {
         CacheLimits { blocks, bytes }
     }
 
-    async fn load(
-        cache: &BlockCache,
-        number: u64,
-        height: u64,
-        len: usize,
-        reads: &AtomicUsize,
-    ) -> Bytes {
+    async fn load(cache: &BlockCache, number: u64, len: usize, reads: &AtomicUsize) -> Bytes {
         cache
-            .get_or_load(number, height, || async {
+            .get_or_load(number, || async {
                 reads.fetch_add(1, Ordering::SeqCst);
                 Ok(Bytes::from(vec![number as u8; len]))
             })
@@ -197,8 +199,8 @@ mod tests {
     async fn a_second_read_of_a_block_is_a_hit() {
         let cache = BlockCache::new(limits(4, 1024));
         let reads = AtomicUsize::new(0);
-        let first = load(&cache, 7, 8, 10, &reads).await;
-        let second = load(&cache, 7, 8, 10, &reads).await;
+        let first = load(&cache, 7, 10, &reads).await;
+        let second = load(&cache, 7, 10, &reads).await;
         assert_eq!(reads.load(Ordering::SeqCst), 1);
         assert_eq!(first, second);
         // The same buffer, not a copy.
@@ -217,7 +219,7 @@ mod tests {
         let cache = BlockCache::new(limits(3, 1024));
         let reads = AtomicUsize::new(0);
         for n in 0..4 {
-            load(&cache, n, n + 1, 10, &reads).await;
+            load(&cache, n, 10, &reads).await;
         }
         assert!(!cache.holds(0));
         assert!((1..4).all(|n| cache.holds(n)));
@@ -235,7 +237,7 @@ mod tests {
         let cache = BlockCache::new(limits(10, 100));
         let reads = AtomicUsize::new(0);
         for n in 0..3 {
-            load(&cache, n, n + 1, 40, &reads).await;
+            load(&cache, n, 40, &reads).await;
         }
         assert!(!cache.holds(0));
         assert!(cache.holds(1) && cache.holds(2));
@@ -247,20 +249,25 @@ mod tests {
             }
         );
         // A block larger than the whole bound is served but not kept.
-        let big = load(&cache, 3, 4, 500, &reads).await;
+        let big = load(&cache, 3, 500, &reads).await;
         assert_eq!(big.len(), 500);
         assert!(!cache.holds(3));
         assert!(cache.stats().bytes <= 100);
     }
 
     #[tokio::test]
-    async fn blocks_far_below_the_head_are_not_kept() {
-        let cache = BlockCache::new(limits(4, 1024));
+    async fn a_block_still_in_use_outlives_older_unused_ones() {
+        let cache = BlockCache::new(limits(3, 1024));
         let reads = AtomicUsize::new(0);
-        load(&cache, 2, 100, 10, &reads).await;
-        load(&cache, 2, 100, 10, &reads).await;
-        assert_eq!(reads.load(Ordering::SeqCst), 2);
-        assert_eq!(cache.stats(), CacheStats::default());
+        for n in 0..3 {
+            load(&cache, n, 10, &reads).await;
+        }
+        // Followers still on block 0 keep it; block 1 is now the least used.
+        load(&cache, 0, 10, &reads).await;
+        load(&cache, 3, 10, &reads).await;
+        assert!(cache.holds(0) && !cache.holds(1));
+        assert!(cache.holds(2) && cache.holds(3));
+        assert_eq!(reads.load(Ordering::SeqCst), 4);
     }
 
     #[tokio::test]
@@ -273,7 +280,7 @@ mod tests {
             let (cache, reads, gate) = (cache.clone(), reads.clone(), gate.clone());
             tasks.push(tokio::spawn(async move {
                 cache
-                    .get_or_load(5, 6, || async {
+                    .get_or_load(5, || async {
                         reads.fetch_add(1, Ordering::SeqCst);
                         // Hold the read open until every task is waiting on it.
                         gate.notified().await;
@@ -295,11 +302,11 @@ mod tests {
     async fn a_failed_read_is_not_kept() {
         let cache = BlockCache::new(limits(4, 1024));
         let failed = cache
-            .get_or_load(1, 2, || async { Err(LedgerError::NotFound("c1".into())) })
+            .get_or_load(1, || async { Err(LedgerError::NotFound("c1".into())) })
             .await;
         assert!(failed.is_err());
         let reads = AtomicUsize::new(0);
-        load(&cache, 1, 2, 3, &reads).await;
+        load(&cache, 1, 3, &reads).await;
         assert_eq!(reads.load(Ordering::SeqCst), 1);
         assert!(cache.holds(1));
     }

@@ -26,7 +26,7 @@ static READS: Semaphore = Semaphore::const_new(CONCURRENT_READS);
 
 impl BlockStore {
     /// Block `number` as stored (the marshalled `common.Block`), or `None`
-    /// beyond the height. Recent blocks come from the shared cache; a miss
+    /// beyond the height. Recently used blocks come from the shared cache; a miss
     /// is read once on the blocking pool, however many streams ask for it.
     pub async fn encoded_block(&self, number: u64) -> Result<Option<Bytes>, LedgerError> {
         let height = self.height();
@@ -35,7 +35,7 @@ impl BlockStore {
         }
         let store = self.clone();
         self.cache()
-            .get_or_load(number, height, move || read_off_runtime(store, number))
+            .get_or_load(number, move || read_off_runtime(store, number))
             .await
             .map(Some)
     }
