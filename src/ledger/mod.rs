@@ -15,7 +15,7 @@ mod store;
 #[cfg(test)]
 pub use actor::GateWrites;
 pub use actor::{AppendBlock, ConfigPublisher, LedgerActor, LedgerHandle, Retire, WaitDurable};
-pub use cache::{BlockCache, CacheLimits, CacheStats};
+pub use cache::{BlockCache, CacheLimits, CacheReader, CacheStats};
 pub use store::{BlockStore, BlockWriter, ChainTip, LedgerFactory};
 
 /// Ledger failures. A damaged store is reported, never repaired silently.

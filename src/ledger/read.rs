@@ -13,6 +13,7 @@ use bytes::Bytes;
 use prost::Message;
 use tokio::sync::Semaphore;
 
+use super::cache::CacheReader;
 use super::{BlockStore, LedgerError};
 use crate::blockutil;
 use crate::protos::common::Block;
@@ -25,6 +26,12 @@ const CONCURRENT_READS: usize = 4;
 static READS: Semaphore = Semaphore::const_new(CONCURRENT_READS);
 
 impl BlockStore {
+    /// Counts a Deliver stream as reading this channel until the guard is
+    /// dropped: blocks are kept for sharing only while several streams read.
+    pub fn deliver_reader(&self) -> CacheReader<'_> {
+        self.cache().reader()
+    }
+
     /// Block `number` as stored (the marshalled `common.Block`), or `None`
     /// beyond the height. Recently used blocks come from the shared cache; a miss
     /// is read once on the blocking pool, however many streams ask for it.
@@ -113,6 +120,7 @@ mod tests {
     async fn followers_at_the_head_share_the_cached_bytes() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = store_with_blocks(dir.path(), 2);
+        let _followers = (store.deliver_reader(), store.deliver_reader());
         let first = store.encoded_block(2).await.expect("read").expect("block");
         let again = store.encoded_block(2).await.expect("read").expect("block");
         assert_eq!(first.as_ptr(), again.as_ptr(), "one buffer, shared");

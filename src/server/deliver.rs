@@ -176,6 +176,8 @@ impl DeliverStream {
 
     async fn stream_blocks(&self, channel: &ChannelHandle, seek: &Seek) -> Outcome {
         let store = channel.store();
+        // Counted while it reads, so the channel's followers share blocks.
+        let _reader = store.deliver_reader();
         let mut heights = store.subscribe();
         let mut states = channel.subscribe_state();
         let mut number = seek.start;
