@@ -44,8 +44,8 @@ hz = os.sysconf("SC_CLK_TCK")
 cpu_us = int(ticks) / hz * 1e6 / max(report["acknowledged"], 1)
 d = report["delivery_latency_ms"]
 f = report["fan_out"]
+got = f"{f['complete']} of {f['streams']} ({f['expected_blocks']} blocks)" if f else "none opened"
 print(f"| {followers} | {report['acked_per_second']:,.0f} | {report['delivered_per_second']:,.0f} | "
-      f"{d['p50']:.1f} / {d['p99']:.1f} | {cpu_us:.1f} | {int(hwm)/1024:.0f} | "
-      f"{f['complete']} of {f['streams']} ({f['expected_blocks']} blocks) |")
+      f"{d['p50']:.1f} / {d['p99']:.1f} | {cpu_us:.1f} | {int(hwm)/1024:.0f} | {got} |")
 PY
 exit "$status"
