@@ -52,7 +52,7 @@ fn deliver_server() {
         Method::builder()
             .name(name)
             .route_name(route)
-            .input_type("crate::protos::common::Envelope")
+            .input_type("crate::fabric::protos::common::Envelope")
             .output_type(output)
             .codec_path("tonic_prost::ProstCodec")
             .client_streaming()
@@ -65,12 +65,12 @@ fn deliver_server() {
         .method(method(
             "broadcast",
             "Broadcast",
-            "crate::protos::orderer::BroadcastResponse",
+            "crate::fabric::protos::orderer::BroadcastResponse",
         ))
         .method(method(
             "deliver",
             "Deliver",
-            "crate::protos::ordo::wire::DeliverResponse",
+            "crate::fabric::protos::ordo::wire::DeliverResponse",
         ))
         .build();
     Builder::new().build_client(false).compile(&[service]);

@@ -8,13 +8,13 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use prost::Message;
 
-use ordo::blockcutter::{BlockCutter, OrderedMessage};
-use ordo::blockutil;
-use ordo::channelconfig::genesis::GenesisProfile;
-use ordo::channelconfig::ChannelConfig;
-use ordo::client::envelope::transaction;
-use ordo::ledger::LedgerFactory;
-use ordo::msgprocessor::{self, RuleSet};
+use ordo::fabric::blockutil;
+use ordo::fabric::channelconfig::genesis::GenesisProfile;
+use ordo::fabric::channelconfig::ChannelConfig;
+use ordo::runtime::blockcutter::{BlockCutter, OrderedMessage};
+use ordo::runtime::ledger::LedgerFactory;
+use ordo::runtime::msgprocessor::{self, RuleSet};
+use ordo::tools::client::envelope::transaction;
 
 const ENVELOPE_DATA: usize = 2048;
 const BATCH: usize = 500;
@@ -39,7 +39,8 @@ fn validation(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("decode_and_validate_2KB", |b| {
         b.iter(|| {
-            let envelope = ordo::protos::common::Envelope::decode(raw.clone()).expect("decode");
+            let envelope =
+                ordo::fabric::protos::common::Envelope::decode(raw.clone()).expect("decode");
             let header = msgprocessor::channel_header(&envelope).expect("header");
             rules.apply(&envelope, raw.len(), &config).expect("valid");
             header.channel_id.len()
@@ -120,8 +121,9 @@ fn ledger(c: &mut Criterion) {
 
 fn signatures(c: &mut Criterion) {
     use p256::ecdsa::signature::Verifier;
-    let identity = ordo::client::identity::SigningIdentity::generate("BenchMSP").expect("identity");
-    let envelope = ordo::client::envelope::signed_transaction(
+    let identity =
+        ordo::tools::client::identity::SigningIdentity::generate("BenchMSP").expect("identity");
+    let envelope = ordo::tools::client::envelope::signed_transaction(
         "mychannel",
         Bytes::from(vec![0x5a; ENVELOPE_DATA]),
         &identity,
@@ -148,9 +150,9 @@ fn signatures(c: &mut Criterion) {
 }
 
 fn config_update(c: &mut Criterion) {
-    use ordo::configtx::compute::{compute_update, config_update_envelope};
-    use ordo::configtx::{propose_config_update, PolicyMustExist};
-    let configtx = ordo::configtxgen::ConfigTx::load(
+    use ordo::fabric::configtx::compute::{compute_update, config_update_envelope};
+    use ordo::fabric::configtx::{propose_config_update, PolicyMustExist};
+    let configtx = ordo::fabric::configtxgen::ConfigTx::load(
         &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config"),
     )
     .expect("configtx");
@@ -165,7 +167,8 @@ fn config_update(c: &mut Criterion) {
         .and_then(|r| r.groups.get_mut("Orderer"))
         .and_then(|o| o.values.get_mut("BatchSize"))
         .expect("batch size");
-    let mut size = ordo::protos::orderer::BatchSize::decode(value.value.clone()).expect("size");
+    let mut size =
+        ordo::fabric::protos::orderer::BatchSize::decode(value.value.clone()).expect("size");
     size.max_message_count = 10;
     value.value = size.encode_to_vec().into();
     let update = compute_update("mychannel", &current.config, &updated).expect("update");

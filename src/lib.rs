@@ -1,28 +1,17 @@
 //! Ordo: a Hyperledger Fabric ordering service node on an actor runtime.
 //!
-//! Layers, outside in: `server` (gRPC), `registrar` (channels by ID), `channel`
-//! (a supervised actor tree per channel), `consensus` (chains), `blockcutter`,
-//! `ledger`. See `actors.md` for the actors, their mailboxes and messages.
+//! Three layers, each a folder; a layer uses only those below it:
+//!
+//! - [`tools`]: the client commands and the load tools (`ordo broadcast`,
+//!   `ordo bench ...`), built with the `tools` feature.
+//! - [`runtime`]: the node itself — gRPC and HTTP services, the registrar,
+//!   each channel's supervised actor tree, the consenters, the block cutter
+//!   and the ledger. See `actors.md` for the actors, their mailboxes and
+//!   messages.
+//! - [`fabric`]: Fabric's formats and config — the protos, blocks and
+//!   envelopes, channel config, config updates, genesis blocks, JSON, and
+//!   the node's orderer.yaml.
 
-#[cfg(feature = "tools")]
-pub mod bench;
-pub mod blockcutter;
-pub mod blockutil;
-pub mod channel;
-pub mod channelconfig;
-pub mod client;
-pub mod clock;
-pub mod configtx;
-pub mod configtxgen;
-pub mod consensus;
-pub mod envelopeutil;
-pub mod ledger;
-pub mod localconfig;
-pub mod logging;
-pub mod metrics;
-pub mod msgprocessor;
-pub mod node;
-pub mod protojson;
-pub mod protos;
-pub mod registrar;
-pub mod server;
+pub mod fabric;
+pub mod runtime;
+pub mod tools;

@@ -1,6 +1,6 @@
 //! The `ordo` binary: run the orderer, or talk to one. It parses the command
-//! line and calls the library: `ordo::client::commands` and
-//! `ordo::bench::commands` hold the client and bench commands.
+//! line and calls the library: `ordo::tools::client::commands` and
+//! `ordo::tools::bench::commands` hold the client and bench commands.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,12 +9,12 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use ordo::bench::commands::{self as bench, BackpressureCommand, LoadCommand};
-use ordo::client::broadcast::BroadcastOptions;
-use ordo::client::commands;
-use ordo::client::envelope::BlockPosition;
-use ordo::localconfig::NodeConfig;
-use ordo::node::Node;
+use ordo::fabric::localconfig::NodeConfig;
+use ordo::runtime::node::Node;
+use ordo::tools::bench::commands::{self as bench, BackpressureCommand, LoadCommand};
+use ordo::tools::client::broadcast::BroadcastOptions;
+use ordo::tools::client::commands;
+use ordo::tools::client::envelope::BlockPosition;
 
 #[derive(Parser)]
 #[command(
@@ -254,7 +254,7 @@ fn limit_malloc_arenas() {}
 fn main() -> ExitCode {
     limit_malloc_arenas();
     let cli = Cli::parse();
-    if let Err(e) = ordo::logging::init() {
+    if let Err(e) = ordo::runtime::logging::init() {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;
     }

@@ -2,7 +2,7 @@
 //! holds more envelopes than configured.
 
 use crate::common::*;
-use ordo::protos::common::Status;
+use ordo::fabric::protos::common::Status;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcast_waits_at_the_inflight_bound_and_loses_nothing() {
@@ -45,7 +45,7 @@ async fn broadcast_waits_at_the_inflight_bound_and_loses_nothing() {
     assert!(blocks
         .iter()
         .skip(1)
-        .all(|b| ordo::blockutil::entries(b).len() as u64 <= BOUND));
+        .all(|b| ordo::fabric::blockutil::entries(b).len() as u64 <= BOUND));
 }
 
 /// A bound just above MaxMessageCount: Broadcast must not wait for more room
@@ -67,24 +67,27 @@ async fn a_bound_just_above_a_block_keeps_blocks_full_without_the_timer() {
     .await;
     // One stream, then several competing for the same room.
     for streams in [1, 4] {
-        let options = ordo::client::broadcast::BroadcastOptions {
+        let options = ordo::tools::client::broadcast::BroadcastOptions {
             address: node.address(),
             channel: CHANNEL.into(),
             count: 20_000,
             size: 2048,
             streams,
         };
-        let report = tokio::time::timeout(PATIENCE, ordo::client::broadcast::broadcast(&options))
-            .await
-            .expect("answered without waiting for the batch timer")
-            .expect("broadcast");
+        let report = tokio::time::timeout(
+            PATIENCE,
+            ordo::tools::client::broadcast::broadcast(&options),
+        )
+        .await
+        .expect("answered without waiting for the batch timer")
+        .expect("broadcast");
         assert_eq!(report.succeeded, 20_000);
     }
     wait_for_height(&node, CHANNEL, 81).await;
     let blocks = all_blocks(&node, CHANNEL).await;
     let counts: Vec<usize> = blocks[1..]
         .iter()
-        .map(|b| ordo::blockutil::entries(b).len())
+        .map(|b| ordo::fabric::blockutil::entries(b).len())
         .collect();
     assert_eq!(counts, vec![500; 80]);
 }
@@ -107,7 +110,9 @@ async fn push_large_envelopes(address: &str, streams: usize, per_stream: usize, 
     for s in 0..streams {
         let address = address.to_string();
         tasks.push(tokio::spawn(async move {
-            let mut client = ordo::client::connect(&address).await.expect("connect");
+            let mut client = ordo::tools::client::connect(&address)
+                .await
+                .expect("connect");
             let mut stream = BroadcastStream::open(&mut client).await;
             let sender = stream.tx.clone();
             tokio::spawn(async move {

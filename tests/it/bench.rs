@@ -69,12 +69,14 @@ async fn a_small_load_run_sees_every_envelope_delivered() {
     assert!(out.contains("signed by LoadMSP"), "{out}");
     assert_eq!(report(&out)["delivered"], 200);
     // The envelopes in the blocks carry verifiable signatures by that identity.
-    let identity =
-        ordo::client::identity::SigningIdentity::from_msp_dir(&msp, "LoadMSP").expect("saved MSP");
+    let identity = ordo::tools::client::identity::SigningIdentity::from_msp_dir(&msp, "LoadMSP")
+        .expect("saved MSP");
     let blocks = all_blocks(&node, CHANNEL).await;
     let last = blocks.last().expect("a block");
-    let raw = ordo::blockutil::entries(last).last().expect("an envelope");
-    let envelope: ordo::protos::common::Envelope =
+    let raw = ordo::fabric::blockutil::entries(last)
+        .last()
+        .expect("an envelope");
+    let envelope: ordo::fabric::protos::common::Envelope =
         prost::Message::decode(raw.clone()).expect("envelope");
     let signature = p256::ecdsa::Signature::from_der(&envelope.signature).expect("DER signature");
     p256::ecdsa::signature::Verifier::verify(
@@ -208,8 +210,9 @@ async fn with_signature_checks_signed_load_passes_and_unsigned_is_forbidden() {
     assert!(out.contains("answered FORBIDDEN"), "{out}");
 
     // A signed envelope whose payload was changed after signing.
-    let identity = ordo::client::identity::SigningIdentity::generate("LoadMSP").expect("identity");
-    let mut envelope = ordo::client::envelope::signed_transaction(
+    let identity =
+        ordo::tools::client::identity::SigningIdentity::generate("LoadMSP").expect("identity");
+    let mut envelope = ordo::tools::client::envelope::signed_transaction(
         CHANNEL,
         bytes::Bytes::from_static(b"original"),
         &identity,
@@ -224,7 +227,7 @@ async fn with_signature_checks_signed_load_passes_and_unsigned_is_forbidden() {
     let answer = stream.next().await.expect("answer");
     assert_eq!(
         answer.status,
-        ordo::protos::common::Status::Forbidden as i32
+        ordo::fabric::protos::common::Status::Forbidden as i32
     );
     assert!(answer.info.contains("does not verify"), "{}", answer.info);
 }

@@ -4,10 +4,10 @@ use bytes::Bytes;
 use prost::Message;
 
 use crate::common::*;
-use ordo::client::envelope::BlockPosition;
-use ordo::node::Node;
-use ordo::protos::common::Status;
-use ordo::protos::orderer::seek_info::SeekBehavior;
+use ordo::fabric::protos::common::Status;
+use ordo::fabric::protos::orderer::seek_info::SeekBehavior;
+use ordo::runtime::node::Node;
+use ordo::tools::client::envelope::BlockPosition;
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
@@ -86,7 +86,7 @@ async fn a_channel_of_an_unsupported_consensus_type_is_unavailable_not_fatal() {
     let mut client = node.client().await;
     let mut stream = BroadcastStream::open(&mut client).await;
     stream
-        .send(ordo::client::envelope::transaction(
+        .send(ordo::tools::client::envelope::transaction(
             "rafty",
             Bytes::from_static(b"x"),
         ))

@@ -6,8 +6,8 @@ use bytes::Bytes;
 use prost::Message;
 
 use crate::common::*;
-use ordo::client::envelope::{envelope, transaction};
-use ordo::protos::common::{Envelope, HeaderType, Status};
+use ordo::fabric::protos::common::{Envelope, HeaderType, Status};
+use ordo::tools::client::envelope::{envelope, transaction};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_envelopes_over_several_streams_come_back_in_a_valid_chain() {
@@ -49,7 +49,7 @@ async fn thousands_of_envelopes_over_several_streams_come_back_in_a_valid_chain(
     assert!(blocks
         .iter()
         .skip(1)
-        .all(|b| ordo::blockutil::entries(b).len() <= 500));
+        .all(|b| ordo::fabric::blockutil::entries(b).len() <= 500));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,9 +42,9 @@ async fn broadcast_then_deliver_print_what_the_node_holds() {
         .map(|b| {
             format!(
                 "block {} txs {} hash {}",
-                ordo::blockutil::number(b),
-                ordo::blockutil::entries(b).len(),
-                hex::encode(ordo::blockutil::header_hash(
+                ordo::fabric::blockutil::number(b),
+                ordo::fabric::blockutil::entries(b).len(),
+                hex::encode(ordo::fabric::blockutil::header_hash(
                     b.header.as_ref().expect("header")
                 ))
             )
@@ -173,7 +173,7 @@ async fn genesis_join_inspect_and_update_a_channel_through_the_cli() {
     let blocks = all_blocks(&node, "clichannel").await;
     let counts: Vec<usize> = blocks
         .iter()
-        .map(|b| ordo::blockutil::entries(b).len())
+        .map(|b| ordo::fabric::blockutil::entries(b).len())
         .collect();
     assert_eq!(counts, vec![1, 1, 4, 4]);
 

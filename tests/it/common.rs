@@ -11,19 +11,19 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-use ordo::blockutil;
-use ordo::channelconfig::genesis::GenesisProfile;
-use ordo::client::connect;
-use ordo::client::envelope::{seek, transaction, BlockPosition};
-use ordo::client::participation::AdminClient;
-use ordo::consensus::Consenters;
-use ordo::localconfig::NodeConfig;
-use ordo::node::{Node, NodeOptions};
-use ordo::protos::common::{Block, ChannelHeader, Envelope, Payload, Status};
-use ordo::protos::orderer::atomic_broadcast_client::AtomicBroadcastClient;
-use ordo::protos::orderer::deliver_response::Type as DeliverItem;
-use ordo::protos::orderer::seek_info::{SeekBehavior, SeekContentType};
-use ordo::protos::orderer::BroadcastResponse;
+use ordo::fabric::blockutil;
+use ordo::fabric::channelconfig::genesis::GenesisProfile;
+use ordo::fabric::localconfig::NodeConfig;
+use ordo::fabric::protos::common::{Block, ChannelHeader, Envelope, Payload, Status};
+use ordo::fabric::protos::orderer::atomic_broadcast_client::AtomicBroadcastClient;
+use ordo::fabric::protos::orderer::deliver_response::Type as DeliverItem;
+use ordo::fabric::protos::orderer::seek_info::{SeekBehavior, SeekContentType};
+use ordo::fabric::protos::orderer::BroadcastResponse;
+use ordo::runtime::consensus::Consenters;
+use ordo::runtime::node::{Node, NodeOptions};
+use ordo::tools::client::connect;
+use ordo::tools::client::envelope::{seek, transaction, BlockPosition};
+use ordo::tools::client::participation::AdminClient;
 
 pub const CHANNEL: &str = "mychannel";
 /// Generous bound for anything that should happen promptly.

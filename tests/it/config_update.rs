@@ -4,13 +4,13 @@
 use bytes::Bytes;
 use prost::Message;
 
-use ordo::blockutil;
-use ordo::channelconfig::{keys, ChannelConfig};
-use ordo::client::envelope::BlockPosition;
-use ordo::configtx::compute::{compute_update, config_update_envelope};
-use ordo::protos::common::{Block, Config, ConfigUpdate, ConfigValue, Envelope, Status};
-use ordo::protos::orderer::seek_info::SeekBehavior;
-use ordo::protos::orderer::BatchSize;
+use ordo::fabric::blockutil;
+use ordo::fabric::channelconfig::{keys, ChannelConfig};
+use ordo::fabric::configtx::compute::{compute_update, config_update_envelope};
+use ordo::fabric::protos::common::{Block, Config, ConfigUpdate, ConfigValue, Envelope, Status};
+use ordo::fabric::protos::orderer::seek_info::SeekBehavior;
+use ordo::fabric::protos::orderer::BatchSize;
+use ordo::tools::client::envelope::BlockPosition;
 
 use crate::common::*;
 
@@ -176,7 +176,7 @@ async fn bad_config_updates_are_refused_with_a_reason_and_nothing_is_written() {
 
     let mut garbage = config_update_envelope(&batch_update(&current, 20));
     let mut payload =
-        ordo::protos::common::Payload::decode(garbage.payload.clone()).expect("payload");
+        ordo::fabric::protos::common::Payload::decode(garbage.payload.clone()).expect("payload");
     payload.data = Bytes::from_static(b"\x0a\xff\xff not a config update");
     garbage.payload = payload.encode_to_vec().into();
 

@@ -45,7 +45,7 @@ fn run_python(args: &[&std::ffi::OsStr]) -> String {
 fn our_protos_match_the_official_descriptors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let descriptors = dir.path().join("ordo.desc");
-    std::fs::write(&descriptors, ordo::protos::FILE_DESCRIPTOR_SET).expect("write");
+    std::fs::write(&descriptors, ordo::fabric::protos::FILE_DESCRIPTOR_SET).expect("write");
     let out = run_python(&[
         script("check_protos.py").as_os_str(),
         descriptors.as_os_str(),
@@ -95,8 +95,8 @@ fn boot_from(block: &std::path::Path) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_solo_genesis_block_made_by_fabric_tools_boots_ordo() {
     use bytes::Bytes;
-    use ordo::client::envelope::transaction;
-    use ordo::protos::common::Status;
+    use ordo::fabric::protos::common::Status;
+    use ordo::tools::client::envelope::transaction;
 
     let dir = tempfile::tempdir().expect("tempdir");
     let (solo, _) = fabric_made_blocks(dir.path());
@@ -137,7 +137,7 @@ async fn a_solo_genesis_block_made_by_fabric_tools_boots_ordo() {
     verify_chain(&blocks);
     let counts: Vec<usize> = blocks
         .iter()
-        .map(|b| ordo::blockutil::entries(b).len())
+        .map(|b| ordo::fabric::blockutil::entries(b).len())
         .collect();
     assert_eq!(counts, vec![1, 77, 3]);
     // Block 0 is served exactly as Fabric's tools wrote it.
@@ -173,7 +173,7 @@ async fn an_etcdraft_genesis_block_made_by_fabric_tools_is_read_whole() {
     // The node runs; the channel waits for the etcdraft consenter, which this
     // build does not have yet, and says so.
     match channel.state() {
-        ordo::channel::ChannelState::Errored(reason) => {
+        ordo::runtime::channel::ChannelState::Errored(reason) => {
             assert!(reason.contains("etcdraft"), "{reason}")
         }
         other => panic!("expected errored until etcdraft lands, got {other:?}"),
@@ -185,7 +185,7 @@ fn fabric_made_blocks_inspect_and_encode_back() {
     use prost::Message;
     let dir = tempfile::tempdir().expect("tempdir");
     let (solo, raft) = fabric_made_blocks(dir.path());
-    let codec = ordo::protojson::ProtoJson::new().expect("descriptors");
+    let codec = ordo::fabric::protojson::ProtoJson::new().expect("descriptors");
     for path in [solo, raft] {
         let raw = std::fs::read(&path).expect("read");
         let json = codec.block_to_json(&raw).expect("inspect");
@@ -201,30 +201,32 @@ fn fabric_made_blocks_inspect_and_encode_back() {
         );
         let encoded = codec.json_to_block(&json).expect("encode");
         assert_eq!(codec.block_to_json(&encoded).expect("again"), json);
-        let original = ordo::protos::common::Block::decode(raw.as_slice()).expect("block");
-        let back = ordo::protos::common::Block::decode(encoded.as_slice()).expect("block");
+        let original = ordo::fabric::protos::common::Block::decode(raw.as_slice()).expect("block");
+        let back = ordo::fabric::protos::common::Block::decode(encoded.as_slice()).expect("block");
         assert_eq!(back.header, original.header);
-        let root = |b: &ordo::protos::common::Block| {
-            ordo::channelconfig::ChannelConfig::from_config_block(b)
+        let root = |b: &ordo::fabric::protos::common::Block| {
+            ordo::fabric::channelconfig::ChannelConfig::from_config_block(b)
                 .expect("config")
                 .config
                 .channel_group
                 .expect("root")
         };
-        assert!(ordo::configtx::semantic::same_group(
+        assert!(ordo::fabric::configtx::semantic::same_group(
             &root(&back),
             &root(&original)
         ));
         // Nothing changed, so no update: the comparison sees through encodings.
-        let config = |b: &ordo::protos::common::Block| {
-            ordo::channelconfig::ChannelConfig::from_config_block(b)
+        let config = |b: &ordo::fabric::protos::common::Block| {
+            ordo::fabric::channelconfig::ChannelConfig::from_config_block(b)
                 .expect("config")
                 .config
         };
-        assert!(
-            ordo::configtx::compute::compute_update("c", &config(&original), &config(&back))
-                .is_err()
-        );
+        assert!(ordo::fabric::configtx::compute::compute_update(
+            "c",
+            &config(&original),
+            &config(&back)
+        )
+        .is_err());
     }
     // The etcdraft metadata is shown decoded.
     let raw = std::fs::read(dir.path().join("etcdraft.block")).expect("read");
@@ -238,7 +240,7 @@ fn fabric_made_blocks_inspect_and_encode_back() {
 fn ordo_genesis_blocks_read_as_fabric_layout_with_the_official_protos() {
     let dir = tempfile::tempdir().expect("tempdir");
     let block = dir.path().join("mychannel.block");
-    let configtx = ordo::configtxgen::ConfigTx::load(
+    let configtx = ordo::fabric::configtxgen::ConfigTx::load(
         &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config"),
     )
     .expect("sample configtx");

@@ -10,16 +10,16 @@ use bytes::Bytes;
 use tokio_stream::wrappers::WatchStream;
 
 use crate::common::*;
-use ordo::channel::tree::ChildGuard;
-use ordo::channel::ChannelState;
-use ordo::channelconfig::genesis::GenesisProfile;
-use ordo::client::envelope::transaction;
-use ordo::consensus::{
+use ordo::fabric::channelconfig::genesis::GenesisProfile;
+use ordo::fabric::protos::common::{Envelope, Payload, Status};
+use ordo::runtime::channel::tree::ChildGuard;
+use ordo::runtime::channel::ChannelState;
+use ordo::runtime::consensus::{
     Abort, BlockCreator, ChainHandle, ChainStatus, ChainSupport, Configure, Consenter, Consenters,
     Halt, NodeResources, PermitsByBlock, StartChain, Submit, SubmitError,
 };
-use ordo::ledger::LedgerHandle;
-use ordo::protos::common::{Envelope, Payload, Status};
+use ordo::runtime::ledger::LedgerHandle;
+use ordo::tools::client::envelope::transaction;
 use prost::Message as _;
 
 const ONE_EACH: &str = "one-block-each";
@@ -175,7 +175,7 @@ async fn a_consenter_defined_outside_the_node_orders_blocks() {
     assert!(blocks
         .iter()
         .skip(1)
-        .all(|b| ordo::blockutil::entries(b).len() == 1));
+        .all(|b| ordo::fabric::blockutil::entries(b).len() == 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,11 +7,11 @@ use futures::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::common::*;
-use ordo::blockutil;
-use ordo::client::envelope::{seek, BlockPosition};
-use ordo::protos::common::Status;
-use ordo::protos::orderer::deliver_response::Type as DeliverItem;
-use ordo::protos::orderer::seek_info::{SeekBehavior, SeekContentType};
+use ordo::fabric::blockutil;
+use ordo::fabric::protos::common::Status;
+use ordo::fabric::protos::orderer::deliver_response::Type as DeliverItem;
+use ordo::fabric::protos::orderer::seek_info::{SeekBehavior, SeekContentType};
+use ordo::tools::client::envelope::{seek, BlockPosition};
 
 use BlockPosition::{Newest, Number, Oldest};
 use SeekBehavior::{BlockUntilReady, FailIfNotReady};
@@ -82,7 +82,7 @@ async fn error_answers() {
     );
     let unknown = deliver(&mut c, "nosuchchannel", Oldest, Newest, BlockUntilReady).await;
     assert_eq!(unknown.status, Some(Status::NotFound));
-    let garbage = deliver_envelope(&mut c, ordo::protos::common::Envelope::default()).await;
+    let garbage = deliver_envelope(&mut c, ordo::fabric::protos::common::Envelope::default()).await;
     assert_eq!(garbage.status, Some(Status::BadRequest));
 }
 
@@ -248,15 +248,16 @@ async fn hundreds_of_streams_at_the_head_all_receive_the_next_block() {
 /// off the wire, then the closing status.
 async fn raw_deliver(
     channel: tonic::transport::Channel,
-    request: ordo::protos::common::Envelope,
+    request: ordo::fabric::protos::common::Envelope,
 ) -> (Vec<bytes::Bytes>, Option<i32>) {
-    use ordo::protos::ordo::wire::{deliver_response::Type as Raw, DeliverResponse};
+    use ordo::fabric::protos::ordo::wire::{deliver_response::Type as Raw, DeliverResponse};
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.expect("ready");
     let path =
         tonic::codegen::http::uri::PathAndQuery::from_static("/orderer.AtomicBroadcast/Deliver");
     let codec =
-        tonic_prost::ProstCodec::<ordo::protos::common::Envelope, DeliverResponse>::default();
+        tonic_prost::ProstCodec::<ordo::fabric::protos::common::Envelope, DeliverResponse>::default(
+        );
     let mut stream = grpc
         .streaming(
             tonic::Request::new(tokio_stream::once(request)),
@@ -282,8 +283,8 @@ async fn raw_deliver(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_streams_at_the_head_receive_identical_bytes_for_each_block() {
-    use ordo::protos::common::Block;
-    use ordo::protos::orderer::{deliver_response, DeliverResponse};
+    use ordo::fabric::protos::common::Block;
+    use ordo::fabric::protos::orderer::{deliver_response, DeliverResponse};
     use prost::Message;
 
     const STREAMS: usize = 100;
@@ -349,10 +350,10 @@ async fn many_streams_at_the_head_receive_identical_bytes_for_each_block() {
         let fabric = DeliverResponse {
             r#type: Some(deliver_response::Type::Block(block)),
         };
-        let ours = ordo::protos::ordo::wire::DeliverResponse {
-            r#type: Some(ordo::protos::ordo::wire::deliver_response::Type::Block(
-                raw.clone(),
-            )),
+        let ours = ordo::fabric::protos::ordo::wire::DeliverResponse {
+            r#type: Some(
+                ordo::fabric::protos::ordo::wire::deliver_response::Type::Block(raw.clone()),
+            ),
         };
         assert_eq!(ours.encode_to_vec(), fabric.encode_to_vec());
     }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ordo::client::broadcast::{broadcast, BroadcastOptions};
+use ordo::tools::client::broadcast::{broadcast, BroadcastOptions};
 
 use crate::common::*;
 

@@ -4,8 +4,8 @@
 use bytes::Bytes;
 use prost::Message;
 
-use ordo::client::envelope::transaction;
-use ordo::protos::common::Status;
+use ordo::fabric::protos::common::Status;
+use ordo::tools::client::envelope::transaction;
 
 use crate::common::*;
 
@@ -152,7 +152,7 @@ async fn bad_join_requests_get_fabric_status_codes() {
     assert_eq!(later.status, 400, "{}", later.body);
     assert!(later.body.contains("onboarding"), "{}", later.body);
 
-    let not_config = ordo::blockutil::new_block(
+    let not_config = ordo::fabric::blockutil::new_block(
         0,
         Bytes::new(),
         vec![Bytes::from_static(b"junk")],

@@ -5,11 +5,11 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::common::*;
-use ordo::client::broadcast::{broadcast, BroadcastOptions};
-use ordo::client::envelope::BlockPosition;
-use ordo::node::Node;
-use ordo::protos::common::Status;
-use ordo::protos::orderer::seek_info::SeekBehavior;
+use ordo::fabric::protos::common::Status;
+use ordo::fabric::protos::orderer::seek_info::SeekBehavior;
+use ordo::runtime::node::Node;
+use ordo::tools::client::broadcast::{broadcast, BroadcastOptions};
+use ordo::tools::client::envelope::BlockPosition;
 
 async fn send_and_ack(node: &TestNode, count: usize, tag: &str) {
     let mut client = node.client().await;
@@ -103,7 +103,7 @@ async fn sigterm_on_the_binary_loses_no_acknowledged_envelope() {
         node: Some(node),
         dir,
         extra_env: vec![],
-        consenters: ordo::consensus::Consenters::standard(),
+        consenters: ordo::runtime::consensus::Consenters::standard(),
     };
     let blocks = all_blocks(&test_node, CHANNEL).await;
     verify_chain(&blocks);

@@ -1,8 +1,0 @@
-//! Load and stress tools: `ordo bench load` drives any Fabric-compatible
-//! orderer; `ordo bench backpressure` sweeps a node's in-flight bound and
-//! client concurrency and charts what happens. A load run signs, if asked,
-//! with the client's identity (`crate::client::identity`).
-
-pub mod backpressure;
-pub mod commands;
-pub mod load;

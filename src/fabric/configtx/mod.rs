@@ -1,0 +1,351 @@
+//! Config updates: checking a CONFIG_UPDATE against the current config and
+//! turning it into the next full config (Fabric's `configtx` validator).
+//!
+//! The rules, as every OSN applies them:
+//! - the update is for this channel;
+//! - every element of the read set exists at exactly the version it names;
+//! - the delta (write-set elements whose version differs from the read set's)
+//!   is not empty; a changed element goes up by exactly one version, a new one
+//!   starts at version 0 inside a group that the update also changes;
+//! - every changed element names a modification policy that exists, and the
+//!   update's signatures satisfy it ([`PolicyEvaluator`]);
+//! - the resulting config is a valid channel config that keeps the consensus
+//!   type.
+//!
+//! The result is a CONFIG envelope (`ConfigEnvelope{config, last_update}`) at
+//! sequence + 1; ordering it in a block of its own is the chain's job.
+
+pub mod compute;
+pub mod configmap;
+pub mod semantic;
+
+use bytes::Bytes;
+use prost::Message;
+
+use crate::fabric::channelconfig::genesis::config_envelope;
+use crate::fabric::channelconfig::{keys, ChannelConfig};
+use crate::fabric::protos::common::{
+    ChannelHeader, Config, ConfigEnvelope, ConfigUpdate, ConfigUpdateEnvelope, Envelope,
+    HeaderType, Payload, SignatureHeader,
+};
+use configmap::{flatten, rebuild, ConfigMap, ElementKey, Kind};
+
+/// Groups allowed directly under `/Channel`.
+const CHANNEL_GROUPS: [&str; 3] = [keys::ORDERER_GROUP, keys::APPLICATION_GROUP, "Consortiums"];
+
+/// Why a config update was refused. Broadcast answers BAD_REQUEST with the text.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigUpdateError {
+    #[error("{0}")]
+    Malformed(String),
+    #[error("config update is for channel {update} but was sent to channel {channel}")]
+    WrongChannel { update: String, channel: String },
+    #[error("existing config does not contain {0}, which is in the read set")]
+    ReadMissing(String),
+    #[error("read set requires {key} at version {wanted}, but it is at version {actual}")]
+    StaleRead {
+        key: String,
+        wanted: u64,
+        actual: u64,
+    },
+    #[error("config update changes nothing: the write set holds no element with a new version")]
+    EmptyDelta,
+    #[error("attempt to set {key} to version {proposed}, but it is at version {current}: versions must increase by exactly one")]
+    VersionJump {
+        key: String,
+        proposed: u64,
+        current: u64,
+    },
+    #[error("attempt to add {key} at version {proposed}: new elements start at version 0")]
+    NewNotZero { key: String, proposed: u64 },
+    #[error("attempt to add {key}, but its group {group} is not part of the update (its version must go up by one)")]
+    ParentUnchanged { key: String, group: String },
+    #[error("unknown group {0}: only Orderer, Application and Consortiums may sit under /Channel")]
+    UnknownGroup(String),
+    #[error("{key} has no modification policy (mod_policy)")]
+    NoModPolicy { key: String },
+    #[error("modification policy {policy} of {key} is not satisfied: {reason}")]
+    PolicyNotSatisfied {
+        key: String,
+        policy: String,
+        reason: String,
+    },
+    #[error("the update would make an invalid config: {0}")]
+    InvalidResult(String),
+    #[error("attempt to change the consensus type from {from} to {to}")]
+    ConsensusTypeChange { from: String, to: String },
+}
+
+/// One signature over a config update, as policies evaluate it.
+#[derive(Debug, Clone)]
+pub struct SignedData {
+    /// `signature_header || config_update`: the bytes that were signed.
+    pub data: Vec<u8>,
+    /// The serialized identity from the signature header.
+    pub identity: Bytes,
+    pub signature: Bytes,
+}
+
+/// Evaluates a modification policy against an update's signatures.
+///
+/// The hook where signature policies plug in with the security work; until
+/// then [`PolicyMustExist`] checks only that the named policy exists.
+pub trait PolicyEvaluator: Send + Sync {
+    /// `policy`: the absolute path of the policy (`["Channel", "Orderer", "Admins"]`).
+    fn evaluate(
+        &self,
+        config: &ChannelConfig,
+        policy: &[String],
+        signed: &[SignedData],
+    ) -> Result<(), String>;
+}
+
+/// Accepts any signatures for a policy that exists in the current config.
+pub struct PolicyMustExist;
+
+impl PolicyEvaluator for PolicyMustExist {
+    fn evaluate(
+        &self,
+        config: &ChannelConfig,
+        policy: &[String],
+        _: &[SignedData],
+    ) -> Result<(), String> {
+        let missing = || format!("policy /{} does not exist", policy.join("/"));
+        let (name, groups) = policy.split_last().ok_or_else(missing)?;
+        let mut group = config.config.channel_group.as_ref().ok_or_else(missing)?;
+        let (root, path) = groups.split_first().ok_or_else(missing)?;
+        if root != configmap::ROOT {
+            return Err(missing());
+        }
+        for step in path {
+            group = group.groups.get(step).ok_or_else(missing)?;
+        }
+        group.policies.get(name).map(|_| ()).ok_or_else(missing)
+    }
+}
+
+/// A validated update: the CONFIG envelope to order and the config it makes.
+#[derive(Debug, Clone)]
+pub struct ProposedConfig {
+    pub envelope: Envelope,
+    pub config: ChannelConfig,
+}
+
+/// Checks a CONFIG_UPDATE envelope against `current` and builds the CONFIG
+/// envelope of the next config (Fabric's `ProposeConfigUpdate`).
+pub fn propose_config_update(
+    current: &ChannelConfig,
+    update_envelope: &Envelope,
+    policies: &dyn PolicyEvaluator,
+) -> Result<ProposedConfig, ConfigUpdateError> {
+    let malformed = |what: &str, e: prost::DecodeError| {
+        ConfigUpdateError::Malformed(format!("error unmarshalling {what}: {e}"))
+    };
+    let payload =
+        Payload::decode(update_envelope.payload.clone()).map_err(|e| malformed("Payload", e))?;
+    let header = payload
+        .header
+        .ok_or_else(|| ConfigUpdateError::Malformed("payload header not set".into()))?;
+    let channel_header =
+        ChannelHeader::decode(header.channel_header).map_err(|e| malformed("ChannelHeader", e))?;
+    if channel_header.r#type != HeaderType::ConfigUpdate as i32 {
+        return Err(ConfigUpdateError::Malformed(format!(
+            "expected a CONFIG_UPDATE envelope, got header type {}",
+            channel_header.r#type
+        )));
+    }
+    let update_envelope_msg = ConfigUpdateEnvelope::decode(payload.data)
+        .map_err(|e| malformed("ConfigUpdateEnvelope", e))?;
+    let update = ConfigUpdate::decode(update_envelope_msg.config_update.clone())
+        .map_err(|e| malformed("ConfigUpdate", e))?;
+    if update.channel_id != current.channel_id {
+        return Err(ConfigUpdateError::WrongChannel {
+            update: update.channel_id,
+            channel: current.channel_id.clone(),
+        });
+    }
+    let signed = signed_data(&update_envelope_msg)?;
+
+    let existing_root = current.config.channel_group.as_ref().ok_or_else(|| {
+        ConfigUpdateError::InvalidResult("the current config has no Channel group".into())
+    })?;
+    let existing = flatten(existing_root);
+    let read_set = update.read_set.as_ref().map(flatten).unwrap_or_default();
+    let write_set = update
+        .write_set
+        .as_ref()
+        .map(flatten)
+        .ok_or_else(|| ConfigUpdateError::Malformed("config update has no write set".into()))?;
+
+    verify_read_set(&existing, &read_set)?;
+    let delta = delta_set(&read_set, &write_set);
+    verify_delta_set(current, &existing, &delta, &signed, policies)?;
+
+    let mut merged = existing;
+    merged.extend(delta);
+    let root = rebuild(&merged).map_err(|missing| {
+        ConfigUpdateError::InvalidResult(format!("the update names {missing} but does not hold it"))
+    })?;
+    for name in root.groups.keys() {
+        if !existing_root.groups.contains_key(name) && !CHANNEL_GROUPS.contains(&name.as_str()) {
+            return Err(ConfigUpdateError::UnknownGroup(format!("/Channel/{name}")));
+        }
+    }
+    let config = Config {
+        sequence: current.sequence + 1,
+        channel_group: Some(root),
+    };
+    let next = ChannelConfig::from_config(current.channel_id.clone(), config.clone())
+        .map_err(|e| ConfigUpdateError::InvalidResult(e.to_string()))?;
+    if next.consensus_type != current.consensus_type {
+        return Err(ConfigUpdateError::ConsensusTypeChange {
+            from: current.consensus_type.clone(),
+            to: next.consensus_type,
+        });
+    }
+    let envelope = config_envelope(&current.channel_id, config, Some(update_envelope.clone()));
+    Ok(ProposedConfig {
+        envelope,
+        config: next,
+    })
+}
+
+/// The CONFIG_UPDATE an ordered CONFIG envelope was made from, to re-check it
+/// when the config moved on before the envelope was ordered.
+pub fn last_update(config_envelope_bytes: &Bytes) -> Result<Envelope, ConfigUpdateError> {
+    let malformed = |what: &str, e: prost::DecodeError| {
+        ConfigUpdateError::Malformed(format!("error unmarshalling {what}: {e}"))
+    };
+    let envelope =
+        Envelope::decode(config_envelope_bytes.clone()).map_err(|e| malformed("Envelope", e))?;
+    let payload = Payload::decode(envelope.payload).map_err(|e| malformed("Payload", e))?;
+    let config_envelope =
+        ConfigEnvelope::decode(payload.data).map_err(|e| malformed("ConfigEnvelope", e))?;
+    config_envelope
+        .last_update
+        .ok_or_else(|| ConfigUpdateError::Malformed("config envelope has no last update".into()))
+}
+
+fn signed_data(envelope: &ConfigUpdateEnvelope) -> Result<Vec<SignedData>, ConfigUpdateError> {
+    envelope
+        .signatures
+        .iter()
+        .map(|sig| {
+            let header = SignatureHeader::decode(sig.signature_header.clone()).map_err(|e| {
+                ConfigUpdateError::Malformed(format!("error unmarshalling SignatureHeader: {e}"))
+            })?;
+            let mut data = sig.signature_header.to_vec();
+            data.extend_from_slice(&envelope.config_update);
+            Ok(SignedData {
+                data,
+                identity: header.creator,
+                signature: sig.signature.clone(),
+            })
+        })
+        .collect()
+}
+
+fn verify_read_set(existing: &ConfigMap, read_set: &ConfigMap) -> Result<(), ConfigUpdateError> {
+    for (key, element) in read_set {
+        let current = existing
+            .get(key)
+            .ok_or_else(|| ConfigUpdateError::ReadMissing(key.to_string()))?;
+        if current.version() != element.version() {
+            return Err(ConfigUpdateError::StaleRead {
+                key: key.to_string(),
+                wanted: element.version(),
+                actual: current.version(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Write-set elements that the read set does not hold at the same version.
+fn delta_set(read_set: &ConfigMap, write_set: &ConfigMap) -> ConfigMap {
+    write_set
+        .iter()
+        .filter(|(key, element)| {
+            read_set
+                .get(*key)
+                .is_none_or(|read| read.version() != element.version())
+        })
+        .map(|(k, e)| (k.clone(), e.clone()))
+        .collect()
+}
+
+fn verify_delta_set(
+    current: &ChannelConfig,
+    existing: &ConfigMap,
+    delta: &ConfigMap,
+    signed: &[SignedData],
+    policies: &dyn PolicyEvaluator,
+) -> Result<(), ConfigUpdateError> {
+    if delta.is_empty() {
+        return Err(ConfigUpdateError::EmptyDelta);
+    }
+    for (key, element) in delta {
+        if element.mod_policy().is_empty() {
+            return Err(ConfigUpdateError::NoModPolicy {
+                key: key.to_string(),
+            });
+        }
+        match existing.get(key) {
+            Some(current_element) => {
+                if element.version() != current_element.version() + 1 {
+                    return Err(ConfigUpdateError::VersionJump {
+                        key: key.to_string(),
+                        proposed: element.version(),
+                        current: current_element.version(),
+                    });
+                }
+                let policy = mod_policy_path(key, current_element.mod_policy());
+                policies
+                    .evaluate(current, &policy, signed)
+                    .map_err(|reason| ConfigUpdateError::PolicyNotSatisfied {
+                        key: key.to_string(),
+                        policy: format!("/{}", policy.join("/")),
+                        reason,
+                    })?;
+            }
+            None => {
+                if element.version() != 0 {
+                    return Err(ConfigUpdateError::NewNotZero {
+                        key: key.to_string(),
+                        proposed: element.version(),
+                    });
+                }
+                // A new element is authorised by the change of its group, which
+                // is either changed (version + 1) or new itself.
+                let group = ElementKey {
+                    kind: Kind::Group,
+                    path: key.parent_path().to_vec(),
+                };
+                if !delta.contains_key(&group) {
+                    return Err(ConfigUpdateError::ParentUnchanged {
+                        key: key.to_string(),
+                        group: group.path_string(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A mod_policy as an absolute path: relative names resolve against the group
+/// itself for a group, against the holding group for a value or policy.
+fn mod_policy_path(key: &ElementKey, mod_policy: &str) -> Vec<String> {
+    if let Some(absolute) = mod_policy.strip_prefix('/') {
+        return absolute.split('/').map(str::to_string).collect();
+    }
+    let mut path = match key.kind {
+        Kind::Group => key.path.clone(),
+        Kind::Value | Kind::Policy => key.parent_path().to_vec(),
+    };
+    path.extend(mod_policy.split('/').map(str::to_string));
+    path
+}
+
+#[cfg(test)]
+mod tests;

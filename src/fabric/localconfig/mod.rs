@@ -1,0 +1,625 @@
+//! The node's own configuration (Fabric's `orderer.yaml`), loaded with the `config`
+//! crate; every key can be overridden from `ORDERER_*` environment variables.
+
+mod env;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The built-in default: `config/orderer.yaml`, used when no file is given.
+pub const DEFAULT_YAML: &str = include_str!("../../../config/orderer.yaml");
+
+/// Errors that stop start-up; each names the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid node config: {0}")]
+    Parse(#[from] config::ConfigError),
+    #[error("invalid node config: {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+/// How the first channel is created on an empty ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootstrapMethod {
+    /// From the genesis block at `General.BootstrapFile`.
+    File,
+    /// Channel `mychannel` (solo) from a config block Ordo builds itself.
+    Embedded,
+    /// No channel at start.
+    None,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct OrdererConfig {
+    pub general: General,
+    pub file_ledger: FileLedger,
+    pub admin: Admin,
+    pub channel_participation: ChannelParticipation,
+    pub operations: Operations,
+    pub consensus: Consensus,
+}
+
+/// Where replicated consenters keep their own storage (Fabric's
+/// `Consensus.WALDir` / `Consensus.SnapDir`): one folder per channel below each.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct Consensus {
+    #[serde(rename = "WALDir")]
+    pub wal_dir: String,
+    pub snap_dir: String,
+}
+
+impl Default for Consensus {
+    fn default() -> Self {
+        Consensus {
+            wal_dir: "ordo-data/etcdraft/wal".into(),
+            snap_dir: "ordo-data/etcdraft/snapshot".into(),
+        }
+    }
+}
+
+/// The admin HTTP listener (channel participation API).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct Admin {
+    /// `host:port`; empty: no admin listener.
+    pub listen_address: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct ChannelParticipation {
+    pub enabled: bool,
+    /// Largest config block a join request may carry ("1 MB", "512 KB", bytes).
+    pub max_request_body_size: String,
+}
+
+/// The operations HTTP listener (health, metrics, log level, version).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct Operations {
+    /// `host:port`; empty: no operations listener.
+    pub listen_address: String,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            listen_address: "127.0.0.1:9443".into(),
+        }
+    }
+}
+
+impl Default for ChannelParticipation {
+    fn default() -> Self {
+        ChannelParticipation {
+            enabled: true,
+            max_request_body_size: "1 MB".into(),
+        }
+    }
+}
+
+impl Default for Operations {
+    fn default() -> Self {
+        Operations {
+            listen_address: "127.0.0.1:8443".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct General {
+    pub listen_address: String,
+    pub listen_port: u16,
+    #[serde(rename = "TLS")]
+    pub tls: Tls,
+    pub bootstrap_method: String,
+    pub bootstrap_file: Option<String>,
+    #[serde(rename = "LocalMSPDir")]
+    pub local_msp_dir: String,
+    #[serde(rename = "LocalMSPID")]
+    pub local_msp_id: String,
+    pub backpressure: Backpressure,
+    pub authentication: Authentication,
+}
+
+/// `General.Authentication`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct Authentication {
+    /// Refuse (FORBIDDEN) Broadcast envelopes not signed by the certificate
+    /// they name. MSP membership and Writers policies come later.
+    pub verify_envelope_signatures: bool,
+}
+
+/// `General.TLS`, as in Fabric's orderer.yaml. Paths are PEM files.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct Tls {
+    pub enabled: bool,
+    pub private_key: String,
+    pub certificate: String,
+    /// CAs of the orderer's own TLS chain (unused by the server itself).
+    #[serde(rename = "RootCAs", deserialize_with = "string_or_list")]
+    pub root_cas: Vec<String>,
+    pub client_auth_required: bool,
+    /// CAs that client certificates must chain to.
+    #[serde(rename = "ClientRootCAs", deserialize_with = "string_or_list")]
+    pub client_root_cas: Vec<String>,
+}
+
+/// A list from YAML, or from an environment variable as Fabric writes one:
+/// `[a.pem,b.pem]` or `a.pem,b.pem`.
+fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::List(list) => list,
+        Either::Text(text) => text
+            .trim()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+    })
+}
+
+/// The server's TLS material, read at load time.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub certificate_pem: Vec<u8>,
+    pub private_key_pem: Vec<u8>,
+    pub client_auth_required: bool,
+    /// Concatenated PEM of the client root CAs (empty: none).
+    pub client_root_cas_pem: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct Backpressure {
+    pub max_inflight_envelopes: u32,
+    /// A size ("100 MB", "512 KB", or bytes).
+    pub max_inflight_bytes: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct FileLedger {
+    pub location: String,
+}
+
+impl Default for General {
+    fn default() -> Self {
+        General {
+            listen_address: "127.0.0.1".into(),
+            listen_port: 7050,
+            tls: Tls::default(),
+            bootstrap_method: "embedded".into(),
+            bootstrap_file: None,
+            local_msp_dir: "msp".into(),
+            local_msp_id: "SampleOrg".into(),
+            backpressure: Backpressure::default(),
+            authentication: Authentication::default(),
+        }
+    }
+}
+
+impl Default for Backpressure {
+    fn default() -> Self {
+        Backpressure {
+            max_inflight_envelopes: 2048,
+            max_inflight_bytes: DEFAULT_MAX_INFLIGHT_BYTES.into(),
+        }
+    }
+}
+
+impl Default for FileLedger {
+    fn default() -> Self {
+        FileLedger {
+            location: "ordo-data".into(),
+        }
+    }
+}
+
+/// The default bound on the bytes of envelopes a channel holds in flight.
+pub const DEFAULT_MAX_INFLIGHT_BYTES: &str = "100 MB";
+
+/// A loaded and checked node config, with paths resolved.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub raw: OrdererConfig,
+    pub listen_address: String,
+    pub bootstrap_method: BootstrapMethod,
+    pub bootstrap_file: Option<PathBuf>,
+    pub ledger_dir: PathBuf,
+    pub max_inflight_envelopes: usize,
+    /// General.Backpressure.MaxInflightBytes.
+    pub max_inflight_bytes: usize,
+    /// Consensus.WALDir and Consensus.SnapDir.
+    pub wal_dir: PathBuf,
+    pub snap_dir: PathBuf,
+    /// TLS on the AtomicBroadcast listener, if enabled.
+    pub tls: Option<ServerTls>,
+    /// General.Authentication.VerifyEnvelopeSignatures.
+    pub verify_signatures: bool,
+    /// The admin listener, if any.
+    pub admin_address: Option<String>,
+    pub channel_participation: bool,
+    pub max_join_body_bytes: usize,
+    /// The operations listener, if any.
+    pub operations_address: Option<String>,
+}
+
+impl NodeConfig {
+    /// Loads `path` (or the built-in default when `None`) and applies the
+    /// `ORDERER_*` variables of the process environment.
+    pub fn load(path: Option<&Path>) -> Result<NodeConfig, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    /// As [`NodeConfig::load`], with the environment given explicitly (for tests).
+    pub fn load_with_env(
+        path: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<NodeConfig, ConfigError> {
+        let (yaml, base_dir) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                let dir = p.parent().map(Path::to_path_buf).unwrap_or_default();
+                (text, dir)
+            }
+            None => (DEFAULT_YAML.to_string(), PathBuf::new()),
+        };
+        Self::from_yaml(&yaml, &base_dir, vars)
+    }
+
+    /// Parses YAML text; relative paths are resolved against `base_dir`.
+    pub fn from_yaml(
+        yaml: &str,
+        base_dir: &Path,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<NodeConfig, ConfigError> {
+        let raw: OrdererConfig = env::load_with_overrides(yaml, vars)?;
+        Self::check(raw, base_dir)
+    }
+
+    fn check(raw: OrdererConfig, base_dir: &Path) -> Result<NodeConfig, ConfigError> {
+        let g = &raw.general;
+        if g.listen_address.trim().is_empty() {
+            return Err(invalid("General.ListenAddress", "must not be empty"));
+        }
+        let tls = if g.tls.enabled {
+            Some(server_tls(&g.tls, base_dir)?)
+        } else {
+            None
+        };
+        let bootstrap_method = match g.bootstrap_method.to_ascii_lowercase().as_str() {
+            "file" => BootstrapMethod::File,
+            "embedded" => BootstrapMethod::Embedded,
+            "none" => BootstrapMethod::None,
+            other => {
+                return Err(invalid(
+                    "General.BootstrapMethod",
+                    format!("unknown method {other:?} (expected file, embedded or none)"),
+                ))
+            }
+        };
+        let bootstrap_file = g
+            .bootstrap_file
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| base_dir.join(s));
+        if bootstrap_method == BootstrapMethod::File && bootstrap_file.is_none() {
+            return Err(invalid(
+                "General.BootstrapFile",
+                "must name the genesis block when General.BootstrapMethod is file",
+            ));
+        }
+        if g.backpressure.max_inflight_envelopes == 0 {
+            return Err(invalid(
+                "General.Backpressure.MaxInflightEnvelopes",
+                "must be at least 1",
+            ));
+        }
+        let max_inflight_bytes = parse_byte_size(&g.backpressure.max_inflight_bytes)
+            .filter(|&b| b > 0 && b <= u32::MAX as usize)
+            .ok_or_else(|| {
+                invalid(
+                    "General.Backpressure.MaxInflightBytes",
+                    format!(
+                        "{:?} is not a size between 1 byte and 4 GB (e.g. \"100 MB\")",
+                        g.backpressure.max_inflight_bytes
+                    ),
+                )
+            })?;
+        if raw.file_ledger.location.trim().is_empty() {
+            return Err(invalid("FileLedger.Location", "must not be empty"));
+        }
+        let listen_address = if g.listen_address.contains(':') && !g.listen_address.starts_with('[')
+        {
+            format!("[{}]:{}", g.listen_address, g.listen_port)
+        } else {
+            format!("{}:{}", g.listen_address, g.listen_port)
+        };
+        let max_join_body_bytes = parse_byte_size(&raw.channel_participation.max_request_body_size)
+            .ok_or_else(|| {
+                invalid(
+                    "ChannelParticipation.MaxRequestBodySize",
+                    format!(
+                        "{:?} is not a size (e.g. \"1 MB\", \"512 KB\", 1048576)",
+                        raw.channel_participation.max_request_body_size
+                    ),
+                )
+            })?;
+        let address = |a: &str| Some(a.trim().to_string()).filter(|a| !a.is_empty());
+        Ok(NodeConfig {
+            tls,
+            verify_signatures: g.authentication.verify_envelope_signatures,
+            admin_address: address(&raw.admin.listen_address),
+            channel_participation: raw.channel_participation.enabled,
+            max_join_body_bytes,
+            operations_address: address(&raw.operations.listen_address),
+            listen_address,
+            bootstrap_method,
+            bootstrap_file,
+            ledger_dir: base_dir.join(&raw.file_ledger.location),
+            max_inflight_envelopes: g.backpressure.max_inflight_envelopes as usize,
+            max_inflight_bytes,
+            wal_dir: base_dir.join(&raw.consensus.wal_dir),
+            snap_dir: base_dir.join(&raw.consensus.snap_dir),
+            raw,
+        })
+    }
+}
+
+fn server_tls(tls: &Tls, base_dir: &Path) -> Result<ServerTls, ConfigError> {
+    let read = |key: &'static str, path: &str| -> Result<Vec<u8>, ConfigError> {
+        if path.trim().is_empty() {
+            return Err(invalid(
+                key,
+                "must name a PEM file when General.TLS.Enabled is true",
+            ));
+        }
+        let full = base_dir.join(path);
+        let bytes = std::fs::read(&full)
+            .map_err(|e| invalid(key, format!("cannot read {}: {e}", full.display())))?;
+        if !String::from_utf8_lossy(&bytes).contains("-----BEGIN") {
+            return Err(invalid(
+                key,
+                format!("{} is not a PEM file", full.display()),
+            ));
+        }
+        Ok(bytes)
+    };
+    let mut client_root_cas_pem = Vec::new();
+    for path in &tls.client_root_cas {
+        client_root_cas_pem.extend(read("General.TLS.ClientRootCAs", path)?);
+        client_root_cas_pem.push(b'\n');
+    }
+    if tls.client_auth_required && client_root_cas_pem.is_empty() {
+        return Err(invalid(
+            "General.TLS.ClientRootCAs",
+            "must name at least one CA when General.TLS.ClientAuthRequired is true",
+        ));
+    }
+    Ok(ServerTls {
+        certificate_pem: read("General.TLS.Certificate", &tls.certificate)?,
+        private_key_pem: read("General.TLS.PrivateKey", &tls.private_key)?,
+        client_auth_required: tls.client_auth_required,
+        client_root_cas_pem,
+    })
+}
+
+/// "1 MB", "512 KB", "2MB", "1048576": sizes as Fabric's config files write them.
+pub fn parse_byte_size(text: &str) -> Option<usize> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: usize = number.parse().ok()?;
+    let factor = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "KB" | "K" => 1 << 10,
+        "MB" | "M" => 1 << 20,
+        "GB" | "G" => 1 << 30,
+        _ => return None,
+    };
+    number.checked_mul(factor)
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn built_in_default_is_solo_embedded_on_loopback() {
+        let cfg = NodeConfig::load_with_env(None, vars(&[])).expect("default loads");
+        assert_eq!(cfg.listen_address, "127.0.0.1:7050");
+        assert_eq!(cfg.bootstrap_method, BootstrapMethod::Embedded);
+        assert_eq!(cfg.ledger_dir, PathBuf::from("ordo-data"));
+        assert_eq!(cfg.max_inflight_envelopes, 2048);
+    }
+
+    #[test]
+    fn environment_overrides_keys_case_insensitively() {
+        let cfg = NodeConfig::load_with_env(
+            None,
+            vars(&[
+                ("ORDERER_GENERAL_LISTENPORT", "7051"),
+                ("ORDERER_FILELEDGER_LOCATION", "/data"),
+                ("ORDERER_GENERAL_BACKPRESSURE_MAXINFLIGHTENVELOPES", "10"),
+                ("ORDERER_GENERAL_TLS_ENABLED", "false"),
+                ("UNRELATED_GENERAL_LISTENPORT", "1"),
+            ]),
+        )
+        .expect("overrides apply");
+        assert_eq!(cfg.listen_address, "127.0.0.1:7051");
+        assert_eq!(cfg.ledger_dir, PathBuf::from("/data"));
+        assert_eq!(cfg.max_inflight_envelopes, 10);
+    }
+
+    #[test]
+    fn environment_overrides_keys_missing_from_the_file() {
+        let yaml = "General:\n  ListenPort: 9000\n";
+        let cfg = NodeConfig::from_yaml(
+            yaml,
+            Path::new("/etc/ordo"),
+            vars(&[
+                ("ORDERER_GENERAL_BOOTSTRAPMETHOD", "file"),
+                ("ORDERER_GENERAL_BOOTSTRAPFILE", "genesis.block"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(cfg.bootstrap_method, BootstrapMethod::File);
+        assert_eq!(
+            cfg.bootstrap_file,
+            Some(PathBuf::from("/etc/ordo/genesis.block"))
+        );
+        assert_eq!(cfg.ledger_dir, PathBuf::from("/etc/ordo/ordo-data"));
+        assert_eq!(cfg.listen_address, "127.0.0.1:9000");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let err =
+            NodeConfig::load_with_env(None, vars(&[("ORDERER_GENERAL_LISTENPORT", "seventy")]))
+                .expect_err("not a port");
+        assert!(err.to_string().contains("General.ListenPort"), "{err}");
+
+        let err =
+            NodeConfig::from_yaml("General:\n  ListenPort: 99999\n", Path::new(""), vars(&[]))
+                .expect_err("out of range");
+        assert!(err.to_string().contains("General.ListenPort"), "{err}");
+
+        let err =
+            NodeConfig::load_with_env(None, vars(&[("ORDERER_GENERAL_BOOTSTRAPMETHOD", "magic")]))
+                .expect_err("unknown method");
+        assert!(err.to_string().contains("General.BootstrapMethod"), "{err}");
+
+        let err =
+            NodeConfig::load_with_env(None, vars(&[("ORDERER_GENERAL_BOOTSTRAPMETHOD", "file")]))
+                .expect_err("file without path");
+        assert!(err.to_string().contains("General.BootstrapFile"), "{err}");
+
+        let err = NodeConfig::load_with_env(
+            None,
+            vars(&[("ORDERER_GENERAL_BACKPRESSURE_MAXINFLIGHTENVELOPES", "0")]),
+        )
+        .expect_err("zero bound");
+        assert!(err.to_string().contains("MaxInflightEnvelopes"), "{err}");
+    }
+
+    #[test]
+    fn listeners_and_sizes() {
+        let cfg = NodeConfig::load_with_env(
+            None,
+            vars(&[
+                ("ORDERER_ADMIN_LISTENADDRESS", "127.0.0.1:0"),
+                ("ORDERER_CHANNELPARTICIPATION_MAXREQUESTBODYSIZE", "512 KB"),
+                ("ORDERER_OPERATIONS_LISTENADDRESS", ""),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(cfg.admin_address.as_deref(), Some("127.0.0.1:0"));
+        assert_eq!(cfg.max_join_body_bytes, 512 * 1024);
+        assert!(cfg.channel_participation);
+        assert_eq!(cfg.operations_address, None);
+        assert_eq!(parse_byte_size("1 MB"), Some(1 << 20));
+        assert_eq!(parse_byte_size("100"), Some(100));
+        assert_eq!(parse_byte_size("lots"), None);
+        let err = NodeConfig::load_with_env(
+            None,
+            vars(&[("ORDERER_CHANNELPARTICIPATION_MAXREQUESTBODYSIZE", "1 XB")]),
+        )
+        .expect_err("bad size");
+        assert!(err.to_string().contains("MaxRequestBodySize"), "{err}");
+    }
+
+    #[test]
+    fn tls_needs_readable_pem_files() {
+        let err = NodeConfig::load_with_env(None, vars(&[("ORDERER_GENERAL_TLS_ENABLED", "true")]))
+            .expect_err("no certificate");
+        assert!(err.to_string().contains("General.TLS.Certificate"), "{err}");
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("cert.pem"), "-----BEGIN CERTIFICATE-----\n")
+            .expect("write");
+        std::fs::write(dir.path().join("key.pem"), "not pem").expect("write");
+        let yaml = "General:\n  TLS:\n    Enabled: true\n    Certificate: cert.pem\n    PrivateKey: key.pem\n";
+        let err = NodeConfig::from_yaml(yaml, dir.path(), vars(&[])).expect_err("bad key");
+        assert!(err.to_string().contains("General.TLS.PrivateKey"), "{err}");
+
+        std::fs::write(dir.path().join("key.pem"), "-----BEGIN PRIVATE KEY-----\n").expect("write");
+        let cfg = NodeConfig::from_yaml(yaml, dir.path(), vars(&[])).expect("loads");
+        let tls = cfg.tls.expect("tls");
+        assert!(!tls.client_auth_required);
+
+        let err = NodeConfig::from_yaml(
+            yaml,
+            dir.path(),
+            vars(&[("ORDERER_GENERAL_TLS_CLIENTAUTHREQUIRED", "true")]),
+        )
+        .expect_err("no client CAs");
+        assert!(err.to_string().contains("ClientRootCAs"), "{err}");
+
+        // Lists from the environment, as Fabric writes them.
+        let cfg = NodeConfig::from_yaml(
+            yaml,
+            dir.path(),
+            vars(&[
+                ("ORDERER_GENERAL_TLS_CLIENTAUTHREQUIRED", "true"),
+                ("ORDERER_GENERAL_TLS_CLIENTROOTCAS", "[cert.pem, cert.pem]"),
+            ]),
+        )
+        .expect("loads");
+        let tls = cfg.tls.expect("tls");
+        assert!(tls.client_auth_required);
+        assert_eq!(
+            tls.client_root_cas_pem.len(),
+            2 * ("-----BEGIN CERTIFICATE-----\n".len() + 1)
+        );
+    }
+
+    #[test]
+    fn unreadable_file_is_reported_with_its_path() {
+        let err =
+            NodeConfig::load_with_env(Some(Path::new("/nonexistent/orderer.yaml")), vars(&[]))
+                .expect_err("missing file");
+        assert!(
+            err.to_string().contains("/nonexistent/orderer.yaml"),
+            "{err}"
+        );
+    }
+}

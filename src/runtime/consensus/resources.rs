@@ -1,0 +1,56 @@
+//! Node-wide resources a consenter may need to start a chain. Solo uses
+//! none of them; etcdraft needs the node's identity (to find itself among a
+//! channel's consenters), the cluster service, its WAL and snapshot folders,
+//! a way to pull blocks from other orderers, and the clock that drives its
+//! ticks.
+
+use std::path::PathBuf;
+
+use crate::runtime::clock::Clock;
+
+/// Who this node is to other orderers.
+#[derive(Debug, Clone, Default)]
+pub struct NodeIdentity {
+    /// The PEM certificate of the node's TLS listener, when TLS is on: Raft
+    /// consenters are named by it in a channel's config.
+    pub tls_certificate: Option<Vec<u8>>,
+    /// The address clients and other orderers reach this node at.
+    pub endpoint: String,
+}
+
+/// The node's `orderer.Cluster` service, shared by every channel (routed by
+/// channel). Empty until a replicated consenter needs it.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterService {}
+
+/// Makes block pullers (Deliver clients of other orderers, used to catch up
+/// and to onboard). Empty until a replicated consenter needs it.
+#[derive(Debug, Clone, Default)]
+pub struct BlockPullerFactory {}
+
+/// Everything node-wide a consenter's `start_chain` receives.
+#[derive(Debug, Clone)]
+pub struct NodeResources {
+    pub identity: NodeIdentity,
+    pub cluster: ClusterService,
+    /// `Consensus.WALDir`: one folder per channel below it.
+    pub wal_dir: PathBuf,
+    /// `Consensus.SnapDir`: one folder per channel below it.
+    pub snap_dir: PathBuf,
+    pub block_puller: BlockPullerFactory,
+    pub clock: Clock,
+}
+
+impl NodeResources {
+    /// Resources for tests and tools: real clock, folders under `dir`.
+    pub fn for_dir(dir: &std::path::Path) -> NodeResources {
+        NodeResources {
+            identity: NodeIdentity::default(),
+            cluster: ClusterService::default(),
+            wal_dir: dir.join("wal"),
+            snap_dir: dir.join("snapshot"),
+            block_puller: BlockPullerFactory::default(),
+            clock: Clock::system(),
+        }
+    }
+}

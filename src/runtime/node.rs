@@ -1,0 +1,340 @@
+//! A running orderer node: the actor system, the registrar and the gRPC server.
+//!
+//! Runtime layout: gRPC (tonic) runs on a multi-threaded tokio runtime, so
+//! decoding and validating envelopes, and encoding blocks for Deliver, use every
+//! core. The channels' actors run on a small pool of actix arbiters (one thread
+//! each, one per core by default), a channel's whole tree on one of them, so a
+//! busy channel cannot stall the timers of channels on other arbiters, and a
+//! channel's actors share state without locks. Disk writes and re-validation
+//! leave the actor threads for the blocking pool.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_rt::{Arbiter, ArbiterHandle, System};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+use crate::fabric::localconfig::NodeConfig;
+use crate::runtime::clock::Clock;
+use crate::runtime::consensus::{
+    BlockPullerFactory, ClusterService, Consenters, NodeIdentity, NodeResources,
+};
+use crate::runtime::metrics::Metrics;
+use crate::runtime::registrar::{Registrar, RegistrarError};
+use crate::runtime::server::{operations, participation, serve_http, AtomicBroadcastService};
+
+/// How long a clean stop waits for gRPC connections to close.
+const SERVER_STOP_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot start the actor system: {0}")]
+    Actors(String),
+    #[error(transparent)]
+    Registrar(#[from] RegistrarError),
+    #[error("invalid TLS material (General.TLS): {0}")]
+    Tls(String),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: String,
+        source: std::io::Error,
+    },
+}
+
+/// The actix system on a thread of its own, and the arbiters channels run on.
+struct ActorSystem {
+    system: System,
+    arbiters: Vec<Arbiter>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Resolves when the actor system's thread ends, however it ends.
+    ended: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl ActorSystem {
+    fn start(arbiters: usize) -> Result<ActorSystem, NodeError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (ended_tx, ended) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("ordo-actors".into())
+            .spawn(move || {
+                // Dropped when this thread ends, even by unwinding from a panic.
+                let _ended = ended_tx;
+                let runner = System::new();
+                let pool: std::io::Result<Vec<Arbiter>> =
+                    (0..arbiters.max(1)).map(|_| Arbiter::try_new()).collect();
+                let failed = pool.is_err();
+                let _ = tx.send(pool.map(|pool| (System::current(), pool)));
+                if failed {
+                    return;
+                }
+                if let Err(e) = runner.run() {
+                    tracing::error!(error = %e, "actor system ended with an error");
+                }
+            })
+            .map_err(|e| NodeError::Actors(e.to_string()))?;
+        let (system, arbiters) = rx
+            .recv()
+            .map_err(|_| NodeError::Actors("the actor thread ended at start".into()))?
+            .map_err(|e| NodeError::Actors(format!("cannot start an actor thread: {e}")))?;
+        Ok(ActorSystem {
+            system,
+            arbiters,
+            thread: Some(thread),
+            ended: Some(ended),
+        })
+    }
+
+    fn handles(&self) -> Vec<ArbiterHandle> {
+        self.arbiters.iter().map(Arbiter::handle).collect()
+    }
+
+    async fn stop(mut self) {
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
+        let arbiters = std::mem::take(&mut self.arbiters);
+        let _ = tokio::task::spawn_blocking(move || {
+            for arbiter in arbiters {
+                let _ = arbiter.join();
+            }
+        })
+        .await;
+        self.system.stop();
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+/// What a node is started with beside its config: the consenters it serves
+/// and its clock. Tests register consenters of their own here.
+pub struct NodeOptions {
+    pub consenters: Consenters,
+    pub clock: Clock,
+    /// Actor threads; `None`: one per core.
+    pub actor_threads: Option<usize>,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        NodeOptions {
+            consenters: Consenters::standard(),
+            clock: Clock::system(),
+            actor_threads: None,
+        }
+    }
+}
+
+fn node_resources(config: &NodeConfig, clock: Clock) -> NodeResources {
+    NodeResources {
+        identity: NodeIdentity {
+            tls_certificate: config.tls.as_ref().map(|t| t.certificate_pem.clone()),
+            endpoint: config.listen_address.clone(),
+        },
+        cluster: ClusterService::default(),
+        wal_dir: config.wal_dir.clone(),
+        snap_dir: config.snap_dir.clone(),
+        block_puller: BlockPullerFactory::default(),
+        clock,
+    }
+}
+
+/// A started node. Stop it with [`Node::shutdown`].
+pub struct Node {
+    local_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    operations_addr: Option<SocketAddr>,
+    http_servers: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+    registrar: Arc<Registrar>,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    actors: ActorSystem,
+}
+
+impl Node {
+    /// Opens the ledger, starts every channel and serves gRPC. Must run inside a
+    /// multi-threaded tokio runtime.
+    pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        Self::start_with(config, NodeOptions::default()).await
+    }
+
+    /// As [`Node::start`], with the consenters and clock given.
+    pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node, NodeError> {
+        let threads = options.actor_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
+        let actors = ActorSystem::start(threads)?;
+        let metrics = Metrics::new();
+        let resources = Arc::new(node_resources(&config, options.clock));
+        let registrar = {
+            let config = config.clone();
+            let arbiters = actors.handles();
+            let consenters = options.consenters;
+            tokio::task::spawn_blocking(move || {
+                Registrar::open(&config, arbiters, consenters, resources, metrics)
+            })
+            .await
+            .map_err(|e| NodeError::Actors(e.to_string()))?
+        };
+        let registrar = match registrar {
+            Ok(r) => Arc::new(r),
+            Err(e) => {
+                actors.stop().await;
+                return Err(e.into());
+            }
+        };
+        registrar.wait_started().await;
+        let listener = match TcpListener::bind(&config.listen_address).await {
+            Ok(l) => l,
+            Err(source) => {
+                registrar.shutdown().await;
+                actors.stop().await;
+                return Err(NodeError::Listen {
+                    address: config.listen_address.clone(),
+                    source,
+                });
+            }
+        };
+        let local_addr = listener.local_addr().map_err(|source| NodeError::Listen {
+            address: config.listen_address.clone(),
+            source,
+        })?;
+        let shutdown = CancellationToken::new();
+        let service = AtomicBroadcastService::new(registrar.clone(), shutdown.clone());
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        // Receive windows of 256 KB per stream: a Broadcast stream that waits for
+        // in-flight room holds at most that much unread, not HTTP/2's 1 MB default.
+        let mut builder = Server::builder()
+            .initial_stream_window_size(Some(256 * 1024))
+            .initial_connection_window_size(Some(512 * 1024));
+        if let Some(tls) = &config.tls {
+            let mut server_tls = ServerTlsConfig::new().identity(Identity::from_pem(
+                &tls.certificate_pem,
+                &tls.private_key_pem,
+            ));
+            if !tls.client_root_cas_pem.is_empty() {
+                server_tls = server_tls
+                    .client_ca_root(Certificate::from_pem(&tls.client_root_cas_pem))
+                    .client_auth_optional(!tls.client_auth_required);
+            }
+            builder = match builder.tls_config(server_tls) {
+                Ok(b) => b,
+                Err(e) => {
+                    registrar.shutdown().await;
+                    actors.stop().await;
+                    return Err(NodeError::Tls(e.to_string()));
+                }
+            };
+        }
+        let server = builder
+            .add_service(service.into_server())
+            .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
+        let server = tokio::spawn(server);
+        tracing::info!(address = %local_addr, tls = config.tls.is_some(), channels = ?registrar.channel_ids(), "ordo is serving AtomicBroadcast");
+
+        let mut http_servers = Vec::new();
+        let mut listeners = Vec::new();
+        if let Some(address) = &config.admin_address {
+            let router = participation::router(
+                registrar.clone(),
+                config.channel_participation,
+                config.max_join_body_bytes,
+            );
+            listeners.push(("admin", address.clone(), router));
+        }
+        if let Some(address) = &config.operations_address {
+            listeners.push((
+                "operations",
+                address.clone(),
+                operations::router(registrar.clone()),
+            ));
+        }
+        let mut admin_addr = None;
+        let mut operations_addr = None;
+        for (name, address, router) in listeners {
+            match serve_http(router, &address, shutdown.clone()).await {
+                Ok((local, task)) => {
+                    tracing::info!(address = %local, "{name} listener serving");
+                    match name {
+                        "admin" => admin_addr = Some(local),
+                        _ => operations_addr = Some(local),
+                    }
+                    http_servers.push(task);
+                }
+                Err(source) => {
+                    shutdown.cancel();
+                    registrar.shutdown().await;
+                    actors.stop().await;
+                    return Err(NodeError::Listen { address, source });
+                }
+            }
+        }
+        Ok(Node {
+            local_addr,
+            admin_addr,
+            operations_addr,
+            http_servers,
+            registrar,
+            shutdown,
+            server,
+            actors,
+        })
+    }
+
+    /// The address gRPC listens on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The admin listener's address, if it has one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The operations listener's address, if it has one.
+    pub fn operations_addr(&self) -> Option<SocketAddr> {
+        self.operations_addr
+    }
+
+    pub fn registrar(&self) -> &Arc<Registrar> {
+        &self.registrar
+    }
+
+    /// Resolves if the actor thread ends while the node runs: a panic in an
+    /// actor. Every channel has stopped then; the process should exit so that
+    /// whatever supervises it restarts it (Fabric's orderer exits on a panic).
+    pub async fn actors_ended(&mut self) {
+        match self.actors.ended.as_mut() {
+            Some(ended) => {
+                let _ = ended.await;
+                self.actors.ended = None;
+            }
+            None => futures::future::pending().await,
+        }
+    }
+
+    /// Clean stop: stop taking envelopes, end the streams, write every channel's
+    /// pending batch, flush the ledger, stop the actors.
+    pub async fn shutdown(self) {
+        tracing::info!("stopping: no new envelopes are taken");
+        self.shutdown.cancel();
+        match tokio::time::timeout(SERVER_STOP_GRACE, self.server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "gRPC server ended with an error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server task failed"),
+            Err(_) => tracing::warn!("gRPC connections did not close in time"),
+        }
+        for server in self.http_servers {
+            if let Ok(Ok(Err(e))) = tokio::time::timeout(SERVER_STOP_GRACE, server).await {
+                tracing::warn!(error = %e, "HTTP listener ended with an error");
+            }
+        }
+        self.registrar.shutdown().await;
+        self.actors.stop().await;
+        tracing::info!("stopped; every accepted envelope is on disk");
+    }
+}

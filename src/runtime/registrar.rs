@@ -1,0 +1,337 @@
+//! The registrar: the map from channel ID to channel, the bootstrap of the first
+//! channel, and the start and clean stop of every channel's tree.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use actix::prelude::*;
+use actix_rt::ArbiterHandle;
+use prost::Message;
+
+use crate::fabric::channelconfig::genesis::GenesisProfile;
+pub use crate::fabric::channelconfig::validate_channel_id;
+use crate::fabric::channelconfig::{ChannelConfig, ChannelConfigError, InvalidChannelId};
+use crate::fabric::localconfig::{BootstrapMethod, NodeConfig};
+use crate::fabric::protos::common::Block;
+use crate::runtime::channel::{ChannelHandle, ChannelSupervisor, Shutdown};
+use crate::runtime::consensus::{Consenters, InflightRoom, NodeResources};
+use crate::runtime::ledger::{LedgerError, LedgerFactory};
+use crate::runtime::metrics::Metrics;
+use crate::runtime::msgprocessor::RuleSet;
+
+/// The channel the embedded bootstrap creates.
+pub const EMBEDDED_CHANNEL: &str = "mychannel";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistrarError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("cannot read the genesis block {path}: {source}")]
+    ReadGenesis {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the genesis block {path} is not a block: {source}")]
+    DecodeGenesis {
+        path: String,
+        source: prost::DecodeError,
+    },
+    #[error("invalid genesis block: {0}")]
+    Genesis(#[from] ChannelConfigError),
+    #[error("a genesis block must be block 0, this one is block {0}")]
+    NotGenesis(u64),
+    #[error(transparent)]
+    ChannelId(#[from] InvalidChannelId),
+    #[error("channel {0} already exists")]
+    ChannelExists(String),
+    #[error("removing the ledger failed: {0}")]
+    Removal(String),
+    #[error("channel {0} does not exist")]
+    NoSuchChannel(String),
+    #[error("the config block is for channel {block} but the request names {requested}")]
+    ChannelMismatch { block: String, requested: String },
+    #[error("no actor thread to run channels on")]
+    NoArbiter,
+    #[error("joining at config block {0} needs the channel's earlier blocks from its other orderers (onboarding); this node joins channels at their genesis block (block 0)")]
+    Onboarding(u64),
+}
+
+struct ChannelEntry {
+    handle: Arc<ChannelHandle>,
+    supervisor: Addr<ChannelSupervisor>,
+}
+
+pub struct Registrar {
+    factory: LedgerFactory,
+    /// Channels are spread over these, one after the other.
+    arbiters: Vec<ArbiterHandle>,
+    next_arbiter: std::sync::atomic::AtomicUsize,
+    consenters: Consenters,
+    node: Arc<NodeResources>,
+    max_inflight: usize,
+    max_inflight_bytes: usize,
+    /// Broadcast's filter rules, shared by every channel.
+    filters: Arc<RuleSet>,
+    metrics: Arc<Metrics>,
+    channels: RwLock<HashMap<String, ChannelEntry>>,
+}
+
+impl Registrar {
+    /// Opens the ledger, starts every existing channel, and creates the first one
+    /// from the bootstrap method when the ledger holds none. Each channel's
+    /// actors run on one of `arbiters`; `consenters` are the consensus types
+    /// this node serves.
+    pub fn open(
+        config: &NodeConfig,
+        arbiters: Vec<ArbiterHandle>,
+        consenters: Consenters,
+        node: Arc<NodeResources>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Registrar, RegistrarError> {
+        if arbiters.is_empty() {
+            return Err(RegistrarError::NoArbiter);
+        }
+        let factory = LedgerFactory::open(&config.ledger_dir)?;
+        let registrar = Registrar {
+            factory,
+            arbiters,
+            next_arbiter: std::sync::atomic::AtomicUsize::new(0),
+            consenters,
+            node,
+            max_inflight: config.max_inflight_envelopes,
+            max_inflight_bytes: config.max_inflight_bytes,
+            filters: Arc::new(RuleSet::for_node(config.verify_signatures)),
+            metrics,
+            channels: RwLock::new(HashMap::new()),
+        };
+        let existing = registrar.factory.channel_ids();
+        if existing.is_empty() {
+            registrar.bootstrap(config)?;
+        }
+        for id in existing {
+            let store = registrar.factory.open_store(&id)?;
+            let tip = store.tip();
+            let config_block =
+                store
+                    .block(tip.last_config)?
+                    .ok_or_else(|| LedgerError::Damaged {
+                        channel: id.clone(),
+                        block: tip.last_config,
+                        reason: "the last config block is missing".into(),
+                    })?;
+            let channel_config = ChannelConfig::from_config_block(&config_block)?;
+            registrar.start_channel(store, channel_config);
+        }
+        Ok(registrar)
+    }
+
+    fn bootstrap(&self, config: &NodeConfig) -> Result<(), RegistrarError> {
+        match (config.bootstrap_method, &config.bootstrap_file) {
+            (BootstrapMethod::File, Some(path)) => {
+                let display = path.display().to_string();
+                let raw = std::fs::read(path).map_err(|source| RegistrarError::ReadGenesis {
+                    path: display.clone(),
+                    source,
+                })?;
+                let block = Block::decode(raw.as_slice()).map_err(|source| {
+                    RegistrarError::DecodeGenesis {
+                        path: display,
+                        source,
+                    }
+                })?;
+                self.create_channel(&block)?;
+            }
+            (BootstrapMethod::Embedded, _) => {
+                let profile =
+                    GenesisProfile::embedded(EMBEDDED_CHANNEL, vec![config.listen_address.clone()]);
+                self.create_channel(&profile.genesis_block())?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Joins a channel with its config block (channel participation API).
+    /// Only genesis blocks today: onboarding from a later config block needs
+    /// the chain's earlier blocks from other orderers, which arrives with the
+    /// etcdraft work.
+    pub fn join_channel(&self, config_block: &Block) -> Result<Arc<ChannelHandle>, RegistrarError> {
+        let number = crate::fabric::blockutil::number(config_block);
+        // Check the block before its number, so a bad block is named as such.
+        ChannelConfig::from_config_block(config_block)?;
+        if number != 0 {
+            return Err(RegistrarError::Onboarding(number));
+        }
+        self.create_channel(config_block)
+    }
+
+    /// Stops a channel's tree (its pending batch is written first) and removes
+    /// the channel and its ledger. Other channels are not touched.
+    pub async fn remove_channel(&self, id: &str) -> Result<(), RegistrarError> {
+        let entry = self
+            .channels
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id)
+            .ok_or_else(|| RegistrarError::NoSuchChannel(id.to_string()))?;
+        if let Err(e) = entry.supervisor.send(Shutdown).await {
+            tracing::warn!(channel = %id, error = %e, "channel supervisor was already gone at removal");
+        }
+        drop(entry);
+        let factory = self.factory.clone();
+        let channel = id.to_string();
+        tokio::task::spawn_blocking(move || factory.remove_store(&channel))
+            .await
+            .map_err(|e| RegistrarError::Removal(e.to_string()))??;
+        self.metrics.forget_channel(id);
+        tracing::info!(channel = %id, "channel removed with its ledger");
+        Ok(())
+    }
+
+    /// Creates a channel from its genesis block and starts it.
+    pub fn create_channel(&self, genesis: &Block) -> Result<Arc<ChannelHandle>, RegistrarError> {
+        let number = crate::fabric::blockutil::number(genesis);
+        if number != 0 {
+            return Err(RegistrarError::NotGenesis(number));
+        }
+        let config = ChannelConfig::from_config_block(genesis)?;
+        validate_channel_id(&config.channel_id)?;
+        if self.channel(&config.channel_id).is_some() {
+            return Err(RegistrarError::ChannelExists(config.channel_id));
+        }
+        let store = self.factory.create_store(&config.channel_id, genesis)?;
+        tracing::info!(channel = %config.channel_id, consensus = %config.consensus_type, "channel created from genesis block");
+        Ok(self.start_channel(store, config))
+    }
+
+    fn start_channel(
+        &self,
+        store: crate::runtime::ledger::BlockStore,
+        config: ChannelConfig,
+    ) -> Arc<ChannelHandle> {
+        let id = config.channel_id.clone();
+        let metrics = self.metrics.channel(&id);
+        let (handle, publisher) = ChannelHandle::new(
+            store,
+            config,
+            InflightRoom::new(self.max_inflight, self.max_inflight_bytes),
+            self.filters.clone(),
+            metrics,
+        );
+        let handle = Arc::new(handle);
+        let index = self
+            .next_arbiter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % self.arbiters.len();
+        let supervisor = {
+            let handle = handle.clone();
+            let consenters = self.consenters.clone();
+            let node = self.node.clone();
+            ChannelSupervisor::start_in_arbiter(&self.arbiters[index], move |_| {
+                ChannelSupervisor::new(handle, publisher, consenters, node)
+            })
+        };
+        self.channels
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                id,
+                ChannelEntry {
+                    handle: handle.clone(),
+                    supervisor,
+                },
+            );
+        handle
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Every channel, sorted by ID.
+    pub fn channels(&self) -> Vec<Arc<ChannelHandle>> {
+        let mut channels: Vec<Arc<ChannelHandle>> = self
+            .channels
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .map(|entry| entry.handle.clone())
+            .collect();
+        channels.sort_by(|a, b| a.id().cmp(b.id()));
+        channels
+    }
+
+    pub fn channel(&self, id: &str) -> Option<Arc<ChannelHandle>> {
+        self.channels
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .map(|entry| entry.handle.clone())
+    }
+
+    /// Channel IDs, sorted.
+    pub fn channel_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .channels
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Waits until no channel is still starting (each is active or errored), so
+    /// that the first Broadcast after start-up finds its chain running.
+    pub async fn wait_started(&self) {
+        for handle in self.channels() {
+            let mut state = handle.subscribe_state();
+            let _ = state
+                .wait_for(|s| *s != crate::runtime::channel::ChannelState::Starting)
+                .await;
+        }
+    }
+
+    /// Halts every channel (pending batches are written) and flushes the ledger.
+    pub async fn shutdown(&self) {
+        let supervisors: Vec<(String, Addr<ChannelSupervisor>)> = self
+            .channels
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(id, entry)| (id.clone(), entry.supervisor.clone()))
+            .collect();
+        let halts = supervisors.into_iter().map(|(id, supervisor)| async move {
+            if let Err(e) = supervisor.send(Shutdown).await {
+                tracing::warn!(channel = %id, error = %e, "channel supervisor was already gone at shutdown");
+            }
+        });
+        futures::future::join_all(halts).await;
+        if let Err(e) = self.factory.flush() {
+            tracing::error!(error = %e, "final ledger flush failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_ids_follow_fabric_rules() {
+        for ok in ["mychannel", "a", "chan-1.test"] {
+            assert!(validate_channel_id(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "MyChannel",
+            "1chan",
+            "chan_1",
+            "chan/1",
+            &"a".repeat(250),
+        ] {
+            assert!(validate_channel_id(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! `ordo deliver`: print blocks, one line each (number, transactions, header hash).
+
+use futures::StreamExt;
+
+use super::{status_name, CommandError};
+use crate::fabric::blockutil;
+use crate::fabric::protos::common::Status;
+use crate::fabric::protos::orderer::deliver_response::Type as DeliverItem;
+use crate::fabric::protos::orderer::seek_info::{SeekBehavior, SeekContentType};
+use crate::tools::client::connect;
+use crate::tools::client::envelope::{seek, BlockPosition};
+
+/// Prints blocks `start..=stop` of `channel` as they come; ends at the
+/// orderer's closing status, failing unless it is SUCCESS.
+pub async fn run(
+    address: &str,
+    channel: &str,
+    start: BlockPosition,
+    stop: BlockPosition,
+    fail_if_not_ready: bool,
+) -> Result<(), CommandError> {
+    let mut client = connect(address).await?;
+    let behavior = if fail_if_not_ready {
+        SeekBehavior::FailIfNotReady
+    } else {
+        SeekBehavior::BlockUntilReady
+    };
+    let request = seek(channel, start, stop, behavior, SeekContentType::Block);
+    let mut responses = client
+        .deliver(tokio_stream::once(request))
+        .await
+        .map_err(|source| CommandError::Request {
+            call: "deliver",
+            source,
+        })?
+        .into_inner();
+    while let Some(item) = responses.next().await {
+        let response = item.map_err(|source| CommandError::Stream {
+            call: "deliver",
+            source,
+        })?;
+        match response.r#type {
+            Some(DeliverItem::Block(block)) => {
+                let hash = block
+                    .header
+                    .as_ref()
+                    .map(blockutil::header_hash)
+                    .unwrap_or_default();
+                println!(
+                    "block {} txs {} hash {}",
+                    blockutil::number(&block),
+                    blockutil::entries(&block).len(),
+                    hex::encode(hash)
+                );
+            }
+            Some(DeliverItem::Status(code)) => {
+                if code == Status::Success as i32 {
+                    return Ok(());
+                }
+                return Err(CommandError::Refused {
+                    answer: "deliver ended with status",
+                    status: status_name(code),
+                });
+            }
+            None => return Err(CommandError::EmptyResponse),
+        }
+    }
+    Err(CommandError::Closed("a status"))
+}

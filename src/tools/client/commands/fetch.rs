@@ -1,0 +1,80 @@
+//! `ordo fetch`: write one block of a channel to a file (what `peer channel
+//! fetch` does).
+
+use futures::StreamExt;
+use prost::Message;
+
+use super::{status_name, write, CommandError};
+use crate::fabric::blockutil;
+use crate::fabric::protos::common::Block;
+use crate::fabric::protos::orderer::deliver_response::Type as DeliverItem;
+use crate::fabric::protos::orderer::seek_info::{SeekBehavior, SeekContentType};
+use crate::tools::client::connect;
+use crate::tools::client::envelope::{seek, BlockPosition};
+
+/// Writes block `block` of `channel` to `output`: "config" (the current
+/// config block), or a position as `ordo deliver` takes it.
+pub async fn run(
+    address: &str,
+    channel: &str,
+    block: &str,
+    output: &std::path::Path,
+) -> Result<(), CommandError> {
+    let fetched = if block == "config" {
+        let newest = fetch_block(address, channel, BlockPosition::Newest).await?;
+        let index = blockutil::last_config_index(&newest).ok_or(CommandError::NoLastConfig)?;
+        fetch_block(address, channel, BlockPosition::Number(index)).await?
+    } else {
+        let position: BlockPosition = block.parse().map_err(|reason| CommandError::Position {
+            given: block.to_string(),
+            reason,
+        })?;
+        fetch_block(address, channel, position).await?
+    };
+    write(output, &fetched.encode_to_vec())?;
+    println!(
+        "wrote block {} of channel {channel} to {}",
+        blockutil::number(&fetched),
+        output.display()
+    );
+    Ok(())
+}
+
+/// One block, fetched with a Deliver request that fails if it does not exist.
+pub async fn fetch_block(
+    address: &str,
+    channel: &str,
+    position: BlockPosition,
+) -> Result<Block, CommandError> {
+    let mut client = connect(address).await?;
+    let request = seek(
+        channel,
+        position,
+        position,
+        SeekBehavior::FailIfNotReady,
+        SeekContentType::Block,
+    );
+    let mut responses = client
+        .deliver(tokio_stream::once(request))
+        .await
+        .map_err(|source| CommandError::Request {
+            call: "deliver",
+            source,
+        })?
+        .into_inner();
+    match responses.next().await {
+        Some(Ok(response)) => match response.r#type {
+            Some(DeliverItem::Block(block)) => Ok(block),
+            Some(DeliverItem::Status(code)) => Err(CommandError::Refused {
+                answer: "deliver answered",
+                status: status_name(code),
+            }),
+            None => Err(CommandError::EmptyResponse),
+        },
+        Some(Err(source)) => Err(CommandError::Stream {
+            call: "deliver",
+            source,
+        }),
+        None => Err(CommandError::Closed("a block")),
+    }
+}

@@ -1,0 +1,129 @@
+//! The bodies of `ordo`'s client subcommands: each sends one kind of request
+//! to an orderer (or converts one kind of file) and prints what an operator
+//! reads. The binary only parses the command line and calls them.
+
+pub mod broadcast;
+#[cfg(feature = "tools")]
+pub mod channel;
+pub mod config;
+pub mod deliver;
+pub mod fetch;
+pub mod genesis;
+pub mod submit;
+
+use std::path::{Path, PathBuf};
+
+use super::ClientError;
+use crate::fabric::channelconfig::ChannelConfigError;
+use crate::fabric::configtx::compute::ComputeError;
+use crate::fabric::configtxgen::GenesisError;
+use crate::fabric::protojson::ProtoJsonError;
+use crate::fabric::protos::common::Status;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("cannot read {}", .path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {}", .path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not JSON", .path.display())]
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{} is not {what}", .path.display())]
+    Decode {
+        path: PathBuf,
+        what: &'static str,
+        source: prost::DecodeError,
+    },
+    #[error("{} is not a config block", .path.display())]
+    NotConfigBlock {
+        path: PathBuf,
+        source: ChannelConfigError,
+    },
+    #[error("the blocks are of different channels: {original} and {updated}")]
+    DifferentChannels { original: String, updated: String },
+    #[error("--block {given}: {reason}")]
+    Position { given: String, reason: String },
+    #[error("the newest block names no last config block")]
+    NoLastConfig,
+    #[error("cannot print JSON: {0}")]
+    Print(serde_json::Error),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// `call` is the AtomicBroadcast call: "broadcast" or "deliver".
+    #[error("{call} request failed")]
+    Request {
+        call: &'static str,
+        source: tonic::Status,
+    },
+    #[error("{call} stream failed")]
+    Stream {
+        call: &'static str,
+        source: tonic::Status,
+    },
+    #[error("the orderer closed the stream without {0}")]
+    Closed(&'static str),
+    #[error("empty deliver response")]
+    EmptyResponse,
+    /// The orderer's answer was a status other than SUCCESS; `answer` says
+    /// how it came ("deliver answered", "the orderer answered", ...).
+    #[error("{answer} {status}")]
+    Refused {
+        answer: &'static str,
+        status: String,
+    },
+    #[error("{refused} of {sent} envelopes were not accepted")]
+    NotAccepted { refused: u64, sent: u64 },
+    #[cfg(feature = "tools")]
+    #[error("the admin listener answered {0}")]
+    AdminStatus(u16),
+    #[cfg(feature = "tools")]
+    #[error(transparent)]
+    Admin(#[from] super::participation::AdminClientError),
+    #[error(transparent)]
+    ProtoJson(#[from] ProtoJsonError),
+    #[error(transparent)]
+    Genesis(#[from] GenesisError),
+    #[error(transparent)]
+    Compute(#[from] ComputeError),
+}
+
+pub fn read(path: &Path) -> Result<Vec<u8>, CommandError> {
+    std::fs::read(path).map_err(|source| CommandError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+pub fn write(path: &Path, bytes: &[u8]) -> Result<(), CommandError> {
+    std::fs::write(path, bytes).map_err(|source| CommandError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value, CommandError> {
+    serde_json::from_slice(&read(path)?).map_err(|source| CommandError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn print_json(value: &serde_json::Value) -> Result<(), CommandError> {
+    let text = serde_json::to_string_pretty(value).map_err(CommandError::Print)?;
+    println!("{text}");
+    Ok(())
+}
+
+/// A status code by its Fabric name, or as a number if it has none.
+fn status_name(code: i32) -> String {
+    Status::try_from(code).map_or_else(|_| code.to_string(), |s| s.as_str_name().to_string())
+}
