@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -122,73 +121,10 @@ enum BenchCommand {
     /// Drive any Fabric-compatible orderer: Broadcast streams plus one Deliver
     /// stream that finds this run's transactions. Exits non-zero if anything
     /// sent was not acknowledged, or anything acknowledged never delivered.
-    Load {
-        #[arg(long, default_value = "127.0.0.1:7050")]
-        address: String,
-        #[arg(long, default_value = "mychannel")]
-        channel: String,
-        #[arg(long, default_value_t = 100_000)]
-        count: u64,
-        /// Concurrent Broadcast streams.
-        #[arg(long, default_value_t = 4)]
-        streams: u32,
-        /// Bytes of transaction data per envelope.
-        #[arg(long, default_value_t = 2048)]
-        size: usize,
-        /// Sign envelopes with a generated identity of this MSP ID.
-        #[arg(long, conflicts_with = "msp_dir")]
-        sign_as: Option<String>,
-        /// Write the generated identity as an MSP folder (for a channel's config).
-        #[arg(long, requires = "sign_as")]
-        save_msp: Option<PathBuf>,
-        /// Sign envelopes with the identity of this MSP folder (signcerts/, keystore/).
-        #[arg(long, requires = "msp_id")]
-        msp_dir: Option<PathBuf>,
-        #[arg(long)]
-        msp_id: Option<String>,
-        /// TLS: the CA certificate (PEM) of the orderer's TLS certificate.
-        #[arg(long)]
-        tls_ca_file: Option<PathBuf>,
-        /// TLS: the server name to verify (default: the address's host).
-        #[arg(long, requires = "tls_ca_file")]
-        tls_server_name: Option<String>,
-        /// Mutual TLS: client certificate and key (PEM).
-        #[arg(long, requires_all = ["tls_ca_file", "tls_client_key"])]
-        tls_client_cert: Option<PathBuf>,
-        #[arg(long, requires = "tls_client_cert")]
-        tls_client_key: Option<PathBuf>,
-        /// Seconds to wait, after the last answer, for deliveries to come.
-        #[arg(long, default_value_t = 30)]
-        deliver_timeout: u64,
-        /// Envelopes per second over all streams (default: as fast as answered).
-        #[arg(long)]
-        rate: Option<f64>,
-        /// Extra Deliver streams that follow the head during the run, each on
-        /// its own connection, like a channel's peers; each must receive
-        /// every block of the run.
-        #[arg(long, default_value_t = 0)]
-        deliver_streams: u32,
-    },
+    Load(LoadCommand),
     /// Sweep a node's in-flight bound and the client's concurrency; write
     /// samples.csv, settings.csv and backpressure.svg.
-    Backpressure {
-        /// Values of General.Backpressure.MaxInflightEnvelopes.
-        #[arg(long, value_delimiter = ',', default_value = "64,512,4096,32768")]
-        inflight: Vec<u32>,
-        /// Numbers of Broadcast streams.
-        #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
-        streams: Vec<u32>,
-        /// Envelopes per setting.
-        #[arg(long, default_value_t = 100_000)]
-        count: u64,
-        #[arg(long, default_value_t = 2048)]
-        size: usize,
-        /// Sampling interval in milliseconds.
-        #[arg(long, default_value_t = 100)]
-        sample_ms: u64,
-        #[arg(long, default_value = "backpressure")]
-        output_dir: PathBuf,
-    },
+    Backpressure(BackpressureCommand),
 }
 
 #[derive(Subcommand)]
@@ -360,67 +296,11 @@ async fn run(command: Command) -> Result<()> {
         }
         Command::Submit { envelope, address } => commands::submit::run(&address, &envelope).await?,
         Command::Bench {
-            command:
-                BenchCommand::Load {
-                    address,
-                    channel,
-                    count,
-                    streams,
-                    size,
-                    sign_as,
-                    save_msp,
-                    msp_dir,
-                    msp_id,
-                    tls_ca_file,
-                    tls_server_name,
-                    tls_client_cert,
-                    tls_client_key,
-                    deliver_timeout,
-                    rate,
-                    deliver_streams,
-                },
-        } => {
-            let command = LoadCommand {
-                address,
-                channel,
-                count,
-                streams,
-                size,
-                sign_as,
-                save_msp,
-                msp_dir,
-                msp_id,
-                tls_ca_file,
-                tls_server_name,
-                tls_client_cert,
-                tls_client_key,
-                deliver_timeout: Duration::from_secs(deliver_timeout),
-                rate,
-                deliver_streams,
-            };
-            bench::load(command).await?
-        }
+            command: BenchCommand::Load(command),
+        } => bench::load(command).await?,
         Command::Bench {
-            command:
-                BenchCommand::Backpressure {
-                    inflight,
-                    streams,
-                    count,
-                    size,
-                    sample_ms,
-                    output_dir,
-                },
-        } => {
-            let command = BackpressureCommand {
-                inflight,
-                streams,
-                count,
-                size,
-                sample_ms,
-                output_dir,
-            };
-            bench::backpressure(command).await?
-        }
+            command: BenchCommand::Backpressure(command),
+        } => bench::backpressure(command).await?,
     }
     Ok(())
 }

@@ -35,27 +35,52 @@ pub enum BenchError {
 
 /// `ordo bench load` as typed: where to send, how much, and who signs over
 /// which transport.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct LoadCommand {
+    #[arg(long, default_value = "127.0.0.1:7050")]
     pub address: String,
+    #[arg(long, default_value = "mychannel")]
     pub channel: String,
+    #[arg(long, default_value_t = 100_000)]
     pub count: u64,
+    /// Concurrent Broadcast streams.
+    #[arg(long, default_value_t = 4)]
     pub streams: u32,
+    /// Bytes of transaction data per envelope.
+    #[arg(long, default_value_t = 2048)]
     pub size: usize,
-    /// Sign with a generated identity of this MSP ID...
+    /// Sign envelopes with a generated identity of this MSP ID.
+    #[arg(long, conflicts_with = "msp_dir")]
     pub sign_as: Option<String>,
-    /// ...and write it out as an MSP folder here.
+    /// Write the generated identity as an MSP folder (for a channel's config).
+    #[arg(long, requires = "sign_as")]
     pub save_msp: Option<PathBuf>,
-    /// Or sign with the identity of this MSP folder, of MSP `msp_id`.
+    /// Sign envelopes with the identity of this MSP folder (signcerts/, keystore/).
+    #[arg(long, requires = "msp_id")]
     pub msp_dir: Option<PathBuf>,
+    #[arg(long)]
     pub msp_id: Option<String>,
+    /// TLS: the CA certificate (PEM) of the orderer's TLS certificate.
+    #[arg(long)]
     pub tls_ca_file: Option<PathBuf>,
+    /// TLS: the server name to verify (default: the address's host).
+    #[arg(long, requires = "tls_ca_file")]
     pub tls_server_name: Option<String>,
+    /// Mutual TLS: client certificate and key (PEM).
+    #[arg(long, requires_all = ["tls_ca_file", "tls_client_key"])]
     pub tls_client_cert: Option<PathBuf>,
+    #[arg(long, requires = "tls_client_cert")]
     pub tls_client_key: Option<PathBuf>,
-    pub deliver_timeout: Duration,
+    /// Seconds to wait, after the last answer, for deliveries to come.
+    #[arg(long, default_value_t = 30)]
+    pub deliver_timeout: u64,
+    /// Envelopes per second over all streams (default: as fast as answered).
+    #[arg(long)]
     pub rate: Option<f64>,
-    /// Extra Deliver streams following the head during the run.
+    /// Extra Deliver streams that follow the head during the run, each on
+    /// its own connection, like a channel's peers; each must receive
+    /// every block of the run.
+    #[arg(long, default_value_t = 0)]
     pub deliver_streams: u32,
 }
 
@@ -95,7 +120,7 @@ pub async fn load(command: LoadCommand) -> Result<(), BenchError> {
         size: command.size,
         tls,
         identity,
-        deliver_timeout: command.deliver_timeout,
+        deliver_timeout: Duration::from_secs(command.deliver_timeout),
         rate: command.rate,
     };
     let report = run_load_with_fan_out(&options, command.deliver_streams).await?;
@@ -175,14 +200,23 @@ fn print_load_report(options: &LoadOptions, report: &LoadReport) {
 }
 
 /// `ordo bench backpressure` as typed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct BackpressureCommand {
+    /// Values of General.Backpressure.MaxInflightEnvelopes.
+    #[arg(long, value_delimiter = ',', default_value = "64,512,4096,32768")]
     pub inflight: Vec<u32>,
+    /// Numbers of Broadcast streams.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
     pub streams: Vec<u32>,
+    /// Envelopes per setting.
+    #[arg(long, default_value_t = 100_000)]
     pub count: u64,
+    #[arg(long, default_value_t = 2048)]
     pub size: usize,
-    /// Sampling interval in milliseconds (10 at least).
+    /// Sampling interval in milliseconds.
+    #[arg(long, default_value_t = 100)]
     pub sample_ms: u64,
+    #[arg(long, default_value = "backpressure")]
     pub output_dir: PathBuf,
 }
 
