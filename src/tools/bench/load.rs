@@ -25,7 +25,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::fabric::blockutil;
-use crate::fabric::protos::common::{ChannelHeader, Envelope, HeaderType, Payload, Status};
+use crate::fabric::protos::common::{Block, ChannelHeader, Envelope, HeaderType, Payload, Status};
 use crate::fabric::protos::orderer::deliver_response::Type as DeliverItem;
 use crate::fabric::protos::orderer::seek_info::{SeekBehavior, SeekContentType};
 use crate::tools::client::envelope::{default_creator, envelope_with_id, seek, BlockPosition};
@@ -530,13 +530,14 @@ async fn newest_block_number(client: &mut AbClient, channel: &str) -> Result<u64
     }
 }
 
-/// Follows the chain from `start`, marking this run's transactions delivered.
-async fn follow_blocks(
+/// Follows the chain from `start` until `stop`, handing each block to
+/// `on_block`; an error from it, or the stream's end, ends the follow.
+async fn each_block(
     client: &mut AbClient,
     channel: &str,
     start: u64,
-    tracker: &Tracker,
     stop: CancellationToken,
+    mut on_block: impl FnMut(Block) -> Result<(), String>,
 ) -> Result<(), String> {
     let request = seek(
         channel,
@@ -557,21 +558,7 @@ async fn follow_blocks(
         };
         match item {
             Some(Ok(response)) => match response.r#type {
-                Some(DeliverItem::Block(block)) => {
-                    let now = Instant::now();
-                    let mut ours = false;
-                    for raw in blockutil::entries(&block) {
-                        if let Some(id) = tx_id(raw) {
-                            ours |= tracker.delivered(&id, now);
-                        }
-                    }
-                    if ours {
-                        tracker.blocks.fetch_add(1, Ordering::Relaxed);
-                        tracker
-                            .last_block
-                            .fetch_max(blockutil::number(&block), Ordering::Relaxed);
-                    }
-                }
+                Some(DeliverItem::Block(block)) => on_block(block)?,
                 Some(DeliverItem::Status(code)) => {
                     return Err(format!("deliver ended with status {code}"))
                 }
@@ -581,6 +568,33 @@ async fn follow_blocks(
             None => return Err("deliver stream closed by the orderer".into()),
         }
     }
+}
+
+/// Follows the chain from `start`, marking this run's transactions delivered.
+async fn follow_blocks(
+    client: &mut AbClient,
+    channel: &str,
+    start: u64,
+    tracker: &Tracker,
+    stop: CancellationToken,
+) -> Result<(), String> {
+    each_block(client, channel, start, stop, |block| {
+        let now = Instant::now();
+        let mut ours = false;
+        for raw in blockutil::entries(&block) {
+            if let Some(id) = tx_id(raw) {
+                ours |= tracker.delivered(&id, now);
+            }
+        }
+        if ours {
+            tracker.blocks.fetch_add(1, Ordering::Relaxed);
+            tracker
+                .last_block
+                .fetch_max(blockutil::number(&block), Ordering::Relaxed);
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// The extra Deliver streams of a run, as many peers following the head.
@@ -725,42 +739,16 @@ async fn count_blocks(
     follower: &Follower,
     stop: CancellationToken,
 ) -> Result<(), String> {
-    let request = seek(
-        channel,
-        BlockPosition::Number(start),
-        BlockPosition::Number(u64::MAX),
-        SeekBehavior::BlockUntilReady,
-        SeekContentType::Block,
-    );
-    let mut responses = client
-        .deliver(tokio_stream::once(request))
-        .await
-        .map_err(|e| format!("deliver: {}", e.message()))?
-        .into_inner();
-    loop {
-        let item = tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
-            item = responses.next() => item,
-        };
-        match item {
-            Some(Ok(response)) => match response.r#type {
-                Some(DeliverItem::Block(block)) => {
-                    let expected = start + follower.received.load(Ordering::Relaxed);
-                    let number = blockutil::number(&block);
-                    if number != expected {
-                        return Err(format!("got block {number}, expected {expected}"));
-                    }
-                    follower.received.fetch_add(1, Ordering::Relaxed);
-                }
-                Some(DeliverItem::Status(code)) => {
-                    return Err(format!("deliver ended with status {code}"))
-                }
-                None => return Err("empty deliver response".into()),
-            },
-            Some(Err(e)) => return Err(format!("deliver stream failed: {}", e.message())),
-            None => return Err("deliver stream closed by the orderer".into()),
+    each_block(&mut client, channel, start, stop, |block| {
+        let expected = start + follower.received.load(Ordering::Relaxed);
+        let number = blockutil::number(&block);
+        if number != expected {
+            return Err(format!("got block {number}, expected {expected}"));
         }
-    }
+        follower.received.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    })
+    .await
 }
 
 fn tx_id(raw: &Bytes) -> Option<[u8; 32]> {
