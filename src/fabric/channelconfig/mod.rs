@@ -272,6 +272,23 @@ fn malformed(what: &'static str) -> impl Fn(prost::DecodeError) -> ChannelConfig
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn channel_ids_follow_fabric_rules() {
+        for ok in ["mychannel", "a", "chan-1.test"] {
+            assert!(validate_channel_id(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "MyChannel",
+            "1chan",
+            "chan_1",
+            "chan/1",
+            &"a".repeat(250),
+        ] {
+            assert!(validate_channel_id(bad).is_err(), "{bad}");
+        }
+    }
     use crate::fabric::channelconfig::genesis::{GenesisProfile, SOLO};
 
     fn profile() -> GenesisProfile {
