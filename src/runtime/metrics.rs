@@ -279,6 +279,11 @@ impl Metrics {
             .inc_by(count);
     }
 
+    /// Deliver streams open now.
+    pub fn deliver_streams_open(&self) -> i64 {
+        self.deliver_streams_open.get()
+    }
+
     /// A Deliver stream opened; the guard closes it when dropped.
     pub fn deliver_stream_opened(self: &Arc<Self>) -> DeliverStreamGuard {
         self.deliver_streams_open.inc();

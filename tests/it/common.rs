@@ -421,3 +421,23 @@ pub async fn spawn_ordo(
     }
     child
 }
+
+/// Waits (bounded) until at least `count` Deliver streams are open on the node.
+pub async fn deliver_streams_reach(node: &TestNode, count: i64) {
+    let metrics = node
+        .node
+        .as_ref()
+        .expect("running")
+        .registrar()
+        .metrics()
+        .clone();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while metrics.deliver_streams_open() < count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} Deliver streams open, expected {count}",
+            metrics.deliver_streams_open()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -200,7 +200,7 @@ async fn a_request_for_a_future_block_waits_for_it() {
     let waiting = tokio::spawn(async move {
         deliver(&mut c, CHANNEL, Number(5), Number(5), BlockUntilReady).await
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    deliver_streams_reach(&node, 1).await;
     assert!(!waiting.is_finished());
     let mut bc = node.client().await;
     let broadcast = BroadcastStream::open(&mut bc).await;
@@ -230,7 +230,7 @@ async fn hundreds_of_streams_at_the_head_all_receive_the_next_block() {
             deliver(&mut c, CHANNEL, Number(4), Number(4), BlockUntilReady).await
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    deliver_streams_reach(&node, STREAMS as i64).await;
     let mut bc = node.client().await;
     let broadcast = BroadcastStream::open(&mut bc).await;
     broadcast.send(tx(b"x")).await;
@@ -310,7 +310,7 @@ async fn many_streams_at_the_head_receive_identical_bytes_for_each_block() {
         let connection = connections[i % connections.len()].clone();
         followers.push(tokio::spawn(raw_deliver(connection, request)));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    deliver_streams_reach(&node, STREAMS as i64).await;
     let mut bc = node.client().await;
     let mut broadcast = BroadcastStream::open(&mut bc).await;
     let envelopes = 2 * (LAST - FIRST + 1);

@@ -44,7 +44,7 @@ async fn a_clean_stop_writes_the_pending_batch_and_the_chain_continues() {
         )
         .await
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    deliver_streams_reach(&node, 1).await;
     // 250 envelopes are acknowledged but still pending in the cutter.
     let stopping = tokio::time::Instant::now();
     node.restart().await;
