@@ -432,6 +432,16 @@ mod tests {
         target
     }
 
+    /// A round trip through the supervisor's mailbox: whatever it was woken
+    /// for before (a back-off that ended) has been handled.
+    async fn settle(channel: &Supervised) {
+        channel
+            .supervisor
+            .send(LedgerOfTree)
+            .await
+            .expect("supervisor");
+    }
+
     /// Every block links to the one before it.
     fn assert_chain_links(handle: &ChannelHandle) {
         let store = handle.store();
@@ -491,11 +501,7 @@ mod tests {
         state_becomes(&handle, |s| matches!(s, ChannelState::Errored(_))).await;
         // No restart that was already scheduled may bring it back.
         channel.clock.advance(MAX_BACKOFF * 10);
-        channel
-            .supervisor
-            .send(LedgerOfTree)
-            .await
-            .expect("supervisor");
+        settle(&channel).await;
         assert!(
             matches!(handle.state(), ChannelState::Errored(_)),
             "{:?}",
@@ -596,11 +602,7 @@ mod tests {
         chain.report_unreachable("a test");
         state_becomes(&handle, |s| *s != ChannelState::Active).await;
         channel.clock.advance(MAX_BACKOFF);
-        channel
-            .supervisor
-            .send(LedgerOfTree)
-            .await
-            .expect("supervisor");
+        settle(&channel).await;
         assert!(
             matches!(handle.state(), ChannelState::Restarting { .. }),
             "no new tree while the old one still writes: {:?}",

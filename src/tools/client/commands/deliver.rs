@@ -2,12 +2,11 @@
 
 use futures::StreamExt;
 
-use super::{status_name, CommandError};
+use super::{open_deliver, status_name, CommandError};
 use crate::fabric::blockutil;
 use crate::fabric::protos::common::Status;
 use crate::fabric::protos::orderer::deliver_response::Type as DeliverItem;
 use crate::fabric::protos::orderer::seek_info::{SeekBehavior, SeekContentType};
-use crate::tools::client::connect;
 use crate::tools::client::envelope::{seek, BlockPosition};
 
 /// Prints blocks `start..=stop` of `channel` as they come; ends at the
@@ -19,21 +18,13 @@ pub async fn run(
     stop: BlockPosition,
     fail_if_not_ready: bool,
 ) -> Result<(), CommandError> {
-    let mut client = connect(address).await?;
     let behavior = if fail_if_not_ready {
         SeekBehavior::FailIfNotReady
     } else {
         SeekBehavior::BlockUntilReady
     };
     let request = seek(channel, start, stop, behavior, SeekContentType::Block);
-    let mut responses = client
-        .deliver(tokio_stream::once(request))
-        .await
-        .map_err(|source| CommandError::Request {
-            call: "deliver",
-            source,
-        })?
-        .into_inner();
+    let mut responses = open_deliver(address, request).await?;
     while let Some(item) = responses.next().await {
         let response = item.map_err(|source| CommandError::Stream {
             call: "deliver",

@@ -4,12 +4,11 @@
 use futures::StreamExt;
 use prost::Message;
 
-use super::{status_name, write, CommandError};
+use super::{open_deliver, status_name, write, CommandError};
 use crate::fabric::blockutil;
 use crate::fabric::protos::common::Block;
 use crate::fabric::protos::orderer::deliver_response::Type as DeliverItem;
 use crate::fabric::protos::orderer::seek_info::{SeekBehavior, SeekContentType};
-use crate::tools::client::connect;
 use crate::tools::client::envelope::{seek, BlockPosition};
 
 /// Writes block `block` of `channel` to `output`: "config" (the current
@@ -46,7 +45,6 @@ pub async fn fetch_block(
     channel: &str,
     position: BlockPosition,
 ) -> Result<Block, CommandError> {
-    let mut client = connect(address).await?;
     let request = seek(
         channel,
         position,
@@ -54,14 +52,7 @@ pub async fn fetch_block(
         SeekBehavior::FailIfNotReady,
         SeekContentType::Block,
     );
-    let mut responses = client
-        .deliver(tokio_stream::once(request))
-        .await
-        .map_err(|source| CommandError::Request {
-            call: "deliver",
-            source,
-        })?
-        .into_inner();
+    let mut responses = open_deliver(address, request).await?;
     match responses.next().await {
         Some(Ok(response)) => match response.r#type {
             Some(DeliverItem::Block(block)) => Ok(block),

@@ -123,6 +123,22 @@ fn print_json(value: &serde_json::Value) -> Result<(), CommandError> {
     Ok(())
 }
 
+/// Sends one Deliver request to the orderer at `address`; the answers stream back.
+async fn open_deliver(
+    address: &str,
+    request: crate::fabric::protos::common::Envelope,
+) -> Result<tonic::Streaming<crate::fabric::protos::orderer::DeliverResponse>, CommandError> {
+    let mut client = crate::tools::client::connect(address).await?;
+    let responses = client
+        .deliver(tokio_stream::once(request))
+        .await
+        .map_err(|source| CommandError::Request {
+            call: "deliver",
+            source,
+        })?;
+    Ok(responses.into_inner())
+}
+
 /// A status code by its Fabric name, or as a number if it has none.
 fn status_name(code: i32) -> String {
     Status::try_from(code).map_or_else(|_| code.to_string(), |s| s.as_str_name().to_string())
