@@ -14,4 +14,5 @@
 
 pub mod fabric;
 pub mod runtime;
+pub mod security;
 pub mod tools;
