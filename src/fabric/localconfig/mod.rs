@@ -71,6 +71,10 @@ impl Default for Consensus {
 pub struct Admin {
     /// `host:port`; empty: no admin listener.
     pub listen_address: String,
+    /// `Admin.TLS`: with TLS on, clients must present a certificate from
+    /// `ClientRootCAs`, as Fabric requires.
+    #[serde(rename = "TLS")]
+    pub tls: Tls,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -87,12 +91,17 @@ pub struct ChannelParticipation {
 pub struct Operations {
     /// `host:port`; empty: no operations listener.
     pub listen_address: String,
+    /// `Operations.TLS`: changes to `/logspec` need a client certificate
+    /// when TLS is on.
+    #[serde(rename = "TLS")]
+    pub tls: Tls,
 }
 
 impl Default for Admin {
     fn default() -> Self {
         Admin {
             listen_address: "127.0.0.1:9443".into(),
+            tls: Tls::default(),
         }
     }
 }
@@ -110,6 +119,7 @@ impl Default for Operations {
     fn default() -> Self {
         Operations {
             listen_address: "127.0.0.1:8443".into(),
+            tls: Tls::default(),
         }
     }
 }
@@ -140,7 +150,8 @@ pub struct Authentication {
     pub verify_envelope_signatures: bool,
 }
 
-/// `General.TLS`, as in Fabric's orderer.yaml. Paths are PEM files.
+/// `General.TLS`, `Admin.TLS` and `Operations.TLS`, as in Fabric's
+/// orderer.yaml. Paths are PEM files.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
 pub struct Tls {
