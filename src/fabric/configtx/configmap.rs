@@ -52,16 +52,22 @@ impl ElementKey {
     pub fn path_string(&self) -> String {
         format!("/{}", self.path.join("/"))
     }
+
+    /// How Fabric's config map marks a kind of element in its keys (padded to
+    /// one width), which its error messages show.
+    pub fn prefix(kind: Kind) -> &'static str {
+        match kind {
+            Kind::Group => "[Group]  ",
+            Kind::Value => "[Value]  ",
+            Kind::Policy => "[Policy] ",
+        }
+    }
 }
 
+/// Fabric's key for the element: `[Value]  /Channel/Orderer/BatchSize`.
 impl fmt::Display for ElementKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match self.kind {
-            Kind::Group => "group",
-            Kind::Value => "value",
-            Kind::Policy => "policy",
-        };
-        write!(f, "{kind} {}", self.path_string())
+        write!(f, "{}{}", Self::prefix(self.kind), self.path_string())
     }
 }
 
@@ -180,7 +186,7 @@ mod tests {
             .child(Kind::Group, "Orderer")
             .child(Kind::Value, "BatchSize");
         assert_eq!(key.parent_path(), ["Channel", "Orderer"]);
-        assert_eq!(key.to_string(), "value /Channel/Orderer/BatchSize");
+        assert_eq!(key.to_string(), "[Value]  /Channel/Orderer/BatchSize");
         assert_eq!(ElementKey::root().parent_path(), ["Channel"]);
     }
 }

@@ -9,8 +9,9 @@
 //!   starts at version 0 inside a group that the update also changes;
 //! - every changed element names a modification policy that exists, and the
 //!   update's signatures satisfy it ([`PolicyEvaluator`]);
-//! - the resulting config is a valid channel config that keeps the consensus
-//!   type.
+//! - every name is one Fabric allows, every mod_policy a valid path;
+//! - the resulting config is a valid channel config that this orderer
+//!   supports, within the maintenance-mode rules ([`validate`]).
 //!
 //! The result is a CONFIG envelope (`ConfigEnvelope{config, last_update}`) at
 //! sequence + 1; ordering it in a block of its own is the chain's job.
@@ -18,6 +19,7 @@
 pub mod compute;
 pub mod configmap;
 pub mod semantic;
+pub mod validate;
 
 use bytes::Bytes;
 use prost::Message;
@@ -38,32 +40,40 @@ const CHANNEL_GROUPS: [&str; 3] = [keys::ORDERER_GROUP, keys::APPLICATION_GROUP,
 pub enum ConfigUpdateError {
     #[error("{0}")]
     Malformed(String),
-    #[error("config update is for channel {update} but was sent to channel {channel}")]
+    #[error("error authorizing update: ConfigUpdate for channel '{update}' but envelope for channel '{channel}'")]
     WrongChannel { update: String, channel: String },
-    #[error("existing config does not contain {0}, which is in the read set")]
+    #[error("error authorizing update: error mapping {set}: illegal characters in key: {prefix}: {reason}")]
+    IllegalKey {
+        set: &'static str,
+        prefix: &'static str,
+        reason: String,
+    },
+    #[error("error authorizing update: error validating ReadSet: existing config does not contain element for {0} but was in the read set")]
     ReadMissing(String),
-    #[error("read set requires {key} at version {wanted}, but it is at version {actual}")]
+    #[error("error authorizing update: error validating ReadSet: proposed update requires that key {key} be at version {wanted}, but it is currently at version {actual}")]
     StaleRead {
         key: String,
         wanted: u64,
         actual: u64,
     },
-    #[error("config update changes nothing: the write set holds no element with a new version")]
+    #[error("error authorizing update: error validating DeltaSet: delta set was empty -- update would have no effect")]
     EmptyDelta,
-    #[error("attempt to set {key} to version {proposed}, but it is at version {current}: versions must increase by exactly one")]
+    #[error("error authorizing update: error validating DeltaSet: attempt to set key {key} to version {proposed}, but key is at version {current}")]
     VersionJump {
         key: String,
         proposed: u64,
         current: u64,
     },
-    #[error("attempt to add {key} at version {proposed}: new elements start at version 0")]
+    #[error("error authorizing update: error validating DeltaSet: attempted to set key {key} to version {proposed}, but key does not exist")]
     NewNotZero { key: String, proposed: u64 },
     #[error("attempt to add {key}, but its group {group} is not part of the update (its version must go up by one)")]
     ParentUnchanged { key: String, group: String },
     #[error("unknown group {0}: only Orderer, Application and Consortiums may sit under /Channel")]
     UnknownGroup(String),
-    #[error("{key} has no modification policy (mod_policy)")]
+    #[error("error authorizing update: error validating DeltaSet: invalid mod_policy for element {key}: mod_policy not set")]
     NoModPolicy { key: String },
+    #[error("error authorizing update: error validating DeltaSet: invalid mod_policy for element {key}: {reason}")]
+    InvalidModPolicy { key: String, reason: String },
     #[error("modification policy {policy} of {key} is not satisfied: {reason}")]
     PolicyNotSatisfied {
         key: String,
@@ -72,8 +82,17 @@ pub enum ConfigUpdateError {
     },
     #[error("the update would make an invalid config: {0}")]
     InvalidResult(String),
-    #[error("attempt to change the consensus type from {from} to {to}")]
+    #[error("attempted to change consensus type from {from} to {to}")]
     ConsensusTypeChange { from: String, to: String },
+    #[error("config update is not compatible: {0}")]
+    Incompatible(String),
+    #[error("{0}")]
+    MspIdChange(String),
+    /// Refused by the maintenance filter (Broadcast words it as Fabric does).
+    #[error("{0}")]
+    Maintenance(String),
+    #[error("consensus-type migration from {from} to {to} is not supported by this orderer: a running channel cannot switch consenters")]
+    MigrationUnsupported { from: String, to: String },
 }
 
 /// One signature over a config update, as policies evaluate it.
@@ -170,14 +189,20 @@ pub fn propose_config_update(
         ConfigUpdateError::InvalidResult("the current config has no Channel group".into())
     })?;
     let existing = flatten(existing_root);
+    if let Some(read) = &update.read_set {
+        validate::validate_set_ids("ReadSet", read)?;
+    }
     let read_set = update.read_set.as_ref().map(flatten).unwrap_or_default();
+    verify_read_set(&existing, &read_set)?;
+    if let Some(write) = &update.write_set {
+        validate::validate_set_ids("WriteSet", write)?;
+    }
     let write_set = update
         .write_set
         .as_ref()
         .map(flatten)
         .ok_or_else(|| ConfigUpdateError::Malformed("config update has no write set".into()))?;
 
-    verify_read_set(&existing, &read_set)?;
     let delta = delta_set(&read_set, &write_set);
     verify_delta_set(current, &existing, &delta, &signed, policies)?;
 
@@ -197,12 +222,7 @@ pub fn propose_config_update(
     };
     let next = ChannelConfig::from_config(current.channel_id.clone(), config.clone())
         .map_err(|e| ConfigUpdateError::InvalidResult(e.to_string()))?;
-    if next.consensus_type != current.consensus_type {
-        return Err(ConfigUpdateError::ConsensusTypeChange {
-            from: current.consensus_type.clone(),
-            to: next.consensus_type,
-        });
-    }
+    validate::check_next_config(current, &next, &update)?;
     let envelope = config_envelope(&current.channel_id, config, Some(update_envelope.clone()));
     Ok(ProposedConfig {
         envelope,
@@ -290,6 +310,12 @@ fn verify_delta_set(
                 key: key.to_string(),
             });
         }
+        validate::validate_mod_policy(element.mod_policy()).map_err(|reason| {
+            ConfigUpdateError::InvalidModPolicy {
+                key: key.to_string(),
+                reason,
+            }
+        })?;
         match existing.get(key) {
             Some(current_element) => {
                 if element.version() != current_element.version() + 1 {

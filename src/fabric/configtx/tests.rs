@@ -138,7 +138,7 @@ fn a_stale_read_set_is_refused() {
     assert_eq!(
         err,
         ConfigUpdateError::StaleRead {
-            key: "value /Channel/Orderer/BatchSize".into(),
+            key: "[Value]  /Channel/Orderer/BatchSize".into(),
             wanted: 0,
             actual: 1
         }
@@ -192,7 +192,7 @@ fn unknown_groups_are_refused() {
     let err = propose(&from, &update).expect_err("unknown");
     assert_eq!(
         err,
-        ConfigUpdateError::ReadMissing("group /Channel/Nowhere".into())
+        ConfigUpdateError::ReadMissing("[Group]  /Channel/Nowhere".into())
     );
 
     // A new group without changing /Channel.
@@ -267,10 +267,260 @@ fn updates_that_change_nothing_or_break_the_config_are_refused() {
         },
     );
     let update = compute_update("mychannel", &from.config, &updated).expect("difference");
+    assert_eq!(
+        propose(&from, &update).expect_err("type change"),
+        ConfigUpdateError::Maintenance(
+            "attempted to change consensus type from solo to kafka, but current config \
+             ConsensusType.State is not in maintenance mode"
+                .into()
+        )
+    );
+}
+
+/// `from` with ConsensusType set to `kind` in `state`, as the next config.
+fn with_consensus(from: &Config, kind: &str, state: i32) -> Config {
+    let mut updated = from.clone();
+    set_value(
+        &mut updated,
+        keys::CONSENSUS_TYPE,
+        &ConsensusType {
+            r#type: kind.into(),
+            state,
+            ..ConsensusType::default()
+        },
+    );
+    updated
+}
+
+fn update_to(from: &ChannelConfig, updated: &Config) -> ConfigUpdate {
+    compute_update(&from.channel_id, &from.config, updated).expect("difference")
+}
+
+const MAINTENANCE: i32 = 1;
+
+#[test]
+fn maintenance_mode_is_entered_and_left_with_nothing_else_changing() {
+    let normal = current();
+    // Entering together with another change is refused.
+    let both = with_consensus(&with_batch(&normal.config, 10), "solo", MAINTENANCE);
+    assert_eq!(
+        propose(&normal, &update_to(&normal, &both)).expect_err("two changes"),
+        ConfigUpdateError::Maintenance(
+            "config update contain more then just the ConsensusType value in the Orderer group"
+                .into()
+        )
+    );
+    // Entering alone is accepted.
+    let enter = with_consensus(&normal.config, "solo", MAINTENANCE);
+    let maintenance = propose(&normal, &update_to(&normal, &enter))
+        .expect("enter maintenance")
+        .config;
+    assert_eq!(
+        maintenance.orderer.consensus_state,
+        crate::fabric::channelconfig::ConsensusState::Maintenance
+    );
+    // In maintenance mode any other authorised change is allowed.
+    let tuned = propose(&maintenance, &batch_update(&maintenance, 20))
+        .expect("a change in maintenance")
+        .config;
+    // A consensus-type change there: Fabric's target list first, then this
+    // orderer's refusal to switch a running channel's consenter.
+    let kafka = with_consensus(&tuned.config, "kafka", MAINTENANCE);
+    assert_eq!(
+        propose(&tuned, &update_to(&tuned, &kafka)).expect_err("kafka"),
+        ConfigUpdateError::Maintenance(
+            "attempted to change consensus type from solo to kafka, transition not supported"
+                .into()
+        )
+    );
+    let mut raft = with_consensus(&tuned.config, "etcdraft", MAINTENANCE);
+    set_value(
+        &mut raft,
+        keys::CONSENSUS_TYPE,
+        &ConsensusType {
+            r#type: "etcdraft".into(),
+            state: MAINTENANCE,
+            metadata: crate::fabric::protos::etcdraft::ConfigMetadata {
+                consenters: vec![crate::fabric::protos::etcdraft::Consenter {
+                    host: "127.0.0.1".into(),
+                    port: 7050,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }
+            .encode_to_vec()
+            .into(),
+        },
+    );
     assert!(matches!(
-        propose(&from, &update),
-        Err(ConfigUpdateError::ConsensusTypeChange { .. })
+        propose(&tuned, &update_to(&tuned, &raft)),
+        Err(ConfigUpdateError::MigrationUnsupported { .. })
     ));
+    // Leaving while changing the type is refused; leaving alone is accepted.
+    let leave_as_kafka = with_consensus(&tuned.config, "kafka", 0);
+    let err = propose(&tuned, &update_to(&tuned, &leave_as_kafka)).expect_err("type and state");
+    assert_eq!(
+        err,
+        ConfigUpdateError::Maintenance(
+            "attempted to change ConsensusType.Type from solo to kafka, but ConsensusType.State \
+             is changing from STATE_MAINTENANCE to STATE_NORMAL"
+                .into()
+        )
+    );
+    let leave = with_consensus(&tuned.config, "solo", 0);
+    let back = propose(&tuned, &update_to(&tuned, &leave))
+        .expect("leave maintenance")
+        .config;
+    assert_eq!(
+        back.orderer.consensus_state,
+        crate::fabric::channelconfig::ConsensusState::Normal
+    );
+    assert_eq!(back.batch_size.max_message_count, 20);
+}
+
+#[test]
+fn without_the_migration_capability_the_type_and_state_stay() {
+    let mut from = current();
+    orderer_mut(&mut from.config)
+        .values
+        .remove(keys::CAPABILITIES);
+    let from = ChannelConfig::from_config(from.channel_id.clone(), from.config).expect("config");
+    let enter = with_consensus(&from.config, "solo", MAINTENANCE);
+    assert_eq!(
+        propose(&from, &update_to(&from, &enter)).expect_err("no capability"),
+        ConfigUpdateError::Maintenance(
+            "next config attempted to change ConsensusType.State to STATE_MAINTENANCE, but \
+             capability is disabled"
+                .into()
+        )
+    );
+    let kafka = with_consensus(&from.config, "kafka", 0);
+    let err = propose(&from, &update_to(&from, &kafka)).expect_err("no capability");
+    assert_eq!(
+        err.to_string(),
+        "attempted to change consensus type from solo to kafka"
+    );
+}
+
+#[test]
+fn unsupported_capabilities_are_not_compatible() {
+    let from = current();
+    let mut updated = from.config.clone();
+    set_value(
+        &mut updated,
+        keys::CAPABILITIES,
+        &crate::fabric::protos::common::Capabilities {
+            capabilities: [(
+                "V9_9".to_string(),
+                crate::fabric::protos::common::Capability {},
+            )]
+            .into(),
+        },
+    );
+    let err = propose(&from, &update_to(&from, &updated)).expect_err("unsupported");
+    assert_eq!(
+        err.to_string(),
+        "config update is not compatible: config requires unsupported orderer capabilities: \
+         Orderer capability V9_9 is required but not supported: Orderer capability V9_9 is \
+         required but not supported"
+    );
+}
+
+#[test]
+fn names_and_mod_policies_must_be_fabric_ids_and_paths() {
+    let from = current();
+    let mut updated = from.config.clone();
+    orderer_mut(&mut updated).values.insert(
+        "Bad Name".into(),
+        ConfigValue {
+            version: 0,
+            value: Bytes::from_static(b"x"),
+            mod_policy: keys::ADMINS.into(),
+        },
+    );
+    assert_eq!(
+        propose(&from, &update_to(&from, &updated))
+            .expect_err("illegal name")
+            .to_string(),
+        "error authorizing update: error mapping WriteSet: illegal characters in key: [Value]  : \
+         config ID 'Bad Name' contains illegal characters"
+    );
+
+    let mut updated = from.config.clone();
+    orderer_mut(&mut updated)
+        .values
+        .get_mut(keys::BATCH_SIZE)
+        .expect("batch size")
+        .mod_policy = "/Channel//Admins".into();
+    assert_eq!(
+        propose(&from, &update_to(&from, &updated))
+            .expect_err("bad mod_policy")
+            .to_string(),
+        "error authorizing update: error validating DeltaSet: invalid mod_policy for element \
+         [Value]  /Channel/Orderer/BatchSize: path element at 1 is invalid: config ID illegal, \
+         cannot be empty"
+    );
+}
+
+#[test]
+fn an_organization_keeps_its_msp_id() {
+    let from = current();
+    let mut updated = from.config.clone();
+    let org = ConfigGroup {
+        mod_policy: keys::ADMINS.into(),
+        values: [(
+            keys::MSP.to_string(),
+            ConfigValue {
+                version: 0,
+                value: msp_value("Org1MSP"),
+                mod_policy: "/Channel/Orderer/Admins".into(),
+            },
+        )]
+        .into(),
+        ..ConfigGroup::default()
+    };
+    orderer_mut(&mut updated)
+        .groups
+        .insert("OrdererOrg".into(), org);
+    let with_org = propose(&from, &update_to(&from, &updated))
+        .expect("org added")
+        .config;
+    let mut renamed = with_org.config.clone();
+    orderer_mut(&mut renamed)
+        .groups
+        .get_mut("OrdererOrg")
+        .expect("org")
+        .values
+        .get_mut(keys::MSP)
+        .expect("msp")
+        .value = msp_value("OtherMSP");
+    assert_eq!(
+        propose(&with_org, &update_to(&with_org, &renamed))
+            .expect_err("renamed")
+            .to_string(),
+        "orderer org OrdererOrg attempted to change MSP ID from Org1MSP to OtherMSP"
+    );
+}
+
+fn msp_value(name: &str) -> Bytes {
+    use crate::fabric::protos::msp::{FabricMspConfig, MspConfig};
+    MspConfig {
+        r#type: 0,
+        config: FabricMspConfig {
+            name: name.into(),
+            ..FabricMspConfig::default()
+        }
+        .encode_to_vec()
+        .into(),
+    }
+    .encode_to_vec()
+    .into()
+}
+
+fn with_batch(config: &Config, count: u32) -> Config {
+    let mut updated = config.clone();
+    set_value(&mut updated, keys::BATCH_SIZE, &batch_size(count));
+    updated
 }
 
 #[test]

@@ -320,8 +320,10 @@ fn revalidate(
     let mut kept = Vec::with_capacity(messages.len());
     let (mut dropped, mut dropped_bytes) = (0, 0);
     for message in messages {
-        let verdict = Envelope::decode(message.envelope.clone())
-            .map_err(|e| e.to_string())
+        // Fabric's second pass is ProcessNormalMsg again: maintenance mode first.
+        let verdict = crate::runtime::msgprocessor::check_normal_allowed(config)
+            .map_err(|r| r.info)
+            .and_then(|()| Envelope::decode(message.envelope.clone()).map_err(|e| e.to_string()))
             .and_then(|env| {
                 filters
                     .apply(&env, message.envelope.len(), config)

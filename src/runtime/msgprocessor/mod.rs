@@ -12,7 +12,7 @@ use prost::Message;
 
 pub use sigcheck::SignatureCheck;
 
-use crate::fabric::channelconfig::ChannelConfig;
+use crate::fabric::channelconfig::{ChannelConfig, ConsensusState};
 use crate::fabric::protos::common::{ChannelHeader, Envelope, HeaderType, Payload, Status};
 
 /// A refusal: the status and info string Broadcast answers with.
@@ -29,7 +29,26 @@ impl Rejection {
             info: info.into(),
         }
     }
+
+    pub fn service_unavailable(info: impl Into<String>) -> Rejection {
+        Rejection {
+            status: Status::ServiceUnavailable,
+            info: info.into(),
+        }
+    }
+
+    /// The same status with `context` before the info, as Fabric wraps an
+    /// error with a message (the cause, and so the status, stays).
+    pub fn within(self, context: &str) -> Rejection {
+        Rejection {
+            status: self.status,
+            info: format!("{context}: {}", self.info),
+        }
+    }
 }
+
+/// Fabric's answer to a channel ID no channel has (an empty one included).
+pub const CHANNEL_DOES_NOT_EXIST: &str = "channel does not exist";
 
 /// How an envelope is processed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,31 +57,45 @@ pub enum Classification {
     Normal,
     /// A CONFIG_UPDATE, to be turned into a CONFIG envelope.
     ConfigUpdate,
-    /// A CONFIG envelope: processed again from the update it carries.
+    /// A CONFIG envelope: only the orderer makes these; refused on Broadcast.
     Config,
     /// An ORDERER_TRANSACTION (system channel era): refused.
     OrdererTransaction,
 }
 
+impl Classification {
+    /// Why Broadcast refuses this kind of envelope outright, as Fabric's
+    /// registrar words it.
+    pub fn refusal(self) -> Option<Rejection> {
+        match self {
+            Classification::Config => Some(Rejection::bad_request(
+                "message is of type that cannot be processed directly",
+            )),
+            Classification::OrdererTransaction => Some(Rejection::bad_request(
+                "message is of type that is no longer supported",
+            )),
+            Classification::Normal | Classification::ConfigUpdate => None,
+        }
+    }
+}
+
 /// Reads the channel header of an envelope: the first thing Broadcast needs.
+/// An empty channel ID is not an error here: no channel has it, so the
+/// lookup answers (as in Fabric).
 pub fn channel_header(envelope: &Envelope) -> Result<ChannelHeader, Rejection> {
     let cannot = |reason: String| {
         Rejection::bad_request(format!("could not determine channel ID: {reason}"))
     };
     let payload = Payload::decode(envelope.payload.clone())
-        .map_err(|e| cannot(format!("error unmarshalling payload: {e}")))?;
+        .map_err(|e| cannot(format!("error unmarshalling Payload: {e}")))?;
     let header = payload
         .header
         .ok_or_else(|| cannot("header not set".into()))?;
     if header.channel_header.is_empty() {
         return Err(cannot("channel header not set".into()));
     }
-    let channel_header = ChannelHeader::decode(header.channel_header)
-        .map_err(|e| cannot(format!("error unmarshalling channel header: {e}")))?;
-    if channel_header.channel_id.is_empty() {
-        return Err(cannot("channel ID is empty".into()));
-    }
-    Ok(channel_header)
+    ChannelHeader::decode(header.channel_header)
+        .map_err(|e| cannot(format!("error unmarshalling channel header: {e}")))
 }
 
 pub fn classify(header: &ChannelHeader) -> Classification {
@@ -72,6 +105,21 @@ pub fn classify(header: &ChannelHeader) -> Classification {
         Ok(HeaderType::OrdererTransaction) => Classification::OrdererTransaction,
         _ => Classification::Normal,
     }
+}
+
+/// Fabric's check before the filters of a normal message: a channel in
+/// maintenance mode (ConsensusType.state MAINTENANCE, with the orderer
+/// capability that makes consensus-type migration possible) takes config
+/// updates only.
+pub fn check_normal_allowed(config: &ChannelConfig) -> Result<(), Rejection> {
+    if config.orderer.consensus_state == ConsensusState::Maintenance
+        && crate::fabric::configtx::validate::consensus_type_migration(config)
+    {
+        return Err(Rejection::service_unavailable(
+            "normal transactions are rejected: maintenance mode",
+        ));
+    }
+    Ok(())
 }
 
 /// One filter of the Broadcast path.
@@ -91,26 +139,29 @@ pub struct EmptyRejectRule;
 impl Rule for EmptyRejectRule {
     fn apply(&self, envelope: &Envelope, _: usize, _: &ChannelConfig) -> Result<(), Rejection> {
         if envelope.payload.is_empty() {
-            return Err(Rejection::bad_request("message was empty"));
+            return Err(Rejection::bad_request("Message was empty"));
         }
         Ok(())
     }
 }
 
-/// Refuses an envelope larger than the channel's AbsoluteMaxBytes.
+/// Refuses an envelope larger than the channel's AbsoluteMaxBytes. The size
+/// is Fabric's: payload plus signature, without the few bytes of protobuf
+/// framing, so an envelope at the limit is judged alike by both.
 pub struct SizeFilter;
 
 impl Rule for SizeFilter {
     fn apply(
         &self,
-        _: &Envelope,
-        encoded_len: usize,
+        envelope: &Envelope,
+        _: usize,
         config: &ChannelConfig,
     ) -> Result<(), Rejection> {
+        let size = envelope.payload.len() + envelope.signature.len();
         let max = config.batch_size.absolute_max_bytes as usize;
-        if encoded_len > max {
+        if size > max {
             return Err(Rejection::bad_request(format!(
-                "message payload is {encoded_len} bytes and exceeds maximum allowed {max} bytes"
+                "message payload is {size} bytes and exceeds maximum allowed {max} bytes"
             )));
         }
         Ok(())
@@ -209,24 +260,74 @@ mod tests {
             "{}",
             err.info
         );
-        let no_channel = channel_header(&envelope_for("", HeaderType::EndorserTransaction))
-            .expect_err("no channel");
-        assert!(no_channel.info.contains("channel ID is empty"));
+        // An empty channel ID is read; the lookup then finds no channel.
+        let no_channel =
+            channel_header(&envelope_for("", HeaderType::EndorserTransaction)).expect("a header");
+        assert_eq!(no_channel.channel_id, "");
     }
 
     #[test]
-    fn size_filter_enforces_absolute_max_bytes() {
-        let rules = RuleSet::standard();
-        let env = envelope_for("c1", HeaderType::Message);
-        assert!(rules.apply(&env, 100, &config(100)).is_ok());
-        let err = rules.apply(&env, 101, &config(100)).expect_err("too big");
+    fn config_and_orderer_transactions_are_refused_as_fabric_words_it() {
+        let config = channel_header(&envelope_for("c1", HeaderType::Config)).expect("header");
+        assert_eq!(
+            classify(&config).refusal(),
+            Some(Rejection::bad_request(
+                "message is of type that cannot be processed directly"
+            ))
+        );
+        let orderer =
+            channel_header(&envelope_for("c1", HeaderType::OrdererTransaction)).expect("header");
+        assert_eq!(
+            classify(&orderer).refusal().map(|r| r.info),
+            Some("message is of type that is no longer supported".to_string())
+        );
+        assert_eq!(
+            classify(&channel_header(&envelope_for("c1", HeaderType::ConfigUpdate)).expect("h"))
+                .refusal(),
+            None
+        );
+    }
+
+    #[test]
+    fn maintenance_mode_refuses_normal_transactions_with_the_capability() {
+        let mut maintenance = config(100);
+        maintenance.orderer.consensus_state = ConsensusState::Maintenance;
+        let err = check_normal_allowed(&maintenance).expect_err("maintenance");
+        assert_eq!(err.status, Status::ServiceUnavailable);
         assert_eq!(
             err.info,
-            "message payload is 101 bytes and exceeds maximum allowed 100 bytes"
+            "normal transactions are rejected: maintenance mode"
+        );
+        assert_eq!(check_normal_allowed(&config(100)), Ok(()));
+        // Without V1_4_2 or V2_0 the state is not enforced, as in Fabric.
+        let mut old = maintenance.clone();
+        old.orderer.capabilities = vec!["V1_1".into()];
+        assert_eq!(check_normal_allowed(&old), Ok(()));
+    }
+
+    #[test]
+    fn size_filter_measures_payload_and_signature_as_fabric() {
+        let rules = RuleSet::standard();
+        let mut env = envelope_for("c1", HeaderType::Message);
+        env.signature = Bytes::from(vec![1u8; 10]);
+        let size = env.payload.len() + 10;
+        // The framing bytes of the marshalled envelope do not count.
+        assert!(env.encoded_len() > size);
+        let exact = size as u32;
+        assert!(rules.apply(&env, env.encoded_len(), &config(exact)).is_ok());
+        let err = rules
+            .apply(&env, env.encoded_len(), &config(exact - 1))
+            .expect_err("too big");
+        assert_eq!(
+            err.info,
+            format!(
+                "message payload is {size} bytes and exceeds maximum allowed {} bytes",
+                exact - 1
+            )
         );
         let err = rules
             .apply(&Envelope::default(), 0, &config(100))
             .expect_err("empty");
-        assert_eq!(err.info, "message was empty");
+        assert_eq!(err.info, "Message was empty");
     }
 }

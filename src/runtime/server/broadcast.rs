@@ -183,9 +183,7 @@ impl BroadcastStream {
         let channel = self
             .registrar
             .channel(&header.channel_id)
-            .ok_or_else(|| {
-                Rejection::bad_request(format!("channel does not exist: {}", header.channel_id))
-            })
+            .ok_or_else(|| Rejection::bad_request(msgprocessor::CHANNEL_DOES_NOT_EXIST))
             .map_err(unknown)?;
         let id = channel.id().to_string();
         accept_on(channel, &header, envelope).map_err(|r| (id, r))
@@ -324,21 +322,28 @@ impl BroadcastStream {
 ///
 /// The channel's filters (signatures among them) judge the client's update
 /// envelope; the CONFIG envelope made from it is the orderer's own, and only
-/// its size is checked.
+/// its size is checked. Refusals carry Fabric's wording of each stage.
 fn config_update(channel: Arc<ChannelHandle>, update: &Envelope) -> Result<Accepted, Rejection> {
     let config = channel.config();
     channel
         .filters()
-        .apply(update, update.encoded_len(), &config)?;
+        .apply(update, update.encoded_len(), &config)
+        .map_err(|r| r.within("config update for existing channel did not pass initial checks"))?;
     let proposed = configtx::propose_config_update(&config, update, channel.policies().as_ref())
-        .map_err(|e| {
-            Rejection::bad_request(format!(
+        .map_err(|e| match e {
+            configtx::ConfigUpdateError::Maintenance(reason) => Rejection::bad_request(format!(
+                "config update for existing channel did not pass maintenance checks: \
+                 config transaction inspection failed: {reason}"
+            )),
+            e => Rejection::bad_request(format!(
                 "error applying config update to existing channel '{}': {e}",
                 channel.id()
-            ))
+            )),
         })?;
     let encoded = proposed.envelope.encode_to_vec();
-    msgprocessor::SizeFilter.apply(&proposed.envelope, encoded.len(), &config)?;
+    msgprocessor::SizeFilter
+        .apply(&proposed.envelope, encoded.len(), &config)
+        .map_err(|r| r.within("config update for existing channel did not pass final checks"))?;
     channel.warn_if_bound_below_batch(&proposed.config);
     Ok(accepted(
         channel,
@@ -386,22 +391,15 @@ fn accept_on(
     header: &crate::fabric::protos::common::ChannelHeader,
     envelope: Envelope,
 ) -> Result<Accepted, Rejection> {
-    match msgprocessor::classify(header) {
-        Classification::Normal => {}
-        Classification::ConfigUpdate => return config_update(channel, &envelope),
-        Classification::Config => {
-            // As in Fabric: a CONFIG envelope is processed again from its update.
-            let update = configtx::last_update(&envelope.encode_to_vec().into())
-                .map_err(|e| Rejection::bad_request(e.to_string()))?;
-            return config_update(channel, &update);
-        }
-        Classification::OrdererTransaction => {
-            return Err(Rejection::bad_request(
-                "orderer transactions are not supported: there is no system channel",
-            ))
-        }
+    let kind = msgprocessor::classify(header);
+    if let Some(refusal) = kind.refusal() {
+        return Err(refusal);
+    }
+    if kind == Classification::ConfigUpdate {
+        return config_update(channel, &envelope);
     }
     let config = channel.config();
+    msgprocessor::check_normal_allowed(&config)?;
     filtered(channel, &config, &envelope, None)
 }
 

@@ -21,7 +21,7 @@ use tracing::Instrument;
 
 use crate::fabric::blockutil;
 use crate::fabric::protos::common::{Block, Envelope, Payload, Status};
-use crate::fabric::protos::orderer::seek_info::{SeekBehavior, SeekContentType};
+use crate::fabric::protos::orderer::seek_info::{SeekBehavior, SeekContentType, SeekErrorResponse};
 use crate::fabric::protos::orderer::seek_position::Type as Position;
 use crate::fabric::protos::orderer::SeekInfo;
 use crate::fabric::protos::ordo::wire::{deliver_response, DeliverResponse};
@@ -48,10 +48,33 @@ pub struct DeliverStream {
 
 /// A validated request: which blocks, and how.
 struct Seek {
-    start: u64,
+    /// The first block; for a start Fabric's ledger cannot find (a number
+    /// above the height, or no position at all), the request answers
+    /// NOT_FOUND when it comes to reading it.
+    start: Start,
+    /// The request ends (SUCCESS) after the block of exactly this number, as
+    /// Fabric compares: a stop below the start never ends it.
     stop: u64,
     fail_if_not_ready: bool,
+    /// BEST_EFFORT: blocks keep coming from the ledger while the consenter is down.
+    best_effort: bool,
     header_only: bool,
+}
+
+#[derive(Clone, Copy)]
+enum Start {
+    At(u64),
+    NotFound,
+}
+
+impl Start {
+    /// The number Fabric's iterator reports for the start (0 when not found).
+    fn number(self) -> u64 {
+        match self {
+            Start::At(n) => n,
+            Start::NotFound => 0,
+        }
+    }
 }
 
 impl DeliverStream {
@@ -106,70 +129,66 @@ impl DeliverStream {
                 return Outcome::Status(status);
             }
         };
-        let span = tracing::debug_span!("seek", channel = %channel.id(), start = seek.start, stop = seek.stop);
+        let span = tracing::debug_span!("seek", channel = %channel.id(), start = seek.start.number(), stop = seek.stop);
         self.stream_blocks(&channel, &seek).instrument(span).await
     }
 
+    /// Reads a request as Fabric's deliver handler does, in its order: the
+    /// channel (an empty or unknown ID: NOT_FOUND), the SeekInfo, the
+    /// consenter's state (unless BEST_EFFORT), then the positions.
     fn parse(&self, envelope: &Envelope) -> Result<(Arc<ChannelHandle>, Seek), (Status, String)> {
         let bad = |reason: String| (Status::BadRequest, reason);
         let header = msgprocessor::channel_header(envelope).map_err(|r| bad(r.info))?;
         let channel = self.registrar.channel(&header.channel_id).ok_or_else(|| {
             (
                 Status::NotFound,
-                format!("channel {} not found", header.channel_id),
+                format!("channel {:?} not found", header.channel_id),
             )
         })?;
-        if let Some(reason) = unavailable(&channel.state()) {
-            return Err((Status::ServiceUnavailable, reason));
-        }
         let payload = Payload::decode(envelope.payload.clone())
             .map_err(|e| bad(format!("error unmarshalling payload: {e}")))?;
         let seek_info = SeekInfo::decode(payload.data)
             .map_err(|e| bad(format!("error unmarshalling SeekInfo: {e}")))?;
-        let start = seek_info
-            .start
-            .and_then(|p| p.r#type)
-            .ok_or_else(|| bad("seek start position not set".into()))?;
-        let stop = seek_info
-            .stop
-            .and_then(|p| p.r#type)
-            .ok_or_else(|| bad("seek stop position not set".into()))?;
-        let fail_if_not_ready = seek_info.behavior == SeekBehavior::FailIfNotReady as i32;
+        let best_effort = seek_info.error_response == SeekErrorResponse::BestEffort as i32;
+        if let Some(reason) = unavailable(&channel.state(), best_effort) {
+            return Err((Status::ServiceUnavailable, reason));
+        }
+        let (Some(start_position), Some(stop_position)) = (seek_info.start, seek_info.stop) else {
+            return Err(bad("seek start or stop position not set".into()));
+        };
         let height = channel.store().height();
         let newest = height.saturating_sub(1);
-        let start = match start {
-            Position::Oldest(_) => 0,
-            Position::Newest(_) => newest,
-            Position::Specified(s) => s.number,
-            Position::NextCommit(_) => height,
+        let start = match start_position.r#type {
+            Some(Position::Oldest(_)) => Start::At(0),
+            Some(Position::Newest(_)) => Start::At(newest),
+            Some(Position::Specified(s)) if s.number <= height => Start::At(s.number),
+            Some(Position::Specified(_)) | None => Start::NotFound,
+            Some(Position::NextCommit(_)) => Start::At(height),
         };
-        if fail_if_not_ready && start >= height {
-            return Err((
-                Status::NotFound,
-                format!("block {start} is not ready (height {height})"),
-            ));
-        }
-        let stop = match stop {
-            Position::Oldest(_) => 0,
-            Position::Newest(_) => newest,
-            Position::Specified(s) => s.number,
-            Position::NextCommit(_) => {
-                return Err(bad("next_commit is not a valid stop position".into()))
+        let number = start.number();
+        let stop = match &stop_position.r#type {
+            Some(Position::Oldest(_)) => number,
+            // Newest to newest is the one block, even if another is written meanwhile.
+            Some(Position::Newest(_)) if start_position == stop_position => number,
+            Some(Position::Newest(_)) => newest,
+            Some(Position::Specified(s)) if s.number < number => {
+                return Err(bad(format!(
+                    "start number {number} greater than stop number {}",
+                    s.number
+                )))
             }
+            Some(Position::Specified(s)) => s.number,
+            // Fabric leaves the stop at 0 for these.
+            Some(Position::NextCommit(_)) | None => 0,
         };
-        if stop < start {
-            return Err(bad(format!(
-                "stop block {stop} is before start block {start}"
-            )));
-        }
-        let header_only = seek_info.content_type == SeekContentType::HeaderWithSig as i32;
         Ok((
             channel,
             Seek {
                 start,
                 stop,
-                fail_if_not_ready,
-                header_only,
+                fail_if_not_ready: seek_info.behavior == SeekBehavior::FailIfNotReady as i32,
+                best_effort,
+                header_only: seek_info.content_type == SeekContentType::HeaderWithSig as i32,
             },
         ))
     }
@@ -180,7 +199,9 @@ impl DeliverStream {
         let _reader = store.deliver_reader();
         let mut heights = store.subscribe();
         let mut states = channel.subscribe_state();
-        let mut number = seek.start;
+        let Start::At(mut number) = seek.start else {
+            return Outcome::Status(Status::NotFound);
+        };
         loop {
             while store.height() <= number {
                 if seek.fail_if_not_ready {
@@ -194,7 +215,7 @@ impl DeliverStream {
                     }
                     changed = states.changed() => {
                         let state = states.borrow_and_update().clone();
-                        if changed.is_err() || unavailable(&state).is_some() {
+                        if changed.is_err() || unavailable(&state, seek.best_effort).is_some() {
                             return Outcome::Status(Status::ServiceUnavailable);
                         }
                     }
@@ -228,10 +249,13 @@ impl DeliverStream {
                 return Outcome::StreamGone;
             }
             channel.metrics().deliver_blocks_sent.inc();
-            if number >= seek.stop {
+            if number == seek.stop {
                 return Outcome::Status(Status::Success);
             }
-            number += 1;
+            number = match number.checked_add(1) {
+                Some(next) => next,
+                None => return Outcome::Status(Status::NotFound),
+            };
         }
     }
 }
@@ -251,7 +275,14 @@ fn header_only(marshalled: Bytes) -> Result<Bytes, prost::DecodeError> {
     Ok(Bytes::from(stripped.encode_to_vec()))
 }
 
-/// Why a channel in this state cannot serve Deliver, if it cannot.
-fn unavailable(state: &ChannelState) -> Option<String> {
-    (!state.serves()).then(|| format!("channel is {state}"))
+/// Why a channel in this state cannot serve Deliver, if it cannot. A
+/// BEST_EFFORT request reads the ledger whatever the consenter does; only a
+/// channel that stopped ends it.
+fn unavailable(state: &ChannelState, best_effort: bool) -> Option<String> {
+    let serves = if best_effort {
+        !matches!(state, ChannelState::Stopped)
+    } else {
+        state.serves()
+    };
+    (!serves).then(|| format!("channel is {state}"))
 }
