@@ -184,17 +184,17 @@ async fn bad_config_updates_are_refused_with_a_reason_and_nothing_is_written() {
         (
             "stale read set",
             config_update_envelope(&update),
-            "requires value /Channel/Orderer/BatchSize at version 0, but it is at version 1",
+            "proposed update requires that key [Value]  /Channel/Orderer/BatchSize be at version 0, but it is currently at version 1",
         ),
         (
             "version jump",
             config_update_envelope(&jump),
-            "to version 5, but it is at version 1",
+            "to version 5, but key is at version 1",
         ),
         (
             "unknown group",
             config_update_envelope(&unknown),
-            "does not contain group /Channel/Consortia",
+            "does not contain element for [Group]  /Channel/Consortia but was in the read set",
         ),
         ("garbage bytes", garbage, "ConfigUpdateEnvelope"),
     ];
@@ -221,4 +221,176 @@ async fn bad_config_updates_are_refused_with_a_reason_and_nothing_is_written() {
     )
     .await;
     assert_eq!(got.status, Some(Status::NotFound));
+}
+
+/// `config` with ConsensusType.state set (0 normal, 1 maintenance).
+fn with_consensus_state(config: &Config, state: i32) -> Config {
+    use ordo::fabric::protos::orderer::ConsensusType;
+    let mut updated = config.clone();
+    let value = updated
+        .channel_group
+        .as_mut()
+        .and_then(|root| root.groups.get_mut(keys::ORDERER_GROUP))
+        .and_then(|orderer| orderer.values.get_mut(keys::CONSENSUS_TYPE))
+        .expect("consensus type");
+    let mut consensus = ConsensusType::decode(value.value.clone()).expect("consensus type");
+    consensus.state = state;
+    value.value = consensus.encode_to_vec().into();
+    updated
+}
+
+fn update_envelope(from: &ChannelConfig, to: &Config) -> Envelope {
+    config_update_envelope(&compute_update(CHANNEL, &from.config, to).expect("a difference"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_mode_takes_config_updates_only_and_is_left_as_fabric_allows() {
+    let node = TestNode::embedded().await;
+    let normal = current_config(&node).await;
+
+    // Entering maintenance together with another change: the maintenance filter refuses.
+    let both = with_consensus_state(&with_max_message_count(&normal.config, 10), 1);
+    let (status, info) = send_one(&node, update_envelope(&normal, &both)).await;
+    assert_eq!(status, Status::BadRequest, "{info}");
+    assert_eq!(
+        info,
+        "config update for existing channel did not pass maintenance checks: config transaction \
+         inspection failed: config update contain more then just the ConsensusType value in the \
+         Orderer group"
+    );
+
+    // Entering alone: ordered; from the next block on, normal transactions are
+    // refused and the stream ends, as in Fabric.
+    let enter = with_consensus_state(&normal.config, 1);
+    let (status, info) = send_one(&node, update_envelope(&normal, &enter)).await;
+    assert_eq!(status, Status::Success, "{info}");
+    wait_for_height(&node, CHANNEL, 2).await;
+    let mut client = node.client().await;
+    let mut stream = BroadcastStream::open(&mut client).await;
+    stream.send(tx(b"in maintenance")).await;
+    stream.offer(tx(b"never read")).await;
+    let answer = stream.next().await.expect("an answer");
+    assert_eq!(answer.status, Status::ServiceUnavailable as i32);
+    assert_eq!(
+        answer.info,
+        "normal transactions are rejected: maintenance mode"
+    );
+    assert!(stream.next().await.is_none());
+
+    // Config updates still go through, and so does leaving.
+    let maintenance = current_config(&node).await;
+    let (status, info) = send_one(
+        &node,
+        update_envelope(
+            &maintenance,
+            &with_max_message_count(&maintenance.config, 10),
+        ),
+    )
+    .await;
+    assert_eq!(status, Status::Success, "{info}");
+    wait_for_height(&node, CHANNEL, 3).await;
+    let tuned = current_config(&node).await;
+    let (status, info) = send_one(
+        &node,
+        update_envelope(&tuned, &with_consensus_state(&tuned.config, 0)),
+    )
+    .await;
+    assert_eq!(status, Status::Success, "{info}");
+    wait_for_height(&node, CHANNEL, 4).await;
+    let back = tx(b"back to normal");
+    let (status, info) = send_one(&node, back.clone()).await;
+    assert_eq!(status, Status::Success, "{info}");
+    wait_for_height(&node, CHANNEL, 5).await;
+    let blocks = all_blocks(&node, CHANNEL).await;
+    assert!(blocks[1..4].iter().all(is_config));
+    assert_eq!(
+        tx_ids(&blocks[3..]),
+        vec![tx_id_of(&back)],
+        "only the transaction sent after leaving"
+    );
+    let config = current_config(&node).await;
+    assert_eq!(config.sequence, 3);
+    assert_eq!(config.batch_size.max_message_count, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_this_orderer_cannot_run_are_refused_in_fabrics_words() {
+    use ordo::fabric::protos::common::{Capabilities, Capability};
+    let node = TestNode::embedded().await;
+    let current = current_config(&node).await;
+
+    let mut unsupported = current.config.clone();
+    let orderer = unsupported
+        .channel_group
+        .as_mut()
+        .and_then(|root| root.groups.get_mut(keys::ORDERER_GROUP))
+        .expect("orderer group");
+    orderer
+        .values
+        .get_mut(keys::CAPABILITIES)
+        .expect("capabilities")
+        .value = Capabilities {
+        capabilities: [("V9_9".to_string(), Capability {})].into(),
+    }
+    .encode_to_vec()
+    .into();
+    let (status, info) = send_one(&node, update_envelope(&current, &unsupported)).await;
+    assert_eq!(status, Status::BadRequest, "{info}");
+    assert_eq!(
+        info,
+        "error applying config update to existing channel 'mychannel': config update is not \
+         compatible: config requires unsupported orderer capabilities: Orderer capability V9_9 \
+         is required but not supported: Orderer capability V9_9 is required but not supported"
+    );
+
+    let mut bad_name = current.config.clone();
+    bad_name
+        .channel_group
+        .as_mut()
+        .and_then(|root| root.groups.get_mut(keys::ORDERER_GROUP))
+        .expect("orderer group")
+        .values
+        .insert(
+            "Batch Size".into(),
+            ConfigValue {
+                version: 0,
+                value: Bytes::from_static(b"x"),
+                mod_policy: keys::ADMINS.into(),
+            },
+        );
+    let (status, info) = send_one(&node, update_envelope(&current, &bad_name)).await;
+    assert_eq!(status, Status::BadRequest, "{info}");
+    assert!(
+        info.ends_with(
+            "error authorizing update: error mapping WriteSet: illegal characters in key: \
+             [Value]  : config ID 'Batch Size' contains illegal characters"
+        ),
+        "{info}"
+    );
+
+    // A consensus-type change outside maintenance mode.
+    let mut kafka = current.config.clone();
+    let value = kafka
+        .channel_group
+        .as_mut()
+        .and_then(|root| root.groups.get_mut(keys::ORDERER_GROUP))
+        .and_then(|orderer| orderer.values.get_mut(keys::CONSENSUS_TYPE))
+        .expect("consensus type");
+    value.value = ordo::fabric::protos::orderer::ConsensusType {
+        r#type: "kafka".into(),
+        ..Default::default()
+    }
+    .encode_to_vec()
+    .into();
+    let (status, info) = send_one(&node, update_envelope(&current, &kafka)).await;
+    assert_eq!(status, Status::BadRequest, "{info}");
+    assert!(
+        info.ends_with(
+            "did not pass maintenance checks: config transaction inspection failed: attempted to \
+             change consensus type from solo to kafka, but current config ConsensusType.State is \
+             not in maintenance mode"
+        ),
+        "{info}"
+    );
+    assert_eq!(node.height(CHANNEL), 1, "nothing was written");
 }

@@ -9,9 +9,15 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::common::*;
 use ordo::fabric::blockutil;
 use ordo::fabric::protos::common::Status;
+use ordo::fabric::protos::common::{Envelope, HeaderType};
 use ordo::fabric::protos::orderer::deliver_response::Type as DeliverItem;
-use ordo::fabric::protos::orderer::seek_info::{SeekBehavior, SeekContentType};
-use ordo::tools::client::envelope::{seek, BlockPosition};
+use ordo::fabric::protos::orderer::seek_info::{SeekBehavior, SeekContentType, SeekErrorResponse};
+use ordo::fabric::protos::orderer::seek_position::Type as Position;
+use ordo::fabric::protos::orderer::{
+    SeekInfo, SeekNewest, SeekNextCommit, SeekOldest, SeekPosition, SeekSpecified,
+};
+use ordo::tools::client::envelope::{envelope, seek, BlockPosition};
+use prost::Message;
 
 use BlockPosition::{Newest, Number, Oldest};
 use SeekBehavior::{BlockUntilReady, FailIfNotReady};
@@ -197,8 +203,9 @@ async fn a_stream_waiting_at_the_head_receives_new_blocks_as_they_are_cut() {
 async fn a_request_for_a_future_block_waits_for_it() {
     let node = node_with_four_blocks().await;
     let mut c = node.client().await;
+    // Block 4 is the next one (the height): the request waits for it.
     let waiting = tokio::spawn(async move {
-        deliver(&mut c, CHANNEL, Number(5), Number(5), BlockUntilReady).await
+        deliver(&mut c, CHANNEL, Number(4), Number(5), BlockUntilReady).await
     });
     deliver_streams_reach(&node, 1).await;
     assert!(!waiting.is_finished());
@@ -210,7 +217,7 @@ async fn a_request_for_a_future_block_waits_for_it() {
     let got = waiting.await.expect("task");
     assert_eq!(
         (numbers(&got), got.status),
-        (vec![5], Some(Status::Success))
+        (vec![4, 5], Some(Status::Success))
     );
 }
 
@@ -357,4 +364,238 @@ async fn many_streams_at_the_head_receive_identical_bytes_for_each_block() {
         };
         assert_eq!(ours.encode_to_vec(), fabric.encode_to_vec());
     }
+}
+
+/// A seek with raw positions (`None`: a position message with no type).
+fn raw_seek(
+    channel: &str,
+    start: Option<Position>,
+    stop: Option<Position>,
+    behavior: SeekBehavior,
+    error_response: SeekErrorResponse,
+) -> Envelope {
+    let info = SeekInfo {
+        start: Some(SeekPosition { r#type: start }),
+        stop: Some(SeekPosition { r#type: stop }),
+        behavior: behavior as i32,
+        error_response: error_response as i32,
+        content_type: SeekContentType::Block as i32,
+    };
+    envelope(
+        channel,
+        HeaderType::DeliverSeekInfo,
+        info.encode_to_vec().into(),
+    )
+}
+
+fn specified(number: u64) -> Option<Position> {
+    Some(Position::Specified(SeekSpecified { number }))
+}
+
+/// Opens a Deliver stream with one request; the stream stays open.
+async fn open_deliver(
+    node: &TestNode,
+    request: Envelope,
+) -> tonic::Streaming<ordo::fabric::protos::orderer::DeliverResponse> {
+    let mut c = node.client().await;
+    c.deliver(tokio_stream::iter(vec![request]).chain(futures::stream::pending()))
+        .await
+        .expect("deliver")
+        .into_inner()
+}
+
+/// The next item of a Deliver stream: a block number, or a status.
+async fn next_item(
+    stream: &mut tonic::Streaming<ordo::fabric::protos::orderer::DeliverResponse>,
+) -> Result<u64, i32> {
+    let item = tokio::time::timeout(PATIENCE, stream.next())
+        .await
+        .expect("in time")
+        .expect("an item")
+        .expect("ok");
+    match item.r#type {
+        Some(DeliverItem::Block(b)) => Ok(blockutil::number(&b)),
+        Some(DeliverItem::Status(s)) => Err(s),
+        None => panic!("empty response"),
+    }
+}
+
+async fn cut_one_block(node: &TestNode, round: &str) {
+    let mut bc = node.client().await;
+    let mut broadcast = BroadcastStream::open(&mut bc).await;
+    for i in 0..2 {
+        broadcast.send(tx(format!("{round} {i}").as_bytes())).await;
+    }
+    for _ in 0..2 {
+        assert_eq!(
+            broadcast.next().await.expect("answer").status,
+            Status::Success as i32
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seek_edge_cases_are_answered_as_fabric() {
+    let node = node_with_four_blocks().await;
+    let mut c = node.client().await;
+    let ask =
+        |start, stop, behavior| raw_seek(CHANNEL, start, stop, behavior, SeekErrorResponse::Strict);
+
+    // A start above the height is NOT_FOUND at once, even when the request
+    // would wait; the height itself is the next block and is waited for.
+    for behavior in [BlockUntilReady, FailIfNotReady] {
+        let got = deliver_envelope(&mut c, ask(specified(5), specified(9), behavior)).await;
+        assert_eq!(
+            (numbers(&got), got.status),
+            (vec![], Some(Status::NotFound))
+        );
+    }
+    // A start with no position type: NOT_FOUND.
+    let got = deliver_envelope(&mut c, ask(None, specified(2), BlockUntilReady)).await;
+    assert_eq!(
+        (numbers(&got), got.status),
+        (vec![], Some(Status::NotFound))
+    );
+    // Stop Oldest stops at the start block.
+    let got = deliver_envelope(
+        &mut c,
+        ask(
+            specified(2),
+            Some(Position::Oldest(SeekOldest {})),
+            BlockUntilReady,
+        ),
+    )
+    .await;
+    assert_eq!(
+        (numbers(&got), got.status),
+        (vec![2], Some(Status::Success))
+    );
+    // A stop with no type (or NextCommit) is block 0 to Fabric: from the
+    // oldest block, the request ends after block 0.
+    let got = deliver_envelope(
+        &mut c,
+        ask(Some(Position::Oldest(SeekOldest {})), None, BlockUntilReady),
+    )
+    .await;
+    assert_eq!(
+        (numbers(&got), got.status),
+        (vec![0], Some(Status::Success))
+    );
+    // Stop below start with a specified stop is still a bad request.
+    let got = deliver_envelope(&mut c, ask(specified(3), specified(2), BlockUntilReady)).await;
+    assert_eq!(got.status, Some(Status::BadRequest));
+    // An empty channel ID names no channel.
+    let got = deliver_envelope(
+        &mut c,
+        raw_seek(
+            "",
+            Some(Position::Oldest(SeekOldest {})),
+            specified(0),
+            BlockUntilReady,
+            SeekErrorResponse::Strict,
+        ),
+    )
+    .await;
+    assert_eq!(got.status, Some(Status::NotFound));
+
+    // Requests that never end: stop Newest below a NextCommit start, stop
+    // NextCommit, stop with no type. Each receives the existing blocks and
+    // then every new one, with no status in between.
+    let requests = [
+        ask(
+            Some(Position::NextCommit(SeekNextCommit {})),
+            Some(Position::Newest(SeekNewest {})),
+            BlockUntilReady,
+        ),
+        ask(
+            specified(3),
+            Some(Position::NextCommit(SeekNextCommit {})),
+            BlockUntilReady,
+        ),
+        ask(specified(3), None, BlockUntilReady),
+    ];
+    let mut streams = Vec::new();
+    for request in requests {
+        streams.push(open_deliver(&node, request).await);
+    }
+    for stream in streams.iter_mut().skip(1) {
+        assert_eq!(next_item(stream).await, Ok(3));
+    }
+    deliver_streams_reach(&node, 3).await;
+    for round in 0..2u64 {
+        cut_one_block(&node, &format!("round {round}")).await;
+        for stream in streams.iter_mut() {
+            assert_eq!(next_item(stream).await, Ok(4 + round));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn best_effort_reads_the_ledger_while_the_consenter_is_down() {
+    let mut p = profile(CHANNEL);
+    p.consensus_type = "bft-of-the-future".into();
+    let node = TestNode::from_profile(&p, vec![]).await;
+    let channel = node
+        .node
+        .as_ref()
+        .expect("running")
+        .registrar()
+        .channel(CHANNEL)
+        .expect("channel");
+    let mut states = channel.subscribe_state();
+    tokio::time::timeout(
+        PATIENCE,
+        states.wait_for(|s| matches!(s, ordo::runtime::channel::ChannelState::Errored(_))),
+    )
+    .await
+    .expect("in time")
+    .expect("state");
+    let mut c = node.client().await;
+    let oldest = || Some(Position::Oldest(SeekOldest {}));
+    for behavior in [BlockUntilReady, FailIfNotReady] {
+        let strict = deliver_envelope(
+            &mut c,
+            raw_seek(
+                CHANNEL,
+                oldest(),
+                oldest(),
+                behavior,
+                SeekErrorResponse::Strict,
+            ),
+        )
+        .await;
+        assert_eq!(strict.status, Some(Status::ServiceUnavailable));
+        let best = deliver_envelope(
+            &mut c,
+            raw_seek(
+                CHANNEL,
+                oldest(),
+                oldest(),
+                behavior,
+                SeekErrorResponse::BestEffort,
+            ),
+        )
+        .await;
+        assert_eq!(
+            (numbers(&best), best.status),
+            (vec![0], Some(Status::Success))
+        );
+    }
+    // Past the ledger's end a BEST_EFFORT request with FAIL_IF_NOT_READY
+    // answers NOT_FOUND, as for a running channel.
+    let past = deliver_envelope(
+        &mut c,
+        raw_seek(
+            CHANNEL,
+            oldest(),
+            specified(1),
+            FailIfNotReady,
+            SeekErrorResponse::BestEffort,
+        ),
+    )
+    .await;
+    assert_eq!(
+        (numbers(&past), past.status),
+        (vec![0], Some(Status::NotFound))
+    );
 }
