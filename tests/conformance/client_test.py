@@ -55,14 +55,16 @@ def envelope(channel, kind, data):
     return common_pb2.Envelope(payload=payload.SerializeToString()), chdr.tx_id
 
 
-def seek(channel, start, stop, behavior=ab_pb2.SeekInfo.BLOCK_UNTIL_READY):
+def seek(channel, start, stop, behavior=ab_pb2.SeekInfo.BLOCK_UNTIL_READY,
+         error_response=ab_pb2.SeekInfo.STRICT):
     def position(p):
         if p == "oldest":
             return ab_pb2.SeekPosition(oldest=ab_pb2.SeekOldest())
         if p == "newest":
             return ab_pb2.SeekPosition(newest=ab_pb2.SeekNewest())
         return ab_pb2.SeekPosition(specified=ab_pb2.SeekSpecified(number=p))
-    info = ab_pb2.SeekInfo(start=position(start), stop=position(stop), behavior=behavior)
+    info = ab_pb2.SeekInfo(start=position(start), stop=position(stop), behavior=behavior,
+                           error_response=error_response)
     env, _ = envelope(channel, common_pb2.DELIVER_SEEK_INFO, info.SerializeToString())
     return env
 
@@ -106,6 +108,12 @@ def main():
     answers = list(stub.Broadcast(iter([bad, envelopes[0]]), timeout=TIMEOUT))
     check(len(answers) == 1 and answers[0].status == common_pb2.BAD_REQUEST,
           "unknown channel: BAD_REQUEST, then the stream ends")
+    check(answers[0].info == "channel does not exist", "unknown channel: Fabric's info")
+    config_env, _ = envelope(channel, common_pb2.CONFIG, b"config")
+    answers = list(stub.Broadcast(iter([config_env, envelopes[0]]), timeout=TIMEOUT))
+    check(len(answers) == 1 and answers[0].status == common_pb2.BAD_REQUEST
+          and answers[0].info == "message is of type that cannot be processed directly",
+          "CONFIG envelope: BAD_REQUEST as Fabric words it, then the stream ends")
     answers = list(stub.Broadcast(iter([common_pb2.Envelope()]), timeout=TIMEOUT))
     check(answers[0].status == common_pb2.BAD_REQUEST, "empty envelope: BAD_REQUEST")
 
@@ -152,8 +160,18 @@ def main():
     height = len(blocks)
     _, status = deliver_once(stub, seek(channel, height + 10, height + 10, ab_pb2.SeekInfo.FAIL_IF_NOT_READY))
     check(status == common_pb2.NOT_FOUND, "FAIL_IF_NOT_READY beyond the height: NOT_FOUND")
+    _, status = deliver_once(stub, seek(channel, height + 1, height + 1))
+    check(status == common_pb2.NOT_FOUND, "BLOCK_UNTIL_READY above the height: NOT_FOUND at once")
     _, status = deliver_once(stub, seek(channel, 1, 0))
     check(status == common_pb2.BAD_REQUEST, "stop before start: BAD_REQUEST")
+    _, status = deliver_once(stub, seek("", "oldest", "newest"))
+    check(status == common_pb2.NOT_FOUND, "empty channel ID: NOT_FOUND")
+    got, status = deliver_once(stub, seek(channel, 1, "oldest"))
+    check(status == common_pb2.SUCCESS and [b.header.number for b in got] == [1],
+          "stop oldest: the start block only")
+    best = seek(channel, 0, 0, error_response=ab_pb2.SeekInfo.BEST_EFFORT)
+    got, status = deliver_once(stub, best)
+    check(status == common_pb2.SUCCESS and len(got) == 1, "BEST_EFFORT on a running channel")
     _, status = deliver_once(stub, seek("no-such-channel", "oldest", "newest"))
     check(status == common_pb2.NOT_FOUND, "unknown channel: NOT_FOUND")
     got, status = deliver_once(stub, seek(channel, 0, 0))
