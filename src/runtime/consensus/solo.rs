@@ -595,6 +595,28 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_second_pass_drops_normal_messages_once_in_maintenance_mode() {
+        let block = GenesisProfile::embedded("c1", vec![]).genesis_block();
+        let mut config = ChannelConfig::from_config_block(&block).expect("config");
+        let envelope = crate::fabric::envelopeutil::testing::transaction(
+            "c1",
+            bytes::Bytes::from_static(b"tx"),
+        )
+        .encode_to_vec();
+        let message = || OrderedMessage {
+            size: envelope.len(),
+            envelope: envelope.clone().into(),
+        };
+        let filters = RuleSet::standard();
+        let (kept, dropped, _) = revalidate("c1", &filters, &config, vec![message()]);
+        assert_eq!((kept.len(), dropped), (1, 0));
+        config.orderer.consensus_state = crate::fabric::channelconfig::ConsensusState::Maintenance;
+        let (kept, dropped, bytes) =
+            revalidate("c1", &filters, &config, vec![message(), message()]);
+        assert_eq!((kept.len(), dropped, bytes), (0, 2, 2 * envelope.len()));
+    }
+
     #[actix_rt::test]
     async fn messages_and_updates_validated_under_an_older_config_are_checked_again() {
         let channel = supervised(GenesisProfile::embedded("c1", vec![]));
