@@ -32,13 +32,15 @@ async fn a_clean_stop_writes_the_pending_batch_and_the_chain_continues() {
     let mut node = TestNode::from_profile(&p, vec![]).await;
     send_and_ack(&node, 750, "before").await;
     wait_for_height(&node, CHANNEL, 2).await;
-    // A peer-like Deliver stream waits at the head; the stop must not wait for it.
+    // A peer-like Deliver stream waits at the head (block 2, the next one; a
+    // start above the height is NOT_FOUND, as in Fabric); the stop must not
+    // wait for it.
     let mut follower = node.client().await;
     let following = tokio::spawn(async move {
         deliver(
             &mut follower,
             CHANNEL,
-            BlockPosition::Number(3),
+            BlockPosition::Number(2),
             BlockPosition::Number(u64::MAX),
             SeekBehavior::BlockUntilReady,
         )
