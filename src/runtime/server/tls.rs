@@ -568,10 +568,13 @@ mod tests {
     use tonic_health::pb::health_server::{Health, HealthServer};
     use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
+    /// A caller's certificate and address, as a handler saw them.
+    type Caller = (Option<CertificateDer<'static>>, Option<SocketAddr>);
+
     /// A health service that notes who called.
     #[derive(Default, Clone)]
     struct Recorder {
-        seen: Arc<Mutex<Vec<(Option<CertificateDer<'static>>, Option<SocketAddr>)>>>,
+        seen: Arc<Mutex<Vec<Caller>>>,
     }
 
     #[tonic::async_trait]
