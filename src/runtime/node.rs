@@ -16,7 +16,9 @@ use actix_rt::{Arbiter, ArbiterHandle, System};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
 
 use crate::fabric::localconfig::NodeConfig;
 use crate::runtime::clock::Clock;
@@ -25,7 +27,12 @@ use crate::runtime::consensus::{
 };
 use crate::runtime::metrics::Metrics;
 use crate::runtime::registrar::{Registrar, RegistrarError};
-use crate::runtime::server::{operations, participation, serve_http, AtomicBroadcastService};
+use crate::runtime::server::operations::HealthChecks;
+use crate::runtime::server::tls::{ListenerTls, TlsIncoming, TlsSettings};
+use crate::runtime::server::trust::ChannelTlsTrust;
+use crate::runtime::server::{
+    operations, participation, serve_http, serve_https, AtomicBroadcastService,
+};
 
 /// How long a clean stop waits for gRPC connections to close.
 const SERVER_STOP_GRACE: Duration = Duration::from_secs(10);
@@ -38,6 +45,8 @@ pub enum NodeError {
     Registrar(#[from] RegistrarError),
     #[error("invalid TLS material (General.TLS): {0}")]
     Tls(String),
+    #[error("invalid TLS material (Operations.TLS): {0}")]
+    OperationsTls(String),
     #[error("cannot listen on {address}: {source}")]
     Listen {
         address: String,
@@ -153,6 +162,10 @@ pub struct Node {
     shutdown: CancellationToken,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     actors: ActorSystem,
+    /// `grpc.health.v1.Health` on the main listener.
+    grpc_health: HealthReporter,
+    /// What `/healthz` checks.
+    health_checks: Arc<HealthChecks>,
 }
 
 impl Node {
@@ -188,6 +201,28 @@ impl Node {
             }
         };
         registrar.wait_started().await;
+        let tls =
+            |settings: Result<TlsSettings, _>| settings.and_then(ListenerTls::new).map(Arc::new);
+        let main_tls = config
+            .tls
+            .as_ref()
+            .map(|t| tls(TlsSettings::main_listener(t)))
+            .transpose()
+            .map_err(|e| NodeError::Tls(e.to_string()));
+        let operations_tls = config
+            .operations_tls
+            .as_ref()
+            .map(|t| tls(TlsSettings::http_listener(t)))
+            .transpose()
+            .map_err(|e| NodeError::OperationsTls(e.to_string()));
+        let (main_tls, operations_tls) = match (main_tls, operations_tls) {
+            (Ok(main), Ok(operations)) => (main, operations),
+            (Err(e), _) | (_, Err(e)) => {
+                registrar.shutdown().await;
+                actors.stop().await;
+                return Err(e);
+            }
+        };
         let listener = match TcpListener::bind(&config.listen_address).await {
             Ok(l) => l,
             Err(source) => {
@@ -205,37 +240,31 @@ impl Node {
         })?;
         let shutdown = CancellationToken::new();
         let service = AtomicBroadcastService::new(registrar.clone(), shutdown.clone());
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        // Overall health ("") is SERVING while the node serves, as Fabric's.
+        let (grpc_health, health_service) = tonic_health::server::health_reporter();
         // Receive windows of 256 KB per stream: a Broadcast stream that waits for
         // in-flight room holds at most that much unread, not HTTP/2's 1 MB default.
-        let mut builder = Server::builder()
+        let router = Server::builder()
             .initial_stream_window_size(Some(256 * 1024))
-            .initial_connection_window_size(Some(512 * 1024));
-        if let Some(tls) = &config.tls {
-            let mut server_tls = ServerTlsConfig::new().identity(Identity::from_pem(
-                &tls.certificate_pem,
-                &tls.private_key_pem,
-            ));
-            if !tls.client_root_cas_pem.is_empty() {
-                server_tls = server_tls
-                    .client_ca_root(Certificate::from_pem(&tls.client_root_cas_pem))
-                    .client_auth_optional(!tls.client_auth_required);
+            .initial_connection_window_size(Some(512 * 1024))
+            .add_service(health_service)
+            .add_service(service.into_server());
+        let stopped = shutdown.clone().cancelled_owned();
+        let server = match &main_tls {
+            Some(tls) => {
+                // Client certificates from every channel organization's TLS CAs.
+                registrar.observe(Arc::new(ChannelTlsTrust::new(tls.clone())));
+                let incoming = TlsIncoming::new(listener, tls.clone(), shutdown.clone());
+                tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
             }
-            builder = match builder.tls_config(server_tls) {
-                Ok(b) => b,
-                Err(e) => {
-                    registrar.shutdown().await;
-                    actors.stop().await;
-                    return Err(NodeError::Tls(e.to_string()));
-                }
-            };
-        }
-        let server = builder
-            .add_service(service.into_server())
-            .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
-        let server = tokio::spawn(server);
+            None => {
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
+            }
+        };
         tracing::info!(address = %local_addr, tls = config.tls.is_some(), channels = ?registrar.channel_ids(), "ordo is serving AtomicBroadcast");
 
+        let health_checks = Arc::new(HealthChecks::default());
         let mut http_servers = Vec::new();
         let mut listeners = Vec::new();
         if let Some(address) = &config.admin_address {
@@ -244,19 +273,24 @@ impl Node {
                 config.channel_participation,
                 config.max_join_body_bytes,
             );
-            listeners.push(("admin", address.clone(), router));
+            listeners.push(("admin", address.clone(), router, None));
         }
         if let Some(address) = &config.operations_address {
-            listeners.push((
-                "operations",
-                address.clone(),
-                operations::router(registrar.clone()),
-            ));
+            let router = operations::router(
+                registrar.clone(),
+                health_checks.clone(),
+                operations_tls.is_some(),
+            );
+            listeners.push(("operations", address.clone(), router, operations_tls));
         }
         let mut admin_addr = None;
         let mut operations_addr = None;
-        for (name, address, router) in listeners {
-            match serve_http(router, &address, shutdown.clone()).await {
+        for (name, address, router, tls) in listeners {
+            let served = match tls {
+                Some(tls) => serve_https(router, &address, tls, shutdown.clone()).await,
+                None => serve_http(router, &address, shutdown.clone()).await,
+            };
+            match served {
                 Ok((local, task)) => {
                     tracing::info!(address = %local, "{name} listener serving");
                     match name {
@@ -282,6 +316,8 @@ impl Node {
             shutdown,
             server,
             actors,
+            grpc_health,
+            health_checks,
         })
     }
 
@@ -304,6 +340,11 @@ impl Node {
         &self.registrar
     }
 
+    /// The node-level checks `/healthz` runs; components register here.
+    pub fn health_checks(&self) -> &Arc<HealthChecks> {
+        &self.health_checks
+    }
+
     /// Resolves if the actor thread ends while the node runs: a panic in an
     /// actor. Every channel has stopped then; the process should exit so that
     /// whatever supervises it restarts it (Fabric's orderer exits on a panic).
@@ -321,6 +362,9 @@ impl Node {
     /// pending batch, flush the ledger, stop the actors.
     pub async fn shutdown(self) {
         tracing::info!("stopping: no new envelopes are taken");
+        self.grpc_health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
         self.shutdown.cancel();
         match tokio::time::timeout(SERVER_STOP_GRACE, self.server).await {
             Ok(Ok(Ok(()))) => {}

@@ -56,6 +56,15 @@ pub enum RegistrarError {
     Onboarding(u64),
 }
 
+/// Told when a channel starts (at open, on join) and when it is removed: how
+/// parts of the node outside the channels follow them (the main listener's
+/// trusted TLS CAs, for one). A started channel's config changes are on its
+/// [`ChannelHandle::subscribe_config`] watch.
+pub trait ChannelObserver: Send + Sync {
+    fn channel_started(&self, channel: &Arc<ChannelHandle>);
+    fn channel_removed(&self, channel: &str);
+}
+
 struct ChannelEntry {
     handle: Arc<ChannelHandle>,
     supervisor: Addr<ChannelSupervisor>,
@@ -74,6 +83,7 @@ pub struct Registrar {
     filters: Arc<RuleSet>,
     metrics: Arc<Metrics>,
     channels: RwLock<HashMap<String, ChannelEntry>>,
+    observers: RwLock<Vec<Arc<dyn ChannelObserver>>>,
 }
 
 impl Registrar {
@@ -103,6 +113,7 @@ impl Registrar {
             filters: Arc::new(RuleSet::for_node(config.verify_signatures)),
             metrics,
             channels: RwLock::new(HashMap::new()),
+            observers: RwLock::new(Vec::new()),
         };
         let existing = registrar.factory.channel_ids();
         if existing.is_empty() {
@@ -174,6 +185,9 @@ impl Registrar {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(id)
             .ok_or_else(|| RegistrarError::NoSuchChannel(id.to_string()))?;
+        for observer in self.observers() {
+            observer.channel_removed(id);
+        }
         if let Err(e) = entry.supervisor.send(Shutdown).await {
             tracing::warn!(channel = %id, error = %e, "channel supervisor was already gone at removal");
         }
@@ -241,7 +255,31 @@ impl Registrar {
                     supervisor,
                 },
             );
+        for observer in self.observers() {
+            observer.channel_started(&handle);
+        }
         handle
+    }
+
+    /// Adds an observer, told at once of every channel already started.
+    pub fn observe(&self, observer: Arc<dyn ChannelObserver>) {
+        // Held while replaying, so a channel started meanwhile is told after
+        // (an observer may hear of a channel twice, never not at all).
+        let mut observers = self
+            .observers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        for channel in self.channels() {
+            observer.channel_started(&channel);
+        }
+        observers.push(observer);
+    }
+
+    fn observers(&self) -> Vec<Arc<dyn ChannelObserver>> {
+        self.observers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {

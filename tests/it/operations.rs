@@ -1,11 +1,19 @@
 //! The operations listener: health, metrics moving under load, log levels at
-//! run time, version.
+//! run time, version, Fabric's answers to other methods; over TLS, /logspec
+//! and /metrics need a client certificate.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use ordo::runtime::server::operations::HealthChecker;
 use ordo::tools::client::broadcast::{broadcast, BroadcastOptions};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::*;
+use crate::tls::Pki;
 
 fn operations_url(node: &TestNode, path: &str) -> String {
     let address = node
@@ -31,14 +39,28 @@ fn sample(metrics: &str, series: &str) -> Option<f64> {
     })
 }
 
+struct Failing;
+
+impl HealthChecker for Failing {
+    fn health_check(&self) -> Result<(), String> {
+        Err("disk full".into())
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn healthz_is_ok_and_names_a_failed_channel() {
+async fn healthz_follows_node_checks_not_channels() {
     let node = TestNode::embedded().await;
     let (status, body) = get(&operations_url(&node, "/healthz")).await;
     assert_eq!(status, 200, "{body}");
     let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(json["status"], "OK");
+    assert!(json.get("failed_checks").is_none(), "{body}");
+    // Go's RFC 3339 with nanoseconds: a UTC time that parses back.
+    let time = json["time"].as_str().expect("time");
+    humantime::parse_rfc3339(time).expect("RFC 3339");
 
+    // A failed channel does not fail the node's health: it shows in the
+    // participation API and in the chain metrics instead.
     let mut p = profile("broken");
     p.consensus_type = "BFT".into();
     let joined = node
@@ -49,14 +71,71 @@ async fn healthz_is_ok_and_names_a_failed_channel() {
     assert_eq!(joined.status, 201, "{}", joined.body);
     assert_eq!(joined.json()["status"], "failed");
     let (status, body) = get(&operations_url(&node, "/healthz")).await;
+    assert_eq!(status, 200, "{body}");
+    let info = node.admin().info("broken").await.expect("info");
+    assert_eq!(info.json()["status"], "failed", "{}", info.body);
+    let (_, metrics) = get(&operations_url(&node, "/metrics")).await;
+    assert_eq!(
+        sample(&metrics, "ordo_chain_active{channel=\"broken\"}"),
+        Some(0.0),
+        "{metrics}"
+    );
+
+    // A registered node-level check that fails does.
+    let checks = node.node.as_ref().expect("running").health_checks().clone();
+    checks
+        .register("ledger.disk", Arc::new(Failing))
+        .expect("registered");
+    let (status, body) = get(&operations_url(&node, "/healthz")).await;
     assert_eq!(status, 503, "{body}");
     let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(json["status"], "Service Unavailable");
-    assert_eq!(json["failed_checks"][0]["component"], "channel/broken");
-    assert!(json["failed_checks"][0]["reason"]
-        .as_str()
-        .expect("reason")
-        .contains("BFT"));
+    assert_eq!(
+        json["failed_checks"],
+        serde_json::json!([{"component": "ledger.disk", "reason": "disk full"}])
+    );
+    checks.deregister("ledger.disk");
+    assert_eq!(get(&operations_url(&node, "/healthz")).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_methods_and_paths_get_fabrics_answers() {
+    let node = TestNode::embedded().await;
+    let client = reqwest::Client::new();
+    let send = |method: reqwest::Method, path: &str| {
+        client.request(method, operations_url(&node, path)).send()
+    };
+    let healthz = send(reqwest::Method::POST, "/healthz").await.expect("post");
+    assert_eq!(healthz.status().as_u16(), 405);
+    assert_eq!(healthz.text().await.expect("body"), "");
+
+    let version = send(reqwest::Method::POST, "/version").await.expect("post");
+    assert_eq!(version.status().as_u16(), 400);
+    let body: serde_json::Value = version.json().await.expect("JSON");
+    assert_eq!(
+        body,
+        serde_json::json!({"Error": "invalid request method: POST"})
+    );
+
+    let logspec = send(reqwest::Method::DELETE, "/logspec")
+        .await
+        .expect("delete");
+    assert_eq!(logspec.status().as_u16(), 400);
+    let body: serde_json::Value = logspec.json().await.expect("JSON");
+    assert_eq!(
+        body,
+        serde_json::json!({"error": "invalid request method: DELETE"})
+    );
+
+    let missing = send(reqwest::Method::GET, "/nothing/here")
+        .await
+        .expect("get");
+    assert_eq!(missing.status().as_u16(), 404);
+    assert_eq!(missing.text().await.expect("body"), "404 page not found\n");
+
+    let version = send(reqwest::Method::GET, "/version").await.expect("get");
+    let text = version.text().await.expect("body");
+    assert!(text.starts_with("{\"CommitSHA\":"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,4 +373,196 @@ async fn a_logspec_change_takes_effect_at_run_time() {
 fn stop(child: &mut std::process::Child) {
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// One HTTP/1.1 request over TLS to `address` (server name localhost), with
+/// an optional client certificate; the status and body, or why it failed.
+async fn https(
+    address: SocketAddr,
+    server_ca: &[u8],
+    client: Option<(&[u8], &[u8])>,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<(u16, String), String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(server_ca) {
+        roots.add(cert.expect("CA PEM")).expect("CA");
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots);
+    let config = match client {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_slice_iter(cert)
+                    .collect::<Result<Vec<_>, _>>()
+                    .expect("cert"),
+                PrivateKeyDer::from_pem_slice(key).expect("key"),
+            )
+            .expect("client auth"),
+        None => builder.with_no_client_auth(),
+    };
+    let tcp = tokio::net::TcpStream::connect(address)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    // A form type, as `curl -d` sends: the body is read as JSON regardless.
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tls.write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut answer = Vec::new();
+    if let Err(e) = tls.read_to_end(&mut answer).await {
+        if answer.is_empty() {
+            return Err(format!("read: {e}"));
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no HTTP answer: {answer:?}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no status: {head:?}"))?;
+    Ok((status, body.to_string()))
+}
+
+fn operations_tls_env(pki: &Pki, required: bool) -> Vec<(&'static str, String)> {
+    let p = |name: &str| pki.path(name).display().to_string();
+    vec![
+        ("ORDERER_OPERATIONS_TLS_ENABLED", "true".into()),
+        ("ORDERER_OPERATIONS_TLS_CERTIFICATE", p("server.crt")),
+        ("ORDERER_OPERATIONS_TLS_PRIVATEKEY", p("server.key")),
+        (
+            "ORDERER_OPERATIONS_TLS_CLIENTROOTCAS",
+            format!("[{}]", p("ca.crt")),
+        ),
+        (
+            "ORDERER_OPERATIONS_TLS_CLIENTAUTHREQUIRED",
+            required.to_string(),
+        ),
+    ]
+}
+
+/// On the real binary, so that a log level change takes effect: with
+/// Operations.TLS on, /logspec and /metrics need a verified client
+/// certificate; /healthz and /version do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_over_tls_require_a_client_certificate_for_logspec_and_metrics() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (grpc, ops) = (free_port(), free_port());
+    let mut env = operations_tls_env(&pki, false);
+    env.push((
+        "ORDERER_OPERATIONS_LISTENADDRESS",
+        format!("127.0.0.1:{ops}"),
+    ));
+    let mut child = spawn_ordo(dir.path(), grpc, &env, std::process::Stdio::null()).await;
+    let address: SocketAddr = format!("127.0.0.1:{ops}").parse().expect("address");
+    let read = |name: &str| std::fs::read(pki.path(name)).expect("read");
+    let (ca, cert, key) = (read("ca.crt"), read("client.crt"), read("client.key"));
+    let client = Some((cert.as_slice(), key.as_slice()));
+    let request = |client, method: &'static str, path: &'static str, body: &'static str| {
+        https(address, &ca, client, method, path, body)
+    };
+
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let (status, body) = loop {
+        match request(None, "GET", "/healthz", "").await {
+            Ok(answer) => break answer,
+            Err(e) => assert!(
+                std::time::Instant::now() < deadline,
+                "operations listener never answered: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        request(None, "GET", "/version", "").await.map(|a| a.0),
+        Ok(200)
+    );
+
+    for (method, path) in [
+        ("GET", "/metrics"),
+        ("GET", "/logspec"),
+        ("PUT", "/logspec"),
+    ] {
+        let answer = request(None, method, path, r#"{"spec":"debug"}"#).await;
+        assert_eq!(answer, Ok((401, String::new())), "{method} {path}");
+    }
+    let (status, metrics) = request(client, "GET", "/metrics", "")
+        .await
+        .expect("metrics");
+    assert_eq!(status, 200);
+    assert!(metrics.contains("ledger_blockchain_height"), "{metrics}");
+
+    let changed = request(client, "PUT", "/logspec", r#"{"spec":"debug"}"#)
+        .await
+        .expect("put");
+    assert_eq!(changed.0, 204, "{}", changed.1);
+    let (status, spec) = request(client, "GET", "/logspec", "").await.expect("get");
+    assert_eq!(status, 200);
+    let spec: serde_json::Value = serde_json::from_str(&spec).expect("JSON");
+    assert_eq!(spec["spec"], "debug");
+
+    // A certificate from a CA that is not trusted is refused at the handshake.
+    let other = Pki::new();
+    let (other_cert, other_key) = (
+        std::fs::read(other.path("client.crt")).expect("read"),
+        std::fs::read(other.path("client.key")).expect("read"),
+    );
+    request(
+        Some((other_cert.as_slice(), other_key.as_slice())),
+        "GET",
+        "/healthz",
+        "",
+    )
+    .await
+    .expect_err("an untrusted client certificate");
+    stop(&mut child);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_with_client_auth_required_serve_nobody_without_a_certificate() {
+    let pki = Pki::new();
+    let env = operations_tls_env(&pki, true)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    let node = TestNode::with_env(env).await;
+    let address = node
+        .node
+        .as_ref()
+        .expect("running")
+        .operations_addr()
+        .expect("operations listener");
+    let read = |name: &str| std::fs::read(pki.path(name)).expect("read");
+    let (ca, cert, key) = (read("ca.crt"), read("client.crt"), read("client.key"));
+    https(address, &ca, None, "GET", "/healthz", "")
+        .await
+        .expect_err("no client certificate");
+    let (status, body) = https(
+        address,
+        &ca,
+        Some((cert.as_slice(), key.as_slice())),
+        "GET",
+        "/healthz",
+        "",
+    )
+    .await
+    .expect("healthz");
+    assert_eq!(status, 200, "{body}");
 }

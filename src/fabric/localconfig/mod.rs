@@ -274,6 +274,8 @@ pub struct NodeConfig {
     pub max_join_body_bytes: usize,
     /// The operations listener, if any.
     pub operations_address: Option<String>,
+    /// Operations.TLS, if enabled.
+    pub operations_tls: Option<ServerTls>,
 }
 
 impl NodeConfig {
@@ -388,6 +390,7 @@ impl NodeConfig {
             channel_participation: raw.channel_participation.enabled,
             max_join_body_bytes,
             operations_address: address(&raw.operations.listen_address),
+            operations_tls: operations_tls(&raw.operations.tls, base_dir)?,
             listen_address,
             bootstrap_method,
             bootstrap_file,
@@ -437,6 +440,52 @@ fn server_tls(tls: &Tls, base_dir: &Path) -> Result<ServerTls, ConfigError> {
         client_auth_required: tls.client_auth_required,
         client_root_cas_pem,
     })
+}
+
+/// `Operations.TLS`, read when enabled. As in Fabric, `ClientAuthRequired`
+/// with no `ClientRootCAs` is allowed (no client can then authenticate).
+fn operations_tls(tls: &Tls, base_dir: &Path) -> Result<Option<ServerTls>, ConfigError> {
+    if !tls.enabled {
+        return Ok(None);
+    }
+    let read = |key: &'static str, path: &str| {
+        read_pem_file(key, "Operations.TLS.Enabled", base_dir, path)
+    };
+    let mut client_root_cas_pem = Vec::new();
+    for path in &tls.client_root_cas {
+        client_root_cas_pem.extend(read("Operations.TLS.ClientRootCAs", path)?);
+        client_root_cas_pem.push(b'\n');
+    }
+    Ok(Some(ServerTls {
+        certificate_pem: read("Operations.TLS.Certificate", &tls.certificate)?,
+        private_key_pem: read("Operations.TLS.PrivateKey", &tls.private_key)?,
+        client_auth_required: tls.client_auth_required,
+        client_root_cas_pem,
+    }))
+}
+
+fn read_pem_file(
+    key: &'static str,
+    enabled_key: &str,
+    base_dir: &Path,
+    path: &str,
+) -> Result<Vec<u8>, ConfigError> {
+    if path.trim().is_empty() {
+        return Err(invalid(
+            key,
+            format!("must name a PEM file when {enabled_key} is true"),
+        ));
+    }
+    let full = base_dir.join(path);
+    let bytes = std::fs::read(&full)
+        .map_err(|e| invalid(key, format!("cannot read {}: {e}", full.display())))?;
+    if !String::from_utf8_lossy(&bytes).contains("-----BEGIN") {
+        return Err(invalid(
+            key,
+            format!("{} is not a PEM file", full.display()),
+        ));
+    }
+    Ok(bytes)
 }
 
 /// "1 MB", "512 KB", "2MB", "1048576": sizes as Fabric's config files write them.
@@ -620,6 +669,40 @@ mod tests {
         assert_eq!(
             tls.client_root_cas_pem.len(),
             2 * ("-----BEGIN CERTIFICATE-----\n".len() + 1)
+        );
+    }
+
+    #[test]
+    fn operations_tls_is_read_when_enabled() {
+        let cfg = NodeConfig::load_with_env(None, vars(&[])).expect("loads");
+        assert!(cfg.operations_tls.is_none());
+        let err =
+            NodeConfig::load_with_env(None, vars(&[("ORDERER_OPERATIONS_TLS_ENABLED", "true")]))
+                .expect_err("no certificate");
+        assert!(
+            err.to_string().contains("Operations.TLS.Certificate"),
+            "{err}"
+        );
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("cert.pem"), "-----BEGIN CERTIFICATE-----\n")
+            .expect("write");
+        std::fs::write(dir.path().join("key.pem"), "-----BEGIN PRIVATE KEY-----\n").expect("write");
+        let yaml = "Operations:\n  TLS:\n    Enabled: true\n    Certificate: cert.pem\n    PrivateKey: key.pem\n    ClientAuthRequired: true\n";
+        let cfg = NodeConfig::from_yaml(yaml, dir.path(), vars(&[])).expect("loads");
+        let tls = cfg.operations_tls.expect("operations TLS");
+        assert!(tls.client_auth_required);
+        assert!(tls.client_root_cas_pem.is_empty());
+
+        let err = NodeConfig::from_yaml(
+            yaml,
+            dir.path(),
+            vars(&[("ORDERER_OPERATIONS_TLS_CLIENTROOTCAS", "[missing.pem]")]),
+        )
+        .expect_err("missing CA file");
+        assert!(
+            err.to_string().contains("Operations.TLS.ClientRootCAs"),
+            "{err}"
         );
     }
 

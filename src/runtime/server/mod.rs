@@ -1,11 +1,19 @@
-//! The node's services: gRPC (AtomicBroadcast) and HTTP (channel
-//! participation). They know their protocols, not consensus: they validate,
-//! find the channel in the registrar and talk to the channel's actors by message.
+//! The node's services: gRPC (AtomicBroadcast, and `grpc.health.v1.Health`)
+//! and HTTP (channel participation, operations). They know their protocols,
+//! not consensus: they validate, find the channel in the registrar and talk to
+//! the channel's actors by message.
+//!
+//! With TLS on, the main listener hands tonic rustls streams (see [`tls`]), so
+//! a handler reads the client's certificate chain with tonic's
+//! `Request::peer_certs()` (or its leaf with [`client_certificate`]) and the
+//! client's address with `Request::remote_addr()`, as with tonic's own TLS.
 
 mod broadcast;
 mod deliver;
 pub mod operations;
 pub mod participation;
+pub mod tls;
+pub mod trust;
 
 use std::sync::Arc;
 
@@ -54,6 +62,17 @@ impl AtomicBroadcastService {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
+}
+
+/// The client's TLS certificate (the leaf of the chain it sent), when it
+/// connected over TLS with one; rustls has verified it against the trusted
+/// client CAs before any request is served.
+pub fn client_certificate<T>(
+    request: &Request<T>,
+) -> Option<rustls::pki_types::CertificateDer<'static>> {
+    request
+        .peer_certs()
+        .and_then(|chain| chain.first().cloned())
 }
 
 fn peer(request: &Request<Streaming<Envelope>>) -> String {
@@ -105,6 +124,30 @@ pub async fn serve_http(
     let local = listener.local_addr()?;
     let server = async move {
         axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+    };
+    Ok((local, tokio::spawn(server)))
+}
+
+/// As [`serve_http`], over TLS: handlers can extract
+/// `axum::extract::ConnectInfo<tls::TlsPeer>` to see the client's verified
+/// certificate.
+pub async fn serve_https(
+    router: axum::Router,
+    address: &str,
+    tls: Arc<tls::ListenerTls>,
+    shutdown: CancellationToken,
+) -> std::io::Result<(
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+)> {
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    let local = listener.local_addr()?;
+    let incoming = tls::TlsIncoming::new(listener, tls, shutdown.clone());
+    let service = router.into_make_service_with_connect_info::<tls::TlsPeer>();
+    let server = async move {
+        axum::serve(incoming, service)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
     };
