@@ -107,6 +107,11 @@ enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Make the keys and certificates of organizations (cryptogen).
+    Crypto {
+        #[command(subcommand)]
+        command: CryptoCommand,
+    },
     /// Send one prepared envelope (e.g. a config update) and print the answer.
     Submit {
         /// A file holding a marshalled common.Envelope.
@@ -125,6 +130,23 @@ enum BenchCommand {
     /// Sweep a node's in-flight bound and the client's concurrency; write
     /// samples.csv, settings.csv and backpressure.svg.
     Backpressure(BackpressureCommand),
+}
+
+#[derive(Subcommand)]
+enum CryptoCommand {
+    /// Write CAs, MSP folders and TLS certificates for every organization of
+    /// a crypto-config YAML, in cryptogen's layout.
+    Generate {
+        /// The crypto-config YAML (OrdererOrgs, PeerOrgs).
+        #[arg(long)]
+        config: PathBuf,
+        /// The folder to write ordererOrganizations/ and peerOrganizations/ to.
+        #[arg(long, default_value = "crypto-config")]
+        output: PathBuf,
+        /// Replace organizations that are already in the output.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -292,6 +314,18 @@ async fn run(command: Command) -> Result<()> {
                 ChannelCommand::Remove { channel_id } => {
                     commands::channel::remove(admin, &channel_id).await?
                 }
+            }
+        }
+        Command::Crypto {
+            command:
+                CryptoCommand::Generate {
+                    config,
+                    output,
+                    force,
+                },
+        } => {
+            for org in ordo::tools::crypto::generate(&config, &output, force)? {
+                println!("{org}");
             }
         }
         Command::Submit { envelope, address } => commands::submit::run(&address, &envelope).await?,

@@ -10,6 +10,7 @@ mod common;
 mod config_update;
 mod conformance;
 mod consenter;
+mod crypto;
 mod deliver;
 mod operations;
 mod participation;
