@@ -38,6 +38,8 @@ pub enum NodeError {
     Registrar(#[from] RegistrarError),
     #[error("invalid TLS material (General.TLS): {0}")]
     Tls(String),
+    #[error(transparent)]
+    AdminTls(#[from] participation::tls::TlsSetupError),
     #[error("cannot listen on {address}: {source}")]
     Listen {
         address: String,
@@ -238,12 +240,24 @@ impl Node {
 
         let mut http_servers = Vec::new();
         let mut listeners = Vec::new();
+        let mut admin_tls = None;
         if let Some(address) = &config.admin_address {
             let router = participation::router(
                 registrar.clone(),
-                config.channel_participation,
                 config.max_join_body_bytes,
+                shutdown.clone(),
             );
+            if let Some(tls) = &config.admin_tls {
+                match participation::tls::server_config(tls) {
+                    Ok(tls) => admin_tls = Some(tls),
+                    Err(e) => {
+                        shutdown.cancel();
+                        registrar.shutdown().await;
+                        actors.stop().await;
+                        return Err(e.into());
+                    }
+                }
+            }
             listeners.push(("admin", address.clone(), router));
         }
         if let Some(address) = &config.operations_address {
@@ -256,9 +270,17 @@ impl Node {
         let mut admin_addr = None;
         let mut operations_addr = None;
         for (name, address, router) in listeners {
-            match serve_http(router, &address, shutdown.clone()).await {
+            let served = match (name, &admin_tls) {
+                ("admin", Some(tls)) => {
+                    participation::tls::serve_https(router, &address, tls.clone(), shutdown.clone())
+                        .await
+                }
+                _ => serve_http(router, &address, shutdown.clone()).await,
+            };
+            match served {
                 Ok((local, task)) => {
-                    tracing::info!(address = %local, "{name} listener serving");
+                    let tls = name == "admin" && admin_tls.is_some();
+                    tracing::info!(address = %local, tls, "{name} listener serving");
                     match name {
                         "admin" => admin_addr = Some(local),
                         _ => operations_addr = Some(local),
