@@ -181,6 +181,28 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     )
 }
 
+/// A refusal: its status and Fabric's text, answered as an error body.
+#[derive(Debug)]
+struct Refusal {
+    status: StatusCode,
+    message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, message: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        error(self.status, self.message)
+    }
+}
+
 fn with_allow(mut response: Response, allow: &'static str) -> Response {
     response
         .headers_mut()
@@ -251,7 +273,7 @@ fn redirect(status: StatusCode, to: &'static str, method: &Method) -> Response {
 }
 
 /// Fabric answers in JSON only; a client that accepts none of it gets 406.
-fn negotiate(headers: &HeaderMap) -> Result<(), Response> {
+fn negotiate(headers: &HeaderMap) -> Result<(), Refusal> {
     let Some(accept) = headers.get(header::ACCEPT) else {
         return Ok(());
     };
@@ -265,7 +287,7 @@ fn negotiate(headers: &HeaderMap) -> Result<(), Response> {
     if acceptable {
         Ok(())
     } else {
-        Err(error(
+        Err(Refusal::new(
             StatusCode::NOT_ACCEPTABLE,
             "response Content-Type is application/json only",
         ))
@@ -274,7 +296,7 @@ fn negotiate(headers: &HeaderMap) -> Result<(), Response> {
 
 /// Fabric's channel ID rule (`[a-z][a-z0-9.-]*`, at most 249 characters)
 /// with its texts, as the API answers them.
-fn check_channel_id(id: &str) -> Result<(), Response> {
+fn check_channel_id(id: &str) -> Result<(), Refusal> {
     let reason = if id.is_empty() {
         Some("channel ID illegal, cannot be empty".to_string())
     } else if id.len() > 249 {
@@ -289,7 +311,7 @@ fn check_channel_id(id: &str) -> Result<(), Response> {
         None
     };
     match reason {
-        Some(reason) => Err(error(
+        Some(reason) => Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             format!("invalid channel ID: {reason}"),
         )),
@@ -320,8 +342,8 @@ fn created(info: &ChannelInfo) -> Response {
 }
 
 async fn list(State(api): State<Participation>, headers: HeaderMap) -> Response {
-    if let Err(response) = negotiate(&headers) {
-        return response;
+    if let Err(refusal) = negotiate(&headers) {
+        return refusal.into_response();
     }
     let channels: Vec<ChannelInfoShort> = api
         .registrar
@@ -343,8 +365,8 @@ async fn info(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(response) = negotiate(&headers).and_then(|()| check_channel_id(&name)) {
-        return response;
+    if let Err(refusal) = negotiate(&headers).and_then(|()| check_channel_id(&name)) {
+        return refusal.into_response();
     }
     match api.registrar.channel(&name) {
         Some(channel) => fresh_json(&channel_info(&channel)),
@@ -359,8 +381,8 @@ async fn join(State(api): State<Participation>, headers: HeaderMap, body: Body) 
             form::unsupported_content_type(&headers),
         );
     }
-    if let Err(response) = negotiate(&headers) {
-        return response;
+    if let Err(refusal) = negotiate(&headers) {
+        return refusal.into_response();
     }
     let bytes = match form::read_file_part(&headers, body, CONFIG_BLOCK_FIELD, api.max_body).await {
         Ok(bytes) => bytes,
@@ -409,8 +431,8 @@ async fn remove(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(response) = negotiate(&headers).and_then(|()| check_channel_id(&name)) {
-        return response;
+    if let Err(refusal) = negotiate(&headers).and_then(|()| check_channel_id(&name)) {
+        return refusal.into_response();
     }
     match api.registrar.remove_channel(&name).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
@@ -429,8 +451,8 @@ async fn fetch_block(
     State(api): State<Participation>,
     Path((name, block)): Path<(String, String)>,
 ) -> Response {
-    if let Err(response) = check_channel_id(&name) {
-        return response;
+    if let Err(refusal) = check_channel_id(&name) {
+        return refusal.into_response();
     }
     let id = match parse_block_id(&block) {
         Ok(id) => id,
@@ -469,8 +491,8 @@ async fn update(State(api): State<Participation>, headers: HeaderMap, body: Body
             form::unsupported_content_type(&headers),
         );
     }
-    if let Err(response) = negotiate(&headers) {
-        return response;
+    if let Err(refusal) = negotiate(&headers) {
+        return refusal.into_response();
     }
     let field = CONFIG_UPDATE_ENVELOPE_FIELD;
     let bytes = match form::read_file_part(&headers, body, field, api.max_body).await {
