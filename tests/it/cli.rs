@@ -302,6 +302,8 @@ async fn channel_commands_over_mutual_tls() {
         assert!(!ok, "{who}: {out}");
         assert!(!out.contains("Status:"), "{who}: {out}");
         assert!(err.contains("admin request to https://"), "{who}: {err}");
+        // Refused in the handshake: the server's TLS alert is what the client reads.
+        assert!(err.contains("received fatal alert"), "{who}: {err}");
     }
 
     // Update MaxMessageCount, then fetch the config block it made.

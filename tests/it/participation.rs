@@ -345,6 +345,10 @@ async fn mutual_tls_serves_only_trusted_client_certificates() {
     ] {
         let answer = client.remove("alpha").await;
         assert!(answer.is_err(), "{who} was served: {answer:?}");
+        if who != "plain HTTP" {
+            let refusal = answer.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(refusal.contains("received fatal alert"), "{who}: {refusal}");
+        }
         assert!(client.list().await.is_err(), "{who} was served a list");
     }
     // A client that does not trust the node's CA refuses the node.

@@ -292,7 +292,16 @@ where
         .await
         .map_err(|e| chain(&e))?;
     let connection = tokio::spawn(connection);
-    let response = sender.send_request(request).await.map_err(|e| chain(&e))?;
+    let response = match sender.send_request(request).await {
+        Ok(response) => response,
+        // The connection's own error (the TLS alert of a refusal) says more.
+        Err(e) => {
+            return Err(match connection.await {
+                Ok(Err(cause)) => chain(&cause),
+                _ => chain(&e),
+            })
+        }
+    };
     let status = response.status().as_u16();
     let (parts, body) = response.into_parts();
     let raw = body.collect().await.map_err(|e| chain(&e))?.to_bytes();
