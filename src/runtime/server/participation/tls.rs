@@ -147,3 +147,71 @@ async fn serve_connection(
         tracing::debug!(%peer, error = %e, "admin connection ended with an error");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn material() -> ServerTls {
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = rcgen::CertifiedIssuer::self_signed(
+            ca_params,
+            rcgen::KeyPair::generate().expect("key"),
+        )
+        .expect("ca");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".into()])
+            .expect("params")
+            .signed_by(&key, &ca)
+            .expect("signed");
+        ServerTls {
+            certificate_pem: cert.pem().into_bytes(),
+            private_key_pem: key.serialize_pem().into_bytes(),
+            client_auth_required: true,
+            client_root_cas_pem: ca.pem().into_bytes(),
+        }
+    }
+
+    #[test]
+    fn material_is_checked_naming_the_key() {
+        let good = material();
+        let config = server_config(&good).expect("valid");
+        assert_eq!(config.alpn_protocols, vec![b"http/1.1".to_vec()]);
+
+        let no_cert = ServerTls {
+            certificate_pem: b"-----BEGIN NOTHING-----\n".to_vec(),
+            ..good.clone()
+        };
+        let err = server_config(&no_cert).expect_err("no certificate");
+        assert!(
+            err.to_string().starts_with("Admin.TLS.Certificate"),
+            "{err}"
+        );
+
+        let no_key = ServerTls {
+            private_key_pem: good.certificate_pem.clone(),
+            ..good.clone()
+        };
+        let err = server_config(&no_key).expect_err("no key");
+        assert!(err.to_string().starts_with("Admin.TLS.PrivateKey"), "{err}");
+
+        let no_roots = ServerTls {
+            client_root_cas_pem: Vec::new(),
+            ..good.clone()
+        };
+        let err = server_config(&no_roots).expect_err("no roots");
+        assert!(
+            err.to_string().starts_with("Admin.TLS.ClientRootCAs"),
+            "{err}"
+        );
+
+        // A key that is not the certificate's.
+        let other = material();
+        let mismatched = ServerTls {
+            private_key_pem: other.private_key_pem,
+            ..good
+        };
+        assert!(server_config(&mismatched).is_err());
+    }
+}
