@@ -86,9 +86,8 @@ enum Command {
     Channel {
         #[command(subcommand)]
         command: ChannelCommand,
-        /// The orderer's admin listener.
-        #[arg(long, global = true, default_value = "127.0.0.1:9443")]
-        admin_address: String,
+        #[command(flatten)]
+        admin: AdminFlags,
     },
     /// Write one block of a channel to a file (what `peer channel fetch` does).
     Fetch {
@@ -171,24 +170,78 @@ enum ConfigCommand {
     },
 }
 
+/// osnadmin's flags for reaching the admin listener.
+#[derive(clap::Args)]
+struct AdminFlags {
+    /// The orderer's admin listener.
+    #[arg(
+        short = 'o',
+        long = "orderer-address",
+        visible_alias = "admin-address",
+        global = true,
+        default_value = "127.0.0.1:9443"
+    )]
+    address: String,
+    /// PEM TLS CA certificate(s) of the orderer: reach it over TLS.
+    #[arg(long, global = true)]
+    ca_file: Option<PathBuf>,
+    /// PEM certificate for mutual TLS.
+    #[arg(long, global = true)]
+    client_cert: Option<PathBuf>,
+    /// PEM private key for mutual TLS.
+    #[arg(long, global = true)]
+    client_key: Option<PathBuf>,
+    /// Leave the HTTP status line out of the output.
+    #[arg(long, global = true)]
+    no_status: bool,
+}
+
 #[derive(Subcommand)]
 enum ChannelCommand {
     /// Join a channel with its config block.
     Join {
-        #[arg(long)]
+        /// Checked against the channel of the block.
+        #[arg(short = 'c', long = "channelID", visible_alias = "channel-id")]
+        channel_id: Option<String>,
+        #[arg(short = 'b', long)]
         config_block: PathBuf,
     },
-    /// List the channels.
-    List,
+    /// List the channels, or with --channelID show one.
+    List {
+        #[arg(short = 'c', long = "channelID", visible_alias = "channel-id")]
+        channel_id: Option<String>,
+    },
     /// Show one channel.
     Info {
-        #[arg(long)]
+        #[arg(short = 'c', long = "channelID", visible_alias = "channel-id")]
         channel_id: String,
     },
     /// Remove a channel and its ledger.
     Remove {
-        #[arg(long)]
+        #[arg(short = 'c', long = "channelID", visible_alias = "channel-id")]
         channel_id: String,
+    },
+    /// Write one block of a channel to a file.
+    Fetch {
+        #[arg(short = 'c', long = "channelID", visible_alias = "channel-id")]
+        channel_id: String,
+        /// newest, oldest, config or a block number.
+        #[arg(long = "blockID")]
+        block_id: String,
+        #[arg(long = "outputfile")]
+        output: PathBuf,
+    },
+    /// Submit a config update envelope (a marshalled CONFIG_UPDATE).
+    Update {
+        /// Checked against the channel the update is for.
+        #[arg(short = 'c', long = "channelID", visible_alias = "channel-id")]
+        channel_id: Option<String>,
+        #[arg(
+            short = 'b',
+            long = "config-update-envelope",
+            visible_alias = "config-block"
+        )]
+        envelope: PathBuf,
     },
 }
 
@@ -298,22 +351,38 @@ async fn run(command: Command) -> Result<()> {
             output,
             address,
         } => commands::fetch::run(&address, &channel, &block, &output).await?,
-        Command::Channel {
-            command,
-            admin_address,
-        } => {
-            let admin = admin_address.as_str();
+        Command::Channel { command, admin } => {
+            let target = commands::channel::AdminTarget {
+                address: &admin.address,
+                ca_file: admin.ca_file.as_deref(),
+                client_cert: admin.client_cert.as_deref(),
+                client_key: admin.client_key.as_deref(),
+                no_status: admin.no_status,
+            };
+            let target = &target;
             match command {
-                ChannelCommand::Join { config_block } => {
-                    commands::channel::join(admin, &config_block).await?
+                ChannelCommand::Join {
+                    channel_id,
+                    config_block,
+                } => commands::channel::join(target, channel_id.as_deref(), &config_block).await?,
+                ChannelCommand::List { channel_id } => {
+                    commands::channel::list(target, channel_id.as_deref()).await?
                 }
-                ChannelCommand::List => commands::channel::list(admin).await?,
                 ChannelCommand::Info { channel_id } => {
-                    commands::channel::info(admin, &channel_id).await?
+                    commands::channel::info(target, &channel_id).await?
                 }
                 ChannelCommand::Remove { channel_id } => {
-                    commands::channel::remove(admin, &channel_id).await?
+                    commands::channel::remove(target, &channel_id).await?
                 }
+                ChannelCommand::Fetch {
+                    channel_id,
+                    block_id,
+                    output,
+                } => commands::channel::fetch(target, &channel_id, &block_id, &output).await?,
+                ChannelCommand::Update {
+                    channel_id,
+                    envelope,
+                } => commands::channel::update(target, channel_id.as_deref(), &envelope).await?,
             }
         }
         Command::Crypto {

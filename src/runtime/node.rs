@@ -47,6 +47,8 @@ pub enum NodeError {
     Tls(String),
     #[error("invalid TLS material (Operations.TLS): {0}")]
     OperationsTls(String),
+    #[error("invalid TLS material (Admin.TLS): {0}")]
+    AdminTls(String),
     #[error("cannot listen on {address}: {source}")]
     Listen {
         address: String,
@@ -215,9 +217,17 @@ impl Node {
             .map(|t| tls(TlsSettings::http_listener(t)))
             .transpose()
             .map_err(|e| NodeError::OperationsTls(e.to_string()));
-        let (main_tls, operations_tls) = match (main_tls, operations_tls) {
-            (Ok(main), Ok(operations)) => (main, operations),
-            (Err(e), _) | (_, Err(e)) => {
+        // Fabric's admin listener always requires a client certificate; the
+        // config refuses Admin.TLS without ClientAuthRequired.
+        let admin_tls = config
+            .admin_tls
+            .as_ref()
+            .map(|t| tls(TlsSettings::http_listener(t)))
+            .transpose()
+            .map_err(|e| NodeError::AdminTls(e.to_string()));
+        let (main_tls, operations_tls, admin_tls) = match (main_tls, operations_tls, admin_tls) {
+            (Ok(main), Ok(operations), Ok(admin)) => (main, operations, admin),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                 registrar.shutdown().await;
                 actors.stop().await;
                 return Err(e);
@@ -270,10 +280,10 @@ impl Node {
         if let Some(address) = &config.admin_address {
             let router = participation::router(
                 registrar.clone(),
-                config.channel_participation,
                 config.max_join_body_bytes,
+                shutdown.clone(),
             );
-            listeners.push(("admin", address.clone(), router, None));
+            listeners.push(("admin", address.clone(), router, admin_tls.clone()));
         }
         if let Some(address) = &config.operations_address {
             let router = operations::router(
@@ -286,13 +296,14 @@ impl Node {
         let mut admin_addr = None;
         let mut operations_addr = None;
         for (name, address, router, tls) in listeners {
+            let secure = tls.is_some();
             let served = match tls {
                 Some(tls) => serve_https(router, &address, tls, shutdown.clone()).await,
                 None => serve_http(router, &address, shutdown.clone()).await,
             };
             match served {
                 Ok((local, task)) => {
-                    tracing::info!(address = %local, "{name} listener serving");
+                    tracing::info!(address = %local, tls = secure, "{name} listener serving");
                     match name {
                         "admin" => admin_addr = Some(local),
                         _ => operations_addr = Some(local),

@@ -1,7 +1,9 @@
 //! Builds a genesis config block, laid out as Fabric's configtxgen lays it out:
 //! a Channel group with HashingAlgorithm, BlockDataHashingStructure,
 //! OrdererAddresses and Capabilities, an Orderer group with the batch and
-//! consensus values, and ImplicitMeta policies at each level.
+//! consensus values, an Application group (an application channel, which
+//! Fabric requires of a channel joined through the participation API), and
+//! ImplicitMeta policies at each level.
 
 use std::collections::HashMap;
 
@@ -88,6 +90,19 @@ impl GenesisProfile {
             ]),
             mod_policy: keys::ADMINS.into(),
         };
+        // An application channel with no organizations yet, as configtxgen
+        // writes one: capabilities and the three standard policies.
+        let application = ConfigGroup {
+            version: 0,
+            groups: HashMap::new(),
+            values: HashMap::from([value(keys::CAPABILITIES, &capabilities("V2_0"))]),
+            policies: HashMap::from([
+                implicit_meta(keys::READERS, Rule::Any),
+                implicit_meta(keys::WRITERS, Rule::Any),
+                implicit_meta(keys::ADMINS, Rule::Majority),
+            ]),
+            mod_policy: keys::ADMINS.into(),
+        };
         let mut values = hashing_values();
         values.extend([
             value(
@@ -100,7 +115,10 @@ impl GenesisProfile {
         ]);
         let channel = ConfigGroup {
             version: 0,
-            groups: HashMap::from([(keys::ORDERER_GROUP.to_string(), orderer)]),
+            groups: HashMap::from([
+                (keys::ORDERER_GROUP.to_string(), orderer),
+                (keys::APPLICATION_GROUP.to_string(), application),
+            ]),
             values,
             policies: HashMap::from([
                 implicit_meta(keys::READERS, Rule::Any),
@@ -244,5 +262,10 @@ mod tests {
             blockutil::data_hash(blockutil::entries(&block))
         );
         assert_eq!(blockutil::last_config_index(&block), Some(0));
+        let config =
+            crate::fabric::channelconfig::ChannelConfig::from_config_block(&block).expect("config");
+        let application = config.application.expect("an application channel");
+        assert_eq!(application.capabilities, vec!["V2_0".to_string()]);
+        assert!(application.organizations.is_empty());
     }
 }

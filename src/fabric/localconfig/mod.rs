@@ -270,6 +270,11 @@ pub struct NodeConfig {
     pub verify_signatures: bool,
     /// The admin listener, if any.
     pub admin_address: Option<String>,
+    /// Admin.TLS, if enabled: the admin API is then served only to clients
+    /// presenting a certificate that chains to Admin.TLS.ClientRootCAs.
+    pub admin_tls: Option<ServerTls>,
+    /// Always true: Fabric's orderer turns a false
+    /// ChannelParticipation.Enabled back on, and so does Ordo.
     pub channel_participation: bool,
     pub max_join_body_bytes: usize,
     /// The operations listener, if any.
@@ -314,13 +319,19 @@ impl NodeConfig {
         Self::check(raw, base_dir)
     }
 
-    fn check(raw: OrdererConfig, base_dir: &Path) -> Result<NodeConfig, ConfigError> {
+    fn check(mut raw: OrdererConfig, base_dir: &Path) -> Result<NodeConfig, ConfigError> {
+        if !raw.channel_participation.enabled {
+            // As Fabric: the API is the only way to join channels.
+            tracing::warn!("ChannelParticipation.Enabled was set to false, setting to true");
+            raw.channel_participation.enabled = true;
+        }
+        let admin_tls = admin_tls(&raw.admin.tls, base_dir)?;
         let g = &raw.general;
         if g.listen_address.trim().is_empty() {
             return Err(invalid("General.ListenAddress", "must not be empty"));
         }
         let tls = if g.tls.enabled {
-            Some(server_tls(&g.tls, base_dir)?)
+            Some(server_tls(&g.tls, base_dir, &GENERAL_TLS_KEYS)?)
         } else {
             None
         };
@@ -387,6 +398,7 @@ impl NodeConfig {
             tls,
             verify_signatures: g.authentication.verify_envelope_signatures,
             admin_address: address(&raw.admin.listen_address),
+            admin_tls,
             channel_participation: raw.channel_participation.enabled,
             max_join_body_bytes,
             operations_address: address(&raw.operations.listen_address),
@@ -404,12 +416,53 @@ impl NodeConfig {
     }
 }
 
-fn server_tls(tls: &Tls, base_dir: &Path) -> Result<ServerTls, ConfigError> {
+/// The keys of one TLS section, for messages that name the key at fault.
+struct TlsKeys {
+    enabled: &'static str,
+    certificate: &'static str,
+    private_key: &'static str,
+    client_auth_required: &'static str,
+    client_root_cas: &'static str,
+}
+
+const GENERAL_TLS_KEYS: TlsKeys = TlsKeys {
+    enabled: "General.TLS.Enabled",
+    certificate: "General.TLS.Certificate",
+    private_key: "General.TLS.PrivateKey",
+    client_auth_required: "General.TLS.ClientAuthRequired",
+    client_root_cas: "General.TLS.ClientRootCAs",
+};
+
+const ADMIN_TLS_KEYS: TlsKeys = TlsKeys {
+    enabled: "Admin.TLS.Enabled",
+    certificate: "Admin.TLS.Certificate",
+    private_key: "Admin.TLS.PrivateKey",
+    client_auth_required: "Admin.TLS.ClientAuthRequired",
+    client_root_cas: "Admin.TLS.ClientRootCAs",
+};
+
+/// Admin.TLS: with TLS on, mutual TLS is required, as Fabric's orderer
+/// requires it (it refuses to start with ClientAuthRequired false).
+fn admin_tls(tls: &Tls, base_dir: &Path) -> Result<Option<ServerTls>, ConfigError> {
+    if !tls.enabled {
+        return Ok(None);
+    }
+    let keys = &ADMIN_TLS_KEYS;
+    if !tls.client_auth_required {
+        return Err(invalid(
+            keys.client_auth_required,
+            format!("must be set to true if {} is set to true", keys.enabled),
+        ));
+    }
+    server_tls(tls, base_dir, keys).map(Some)
+}
+
+fn server_tls(tls: &Tls, base_dir: &Path, keys: &TlsKeys) -> Result<ServerTls, ConfigError> {
     let read = |key: &'static str, path: &str| -> Result<Vec<u8>, ConfigError> {
         if path.trim().is_empty() {
             return Err(invalid(
                 key,
-                "must name a PEM file when General.TLS.Enabled is true",
+                format!("must name a PEM file when {} is true", keys.enabled),
             ));
         }
         let full = base_dir.join(path);
@@ -425,18 +478,21 @@ fn server_tls(tls: &Tls, base_dir: &Path) -> Result<ServerTls, ConfigError> {
     };
     let mut client_root_cas_pem = Vec::new();
     for path in &tls.client_root_cas {
-        client_root_cas_pem.extend(read("General.TLS.ClientRootCAs", path)?);
+        client_root_cas_pem.extend(read(keys.client_root_cas, path)?);
         client_root_cas_pem.push(b'\n');
     }
     if tls.client_auth_required && client_root_cas_pem.is_empty() {
         return Err(invalid(
-            "General.TLS.ClientRootCAs",
-            "must name at least one CA when General.TLS.ClientAuthRequired is true",
+            keys.client_root_cas,
+            format!(
+                "must name at least one CA when {} is true",
+                keys.client_auth_required
+            ),
         ));
     }
     Ok(ServerTls {
-        certificate_pem: read("General.TLS.Certificate", &tls.certificate)?,
-        private_key_pem: read("General.TLS.PrivateKey", &tls.private_key)?,
+        certificate_pem: read(keys.certificate, &tls.certificate)?,
+        private_key_pem: read(keys.private_key, &tls.private_key)?,
         client_auth_required: tls.client_auth_required,
         client_root_cas_pem,
     })
@@ -704,6 +760,55 @@ mod tests {
             err.to_string().contains("Operations.TLS.ClientRootCAs"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn admin_tls_requires_mutual_tls_as_fabric_does() {
+        let cfg = NodeConfig::load_with_env(None, vars(&[])).expect("default loads");
+        assert!(cfg.admin_tls.is_none());
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("cert.pem"), "-----BEGIN CERTIFICATE-----\n")
+            .expect("write");
+        std::fs::write(dir.path().join("key.pem"), "-----BEGIN PRIVATE KEY-----\n").expect("write");
+        std::fs::write(dir.path().join("ca.pem"), "-----BEGIN CERTIFICATE-----\n").expect("write");
+        let yaml = "Admin:\n  TLS:\n    Enabled: true\n    Certificate: cert.pem\n    PrivateKey: key.pem\n";
+        let err = NodeConfig::from_yaml(yaml, dir.path(), vars(&[])).expect_err("no client auth");
+        assert_eq!(
+            err.to_string(),
+            "invalid node config: Admin.TLS.ClientAuthRequired: must be set to true if \
+             Admin.TLS.Enabled is set to true"
+        );
+
+        let mutual = vars(&[("ORDERER_ADMIN_TLS_CLIENTAUTHREQUIRED", "true")]);
+        let err = NodeConfig::from_yaml(yaml, dir.path(), mutual.clone()).expect_err("no CAs");
+        assert!(err.to_string().contains("Admin.TLS.ClientRootCAs"), "{err}");
+
+        let mut with_cas = mutual.clone();
+        with_cas.extend(vars(&[("ORDERER_ADMIN_TLS_CLIENTROOTCAS", "[ca.pem]")]));
+        let cfg = NodeConfig::from_yaml(yaml, dir.path(), with_cas.clone()).expect("loads");
+        let tls = cfg.admin_tls.expect("admin TLS");
+        assert!(tls.client_auth_required);
+        assert!(!tls.client_root_cas_pem.is_empty());
+        // The admin listener's TLS is its own: the main listener stays plain.
+        assert!(cfg.tls.is_none());
+
+        let mut missing_key = with_cas;
+        missing_key.extend(vars(&[("ORDERER_ADMIN_TLS_PRIVATEKEY", "nosuch.pem")]));
+        let err = NodeConfig::from_yaml(yaml, dir.path(), missing_key).expect_err("no key");
+        assert!(err.to_string().contains("Admin.TLS.PrivateKey"), "{err}");
+        assert!(err.to_string().contains("nosuch.pem"), "{err}");
+    }
+
+    #[test]
+    fn channel_participation_is_forced_on() {
+        let cfg = NodeConfig::load_with_env(
+            None,
+            vars(&[("ORDERER_CHANNELPARTICIPATION_ENABLED", "false")]),
+        )
+        .expect("loads");
+        assert!(cfg.channel_participation);
+        assert!(cfg.raw.channel_participation.enabled);
     }
 
     #[test]

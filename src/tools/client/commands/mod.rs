@@ -85,6 +85,17 @@ pub enum CommandError {
     #[cfg(feature = "tools")]
     #[error("the admin listener answered {0}")]
     AdminStatus(u16),
+    #[error("--blockID: {0}")]
+    BlockId(String),
+    #[error("{} is not a config update envelope: {reason}", .path.display())]
+    NotConfigUpdate { path: PathBuf, reason: String },
+    /// osnadmin's check that the file is for the channel named.
+    #[error("specified --channelID {given} does not match channel ID {found} in {what}")]
+    ChannelMismatch {
+        given: String,
+        found: String,
+        what: &'static str,
+    },
     #[cfg(feature = "tools")]
     #[error(transparent)]
     Admin(#[from] super::participation::AdminClientError),
