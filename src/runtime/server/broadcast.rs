@@ -26,6 +26,7 @@ use crate::runtime::channel::ChannelHandle;
 use crate::runtime::consensus::{Configure, InflightPermit, Submit, SubmitError};
 use crate::runtime::msgprocessor::{self, Classification, Rejection, Rule};
 use crate::runtime::registrar::Registrar;
+use crate::security::signer::SigningIdentity;
 
 /// Responses buffered towards a client before the stream stops reading.
 pub const RESPONSE_BUFFER: usize = 1024;
@@ -188,7 +189,7 @@ impl BroadcastStream {
             })
             .map_err(unknown)?;
         let id = channel.id().to_string();
-        accept_on(channel, &header, envelope).map_err(|r| (id, r))
+        accept_on(channel, &header, envelope, self.registrar.signer()).map_err(|r| (id, r))
     }
 }
 
@@ -323,9 +324,13 @@ impl BroadcastStream {
 /// `ProcessConfigUpdateMsg`), checked against the channel's current config.
 ///
 /// The channel's filters (signatures among them) judge the client's update
-/// envelope; the CONFIG envelope made from it is the orderer's own, and only
-/// its size is checked.
-fn config_update(channel: Arc<ChannelHandle>, update: &Envelope) -> Result<Accepted, Rejection> {
+/// envelope; the CONFIG envelope made from it is the orderer's own, signed by
+/// the node's identity, and only its size is checked.
+fn config_update(
+    channel: Arc<ChannelHandle>,
+    update: &Envelope,
+    signer: &SigningIdentity,
+) -> Result<Accepted, Rejection> {
     let config = channel.config();
     channel
         .filters()
@@ -337,13 +342,17 @@ fn config_update(channel: Arc<ChannelHandle>, update: &Envelope) -> Result<Accep
                 channel.id()
             ))
         })?;
-    let encoded = proposed.envelope.encode_to_vec();
-    msgprocessor::SizeFilter.apply(&proposed.envelope, encoded.len(), &config)?;
+    // Fabric answers BAD_REQUEST for any failure to make the envelope.
+    let envelope = signer
+        .sign_envelope(&proposed.envelope)
+        .map_err(|e| Rejection::bad_request(format!("cannot sign the config envelope: {e}")))?;
+    let encoded = envelope.encode_to_vec();
+    msgprocessor::SizeFilter.apply(&envelope, encoded.len(), &config)?;
     channel.warn_if_bound_below_batch(&proposed.config);
     Ok(accepted(
         channel,
         &config,
-        &proposed.envelope,
+        &envelope,
         encoded,
         Some(Arc::new(proposed.config)),
     ))
@@ -385,15 +394,16 @@ fn accept_on(
     channel: Arc<ChannelHandle>,
     header: &crate::fabric::protos::common::ChannelHeader,
     envelope: Envelope,
+    signer: &SigningIdentity,
 ) -> Result<Accepted, Rejection> {
     match msgprocessor::classify(header) {
         Classification::Normal => {}
-        Classification::ConfigUpdate => return config_update(channel, &envelope),
+        Classification::ConfigUpdate => return config_update(channel, &envelope, signer),
         Classification::Config => {
             // As in Fabric: a CONFIG envelope is processed again from its update.
             let update = configtx::last_update(&envelope.encode_to_vec().into())
                 .map_err(|e| Rejection::bad_request(e.to_string()))?;
-            return config_update(channel, &update);
+            return config_update(channel, &update, signer);
         }
         Classification::OrdererTransaction => {
             return Err(Rejection::bad_request(
