@@ -47,6 +47,8 @@ pub enum SignerError {
     },
     #[error("no certificate in {0}")]
     NoCertificate(PathBuf),
+    #[error("no CA certificate in {0}")]
+    NoCaCertificate(PathBuf),
     #[error("no private key in {0}")]
     NoKey(PathBuf),
     #[error("{path}: {reason}")]

@@ -1,7 +1,9 @@
 //! Loading a signing identity from an MSP folder, as Fabric's local MSP
 //! does: the certificate in `signcerts/`, and its private key anywhere in
 //! `keystore/` (cryptogen writes `priv_sk`, older tools `<SKI>_sk`), PEM,
-//! PKCS#8 ("PRIVATE KEY") or SEC1 ("EC PRIVATE KEY").
+//! PKCS#8 ("PRIVATE KEY") or SEC1 ("EC PRIVATE KEY"). As in Fabric, the
+//! folder must hold a CA certificate in `cacerts/`, and an expired
+//! certificate is refused.
 
 use std::path::{Path, PathBuf};
 
@@ -16,12 +18,15 @@ impl SigningIdentity {
         if !dir.is_dir() {
             return Err(SignerError::NoFolder(dir.to_path_buf()));
         }
+        certificate(&dir.join("cacerts"))
+            .map_err(|_| SignerError::NoCaCertificate(dir.join("cacerts")))?;
         let (certificate_path, certificate_der) = certificate(&dir.join("signcerts"))?;
-        let public = certificate_key(&certificate_der).map_err(|reason| SignerError::Invalid {
+        let invalid = |reason| SignerError::Invalid {
             path: certificate_path.clone(),
             reason,
-        })?;
-        warn_if_outside_validity(&certificate_path, &certificate_der);
+        };
+        let public = certificate_key(&certificate_der).map_err(invalid)?;
+        check_validity(&certificate_der).map_err(invalid)?;
 
         let keystore = dir.join("keystore");
         let mut unreadable = None;
@@ -113,21 +118,26 @@ fn private_key(path: &Path) -> Result<Option<SigningKey>, SignerError> {
     Ok(Some(SigningKey::from(key)))
 }
 
-/// Fabric refuses to sign with an expired certificate only through its
-/// peers' checks; say so at start-up, where the operator looks.
-fn warn_if_outside_validity(path: &Path, der: &[u8]) {
-    let Ok((_, certificate)) = x509_parser::parse_x509_certificate(der) else {
-        return;
-    };
+/// Fabric's local MSP refuses an expired signing certificate; one not yet
+/// valid only gets a warning, since peers will refuse what it signs until then.
+fn check_validity(der: &[u8]) -> Result<(), String> {
+    let (_, certificate) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| format!("not an X.509 certificate: {e}"))?;
     let validity = certificate.validity();
-    if !validity.is_valid() {
+    let now = x509_parser::time::ASN1Time::now();
+    if validity.not_after < now {
+        return Err(format!(
+            "the signing certificate expired on {}",
+            validity.not_after
+        ));
+    }
+    if validity.not_before > now {
         tracing::warn!(
-            certificate = %path.display(),
             not_before = %validity.not_before,
-            not_after = %validity.not_after,
-            "the node's signing certificate is not valid now: peers will refuse what it signs"
+            "the signing certificate is not valid yet: peers refuse what it signs until then"
         );
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -198,6 +208,37 @@ mod tests {
         let err = SigningIdentity::from_msp_dir(dir.path(), "Org1MSP").expect_err("no keystore");
         assert!(err.to_string().starts_with("cannot read "), "{err}");
         assert!(err.to_string().contains("keystore"), "{err}");
+    }
+
+    #[test]
+    fn a_folder_without_a_ca_certificate_is_refused() {
+        let (dir, _) = msp();
+        std::fs::remove_file(dir.path().join("cacerts/ca-cert.pem")).expect("rm");
+        let err = SigningIdentity::from_msp_dir(dir.path(), "Org1MSP").expect_err("no CA");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "no CA certificate in {}",
+                dir.path().join("cacerts").display()
+            )
+        );
+    }
+
+    #[test]
+    fn an_expired_certificate_is_refused() {
+        let (dir, _) = msp();
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(vec!["old".to_string()]).expect("params");
+        params.not_before = rcgen::date_time_ymd(2001, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2002, 1, 1);
+        let certificate = params.self_signed(&key).expect("certificate");
+        let cert_path = dir.path().join("signcerts/cert.pem");
+        std::fs::write(&cert_path, certificate.pem()).expect("write");
+        std::fs::write(dir.path().join("keystore/priv_sk"), key.serialize_pem()).expect("write");
+        let err = SigningIdentity::from_msp_dir(dir.path(), "Org1MSP").expect_err("expired");
+        let text = err.to_string();
+        assert!(text.starts_with(&cert_path.display().to_string()), "{text}");
+        assert!(text.contains("expired on"), "{text}");
     }
 
     #[test]
