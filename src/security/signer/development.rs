@@ -1,7 +1,7 @@
 //! The node's signing identity at start-up, and the development identity
 //! that stands in for it when Ordo runs on its built-in config alone.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::{CertificateAuthority, SignerError, SigningIdentity};
 
@@ -39,7 +39,7 @@ pub fn local_signer(
 
 /// Writes a new development MSP folder at `dir`, whole or not at all.
 fn create(dir: &Path, msp_id: &str) -> Result<(), SignerError> {
-    let partial = PathBuf::from(format!("{}.partial", dir.display()));
+    let partial = dir.with_extension("partial");
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| SignerError::Write { path, source }
