@@ -65,11 +65,19 @@ pub fn new_block(
 }
 
 /// Metadata slots of an orderer-written block (no orderer signature yet).
+/// `consenter_metadata` is stored wrapped in a `Metadata`, as Fabric's block
+/// writer stores it (nothing at all when empty).
 pub fn orderer_metadata(last_config_index: u64, consenter_metadata: Bytes) -> BlockMetadata {
     let mut slots = vec![Bytes::new(); METADATA_SLOTS];
     let last_config = LastConfig {
         index: last_config_index,
     };
+    let consenter_metadata = Metadata {
+        value: consenter_metadata,
+        signatures: Vec::new(),
+    }
+    .encode_to_vec()
+    .into();
     let signatures = Metadata {
         value: OrdererBlockMetadata {
             last_config: Some(last_config),
@@ -87,6 +95,22 @@ pub fn orderer_metadata(last_config_index: u64, consenter_metadata: Bytes) -> Bl
     .encode_to_vec()
     .into();
     BlockMetadata { metadata: slots }
+}
+
+/// The bytes an orderer signs for a block, and a peer verifies: the
+/// SIGNATURES slot's `value` (the `OrdererBlockMetadata`) ‖ the marshalled
+/// `SignatureHeader` of the signature ‖ the header's DER ([`header_bytes`]).
+pub fn block_signature_message(
+    value: &[u8],
+    signature_header: &[u8],
+    header: &BlockHeader,
+) -> Vec<u8> {
+    let header = header_bytes(header);
+    let mut message = Vec::with_capacity(value.len() + signature_header.len() + header.len());
+    message.extend_from_slice(value);
+    message.extend_from_slice(signature_header);
+    message.extend_from_slice(&header);
+    message
 }
 
 /// The last config index a block points at: from the SIGNATURES slot's
@@ -243,5 +267,19 @@ mod tests {
             block.metadata.as_ref().map(|m| m.metadata.len()),
             Some(METADATA_SLOTS)
         );
+    }
+
+    #[test]
+    fn consenter_metadata_is_wrapped_in_metadata_as_fabric_stores_it() {
+        let obm = |metadata: BlockMetadata| {
+            let raw = metadata.metadata[BlockMetadataIndex::Signatures as usize].clone();
+            OrdererBlockMetadata::decode(Metadata::decode(raw).expect("slot").value).expect("obm")
+        };
+        let wrapped = obm(orderer_metadata(2, Bytes::from_static(b"raft")));
+        let inner = Metadata::decode(wrapped.consenter_metadata).expect("wrapped");
+        assert_eq!(inner.value, Bytes::from_static(b"raft"));
+        assert!(obm(orderer_metadata(2, Bytes::new()))
+            .consenter_metadata
+            .is_empty());
     }
 }

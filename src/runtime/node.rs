@@ -33,6 +33,7 @@ use crate::runtime::server::trust::ChannelTlsTrust;
 use crate::runtime::server::{
     operations, participation, serve_http, serve_https, AtomicBroadcastService,
 };
+use crate::security::signer::{local_signer, SignerError, SigningIdentity};
 
 /// How long a clean stop waits for gRPC connections to close.
 const SERVER_STOP_GRACE: Duration = Duration::from_secs(10);
@@ -49,6 +50,8 @@ pub enum NodeError {
     OperationsTls(String),
     #[error("invalid TLS material (Admin.TLS): {0}")]
     AdminTls(String),
+    #[error("General.LocalMSPDir: {0}")]
+    LocalMsp(#[from] SignerError),
     #[error("cannot listen on {address}: {source}")]
     Listen {
         address: String,
@@ -140,12 +143,13 @@ impl Default for NodeOptions {
     }
 }
 
-fn node_resources(config: &NodeConfig, clock: Clock) -> NodeResources {
+fn node_resources(config: &NodeConfig, clock: Clock, signer: SigningIdentity) -> NodeResources {
     NodeResources {
         identity: NodeIdentity {
             tls_certificate: config.tls.as_ref().map(|t| t.certificate_pem.clone()),
             endpoint: config.listen_address.clone(),
         },
+        signer: Arc::new(signer),
         cluster: ClusterService::default(),
         wal_dir: config.wal_dir.clone(),
         snap_dir: config.snap_dir.clone(),
@@ -179,12 +183,19 @@ impl Node {
 
     /// As [`Node::start`], with the consenters and clock given.
     pub async fn start_with(config: NodeConfig, options: NodeOptions) -> Result<Node, NodeError> {
+        // Without its identity the node cannot sign a block: nothing starts.
+        let msp = &config.local_msp;
+        let development_ledger = msp
+            .development_fallback
+            .then_some(config.ledger_dir.as_path());
+        let signer = local_signer(&msp.dir, &msp.id, development_ledger)?;
+        tracing::info!(msp_id = %signer.msp_id(), "signing identity loaded");
         let threads = options.actor_threads.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         });
         let actors = ActorSystem::start(threads)?;
         let metrics = Metrics::new();
-        let resources = Arc::new(node_resources(&config, options.clock));
+        let resources = Arc::new(node_resources(&config, options.clock, signer));
         let registrar = {
             let config = config.clone();
             let arbiters = actors.handles();

@@ -18,6 +18,7 @@ use crate::runtime::consensus::{Consenters, InflightRoom, NodeResources};
 use crate::runtime::ledger::{LedgerError, LedgerFactory};
 use crate::runtime::metrics::Metrics;
 use crate::runtime::msgprocessor::RuleSet;
+use crate::security::signer::SigningIdentity;
 
 /// The channel the embedded bootstrap creates.
 pub const EMBEDDED_CHANNEL: &str = "mychannel";
@@ -284,6 +285,11 @@ impl Registrar {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// The node's signing identity.
+    pub fn signer(&self) -> &Arc<SigningIdentity> {
+        &self.node.signer
     }
 
     /// Every channel, sorted by ID.

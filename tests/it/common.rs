@@ -21,6 +21,7 @@ use ordo::fabric::protos::orderer::seek_info::{SeekBehavior, SeekContentType};
 use ordo::fabric::protos::orderer::BroadcastResponse;
 use ordo::runtime::consensus::Consenters;
 use ordo::runtime::node::{Node, NodeOptions};
+use ordo::security::signer::CertificateAuthority;
 use ordo::tools::client::connect;
 use ordo::tools::client::envelope::{seek, transaction, BlockPosition};
 use ordo::tools::client::participation::AdminClient;
@@ -159,7 +160,8 @@ impl TestNode {
 }
 
 pub fn config_for(dir: &Path, extra_env: &[(String, String)]) -> NodeConfig {
-    let mut env = vec![
+    let mut env = identity_env(dir);
+    env.extend([
         ("ORDERER_GENERAL_LISTENPORT".to_string(), "0".to_string()),
         (
             "ORDERER_ADMIN_LISTENADDRESS".to_string(),
@@ -173,13 +175,46 @@ pub fn config_for(dir: &Path, extra_env: &[(String, String)]) -> NodeConfig {
             "ORDERER_FILELEDGER_LOCATION".to_string(),
             ledger_dir(dir).display().to_string(),
         ),
-    ];
+    ]);
     env.extend(extra_env.iter().cloned());
     NodeConfig::load_with_env(None, env).expect("config")
 }
 
 pub fn ledger_dir(dir: &Path) -> PathBuf {
     dir.join("ledger")
+}
+
+/// MSP ID of the identity test nodes sign with.
+pub const NODE_MSP_ID: &str = "SampleOrg";
+
+/// The MSP folder of a test node's signing identity, `dir/msp`: a CA of
+/// [`NODE_MSP_ID`] and an orderer certificate it issued, made on first use
+/// and kept, so a restarted node signs as before.
+pub fn node_msp(dir: &Path) -> PathBuf {
+    let msp = dir.join("msp");
+    if !msp.exists() {
+        CertificateAuthority::generate(NODE_MSP_ID)
+            .expect("CA")
+            .issue("orderer.test", "orderer")
+            .expect("node identity")
+            .write_msp(&msp)
+            .expect("write the node's MSP folder");
+    }
+    msp
+}
+
+/// The variables that give a node in `dir` the identity of [`node_msp`].
+pub fn identity_env(dir: &Path) -> Vec<(String, String)> {
+    vec![
+        (
+            "ORDERER_GENERAL_LOCALMSPDIR".to_string(),
+            node_msp(dir).display().to_string(),
+        ),
+        (
+            "ORDERER_GENERAL_LOCALMSPID".to_string(),
+            NODE_MSP_ID.to_string(),
+        ),
+    ]
 }
 
 /// A profile like the embedded one, with a short batch timeout.
@@ -389,9 +424,9 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("addr").port()
 }
 
-/// `ordo start` as a process of its own: the embedded channel, its ledger in
-/// `dir`, AtomicBroadcast on `port`, no admin or operations listener unless
-/// `env` sets one. Returns once it accepts gRPC connections.
+/// `ordo start` as a process of its own: the embedded channel, its ledger and
+/// identity in `dir`, AtomicBroadcast on `port`, no admin or operations
+/// listener unless `env` sets one. Returns once it accepts gRPC connections.
 pub async fn spawn_ordo(
     dir: &Path,
     port: u16,
@@ -405,6 +440,7 @@ pub async fn spawn_ordo(
         .env("ORDERER_OPERATIONS_LISTENADDRESS", "")
         .env("ORDERER_FILELEDGER_LOCATION", ledger_dir(dir))
         .env("FABRIC_LOGGING_SPEC", "warn")
+        .envs(identity_env(dir))
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(std::process::Stdio::null())
         .stderr(stderr)

@@ -20,14 +20,14 @@ fn python() -> PathBuf {
     }
 }
 
-fn script(name: &str) -> PathBuf {
+pub fn script(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/conformance")
         .join(name)
 }
 
 /// Runs a conformance script; returns its output, failing the test on a non-zero exit.
-fn run_python(args: &[&std::ffi::OsStr]) -> String {
+pub fn run_python(args: &[&std::ffi::OsStr]) -> String {
     let output = Command::new(python())
         .args(args)
         .output()

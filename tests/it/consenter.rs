@@ -32,10 +32,10 @@ impl Consenter for OneBlockEachConsenter {
         ONE_EACH
     }
 
-    fn start_chain(&self, support: ChainSupport, _node: Arc<NodeResources>) -> StartChain {
+    fn start_chain(&self, support: ChainSupport, node: Arc<NodeResources>) -> StartChain {
         support.status.publish(ChainStatus::sole_leader());
         let chain = OneBlockEach {
-            creator: BlockCreator::new(&support.tip),
+            creator: BlockCreator::new(&support.tip, node.signer.clone()),
             ledger: support.ledger,
             permits: PermitsByBlock::default(),
             height: support.store.subscribe(),
@@ -94,7 +94,8 @@ impl Handler<Submit> for OneBlockEach {
             let room = msg.permit.split(1, message.envelope.len());
             let block = self
                 .creator
-                .create_next_block(vec![message.envelope], false, Bytes::new());
+                .create_next_block(vec![message.envelope], false, Bytes::new())
+                .map_err(|e| SubmitError::Unavailable(e.to_string()))?;
             self.permits.hold(number, room);
             self.ledger
                 .append(block, vec![msg.received])

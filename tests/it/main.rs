@@ -15,4 +15,5 @@ mod deliver;
 mod operations;
 mod participation;
 mod restart;
+mod signing;
 mod tls;

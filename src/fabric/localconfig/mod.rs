@@ -281,6 +281,20 @@ pub struct NodeConfig {
     pub operations_address: Option<String>,
     /// Operations.TLS, if enabled.
     pub operations_tls: Option<ServerTls>,
+    /// The node's signing identity.
+    pub local_msp: LocalMsp,
+}
+
+/// `General.LocalMSPDir` and `General.LocalMSPID`: the MSP folder of the
+/// node's signing identity.
+#[derive(Debug, Clone)]
+pub struct LocalMsp {
+    pub dir: PathBuf,
+    pub id: String,
+    /// Only for the built-in config with its own LocalMSPDir: when that
+    /// folder is missing, the node makes a development identity under its
+    /// ledger folder instead of refusing to start.
+    pub development_fallback: bool,
 }
 
 impl NodeConfig {
@@ -306,7 +320,10 @@ impl NodeConfig {
             }
             None => (DEFAULT_YAML.to_string(), PathBuf::new()),
         };
-        Self::from_yaml(&yaml, &base_dir, vars)
+        let mut config = Self::from_yaml(&yaml, &base_dir, vars)?;
+        config.local_msp.development_fallback =
+            path.is_none() && config.raw.general.local_msp_dir == General::default().local_msp_dir;
+        Ok(config)
     }
 
     /// Parses YAML text; relative paths are resolved against `base_dir`.
@@ -374,6 +391,23 @@ impl NodeConfig {
                     ),
                 )
             })?;
+        if g.local_msp_dir.trim().is_empty() {
+            return Err(invalid(
+                "General.LocalMSPDir",
+                "must name the MSP folder of the node's signing identity",
+            ));
+        }
+        if g.local_msp_id.trim().is_empty() {
+            return Err(invalid(
+                "General.LocalMSPID",
+                "must name the MSP of the node's signing identity",
+            ));
+        }
+        let local_msp = LocalMsp {
+            dir: base_dir.join(&g.local_msp_dir),
+            id: g.local_msp_id.clone(),
+            development_fallback: false,
+        };
         if raw.file_ledger.location.trim().is_empty() {
             return Err(invalid("FileLedger.Location", "must not be empty"));
         }
@@ -411,6 +445,7 @@ impl NodeConfig {
             max_inflight_bytes,
             wal_dir: base_dir.join(&raw.consensus.wal_dir),
             snap_dir: base_dir.join(&raw.consensus.snap_dir),
+            local_msp,
             raw,
         })
     }
@@ -586,6 +621,42 @@ mod tests {
         assert_eq!(cfg.bootstrap_method, BootstrapMethod::Embedded);
         assert_eq!(cfg.ledger_dir, PathBuf::from("ordo-data"));
         assert_eq!(cfg.max_inflight_envelopes, 2048);
+    }
+
+    #[test]
+    fn only_the_built_in_config_may_fall_back_to_a_development_identity() {
+        let built_in = NodeConfig::load_with_env(None, vars(&[])).expect("default loads");
+        assert_eq!(built_in.local_msp.dir, PathBuf::from("msp"));
+        assert_eq!(built_in.local_msp.id, "SampleOrg");
+        assert!(built_in.local_msp.development_fallback);
+
+        let named = NodeConfig::load_with_env(
+            None,
+            vars(&[
+                ("ORDERER_GENERAL_LOCALMSPDIR", "/etc/ordo/msp"),
+                ("ORDERER_GENERAL_LOCALMSPID", "OrdererMSP"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(named.local_msp.dir, PathBuf::from("/etc/ordo/msp"));
+        assert_eq!(named.local_msp.id, "OrdererMSP");
+        assert!(!named.local_msp.development_fallback);
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("orderer.yaml");
+        std::fs::write(&file, "General:\n  LocalMSPDir: msp\n").expect("write");
+        let user = NodeConfig::load_with_env(Some(&file), vars(&[])).expect("loads");
+        assert_eq!(user.local_msp.dir, dir.path().join("msp"));
+        assert!(!user.local_msp.development_fallback);
+
+        for (key, variable) in [
+            ("General.LocalMSPDir", "ORDERER_GENERAL_LOCALMSPDIR"),
+            ("General.LocalMSPID", "ORDERER_GENERAL_LOCALMSPID"),
+        ] {
+            let err = NodeConfig::load_with_env(None, vars(&[(variable, " ")]))
+                .expect_err("empty refused");
+            assert!(err.to_string().contains(key), "{err}");
+        }
     }
 
     #[test]

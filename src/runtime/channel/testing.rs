@@ -53,7 +53,7 @@ pub fn supervised_with(
     );
     let handle = Arc::new(handle);
     let (clock, hand) = Clock::manual();
-    let mut node = NodeResources::for_dir(dir.path());
+    let mut node = NodeResources::for_dir(dir.path()).expect("node resources");
     node.clock = clock;
     let supervisor =
         ChannelSupervisor::new(handle.clone(), publisher, consenters, Arc::new(node)).start();

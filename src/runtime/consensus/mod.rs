@@ -21,7 +21,7 @@ use actix::prelude::*;
 use futures::future::LocalBoxFuture;
 use tokio::sync::watch;
 
-pub use blockcreator::BlockCreator;
+pub use blockcreator::{BlockCreator, NextBlock};
 pub use inflight::{InflightPermit, InflightRoom, PermitsByBlock};
 pub use resources::{BlockPullerFactory, ClusterService, NodeIdentity, NodeResources};
 pub use status::{ChainRole, ChainStatus, ConsensusRelation, ParticipationStatus, StatusPublisher};

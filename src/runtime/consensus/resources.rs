@@ -1,12 +1,15 @@
-//! Node-wide resources a consenter may need to start a chain. Solo uses
-//! none of them; etcdraft needs the node's identity (to find itself among a
+//! Node-wide resources a consenter may need to start a chain. Every
+//! consenter signs the blocks it makes with the node's signer; etcdraft also
+//! needs the node's identity (to find itself among a
 //! channel's consenters), the cluster service, its WAL and snapshot folders,
 //! a way to pull blocks from other orderers, and the clock that drives its
 //! ticks.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::runtime::clock::Clock;
+use crate::security::signer::{CertificateAuthority, SignerError, SigningIdentity};
 
 /// Who this node is to other orderers.
 #[derive(Debug, Clone, Default)]
@@ -32,6 +35,9 @@ pub struct BlockPullerFactory {}
 #[derive(Debug, Clone)]
 pub struct NodeResources {
     pub identity: NodeIdentity,
+    /// The node's signing identity (`General.LocalMSPDir`): signs every block
+    /// the node writes and every CONFIG envelope it makes.
+    pub signer: Arc<SigningIdentity>,
     pub cluster: ClusterService,
     /// `Consensus.WALDir`: one folder per channel below it.
     pub wal_dir: PathBuf,
@@ -42,15 +48,18 @@ pub struct NodeResources {
 }
 
 impl NodeResources {
-    /// Resources for tests and tools: real clock, folders under `dir`.
-    pub fn for_dir(dir: &std::path::Path) -> NodeResources {
-        NodeResources {
+    /// Resources for tests and tools: real clock, folders under `dir`, and
+    /// a signer of a CA made for it (MSP ID `SampleOrg`).
+    pub fn for_dir(dir: &std::path::Path) -> Result<NodeResources, SignerError> {
+        let signer = CertificateAuthority::generate("SampleOrg")?.issue("orderer", "orderer")?;
+        Ok(NodeResources {
             identity: NodeIdentity::default(),
+            signer: Arc::new(signer),
             cluster: ClusterService::default(),
             wal_dir: dir.join("wal"),
             snap_dir: dir.join("snapshot"),
             block_puller: BlockPullerFactory::default(),
             clock: Clock::system(),
-        }
+        })
     }
 }

@@ -47,6 +47,7 @@ use crate::runtime::channel::tree::ChildGuard;
 use crate::runtime::ledger::LedgerHandle;
 use crate::runtime::metrics::ChannelMetrics;
 use crate::runtime::msgprocessor::RuleSet;
+use crate::security::signer::SigningIdentity;
 
 /// Consensus type name.
 pub const SOLO: &str = crate::fabric::channelconfig::genesis::SOLO;
@@ -82,6 +83,8 @@ pub struct SoloChain {
     ledger: LedgerHandle,
     cutter: CutterHandle,
     creator: BlockCreator,
+    /// Signs the CONFIG envelopes the chain makes again.
+    signer: Arc<SigningIdentity>,
     /// In-flight room of blocks made and not yet written.
     permits: PermitsByBlock,
     height: watch::Receiver<u64>,
@@ -112,7 +115,8 @@ impl SoloChain {
         support.status.publish(ChainStatus::sole_leader());
         SoloChain {
             channel_id: support.channel_id,
-            creator: BlockCreator::new(&support.tip),
+            creator: BlockCreator::new(&support.tip, node.signer.clone()),
+            signer: node.signer.clone(),
             config: support.config,
             filters: support.filters,
             policies: support.policies,
@@ -207,6 +211,7 @@ impl SoloChain {
         // Another config came first: the update must hold against it.
         self.revalidating = true;
         let policies = self.policies.clone();
+        let signer = self.signer.clone();
         let channel = self.channel_id.clone();
         let Configure {
             message,
@@ -223,18 +228,23 @@ impl SoloChain {
                     tracing::warn!(%channel, reason = %e, "config update no longer valid under the current config");
                     SubmitError::Invalid(format!("config update no longer valid: {e}"))
                 })
+                .and_then(|proposed| {
+                    let envelope = signer.sign_envelope(&proposed.envelope).map_err(|e| {
+                        SubmitError::Unavailable(format!("cannot sign the config envelope: {e}"))
+                    })?;
+                    Ok((envelope, proposed.config))
+                })
         });
         ctx.spawn(check.into_actor(self).map(move |proposed, act, ctx| {
             act.revalidating = false;
             let outcome = match proposed {
                 _ if act.halting() => Err(act.unavailable()),
-                Ok(Ok(proposed)) => {
-                    let envelope = proposed.envelope.encode_to_vec();
+                Ok(Ok((envelope, config))) => {
                     let message = OrderedMessage {
-                        size: envelope.len(),
-                        envelope: envelope.into(),
+                        size: envelope.payload.len() + envelope.signature.len(),
+                        envelope: envelope.encode_to_vec().into(),
                     };
-                    act.order_config(message, Arc::new(proposed.config), permit, received, ctx)
+                    act.order_config(message, Arc::new(config), permit, received, ctx)
                 }
                 Ok(Err(refused)) => Err(refused),
                 Err(e) => Err(SubmitError::Unavailable(format!(
@@ -434,27 +444,27 @@ impl Handler<BatchCut> for SoloChain {
     type Result = ();
 
     fn handle(&mut self, msg: BatchCut, ctx: &mut Context<Self>) {
-        // The data hash reads every byte of the batch: off the actor thread.
-        // The chain waits for it (its mailbox pauses, the thread does not),
-        // so blocks keep their order.
+        // Making the block reads every byte of the batch (the data hash) and
+        // signs it: off the actor thread. The chain waits for it (its mailbox
+        // pauses, the thread does not), so blocks keep their order.
+        let next = self.creator.next_block(msg.is_config);
+        let number = next.number();
         let batch = msg.batch;
-        let hashing = tokio::task::spawn_blocking(move || {
-            let hash = crate::fabric::blockutil::data_hash(&batch);
-            (batch, hash)
-        });
-        let (is_config, permit, received) = (msg.is_config, msg.permit, msg.received);
-        ctx.wait(hashing.into_actor(self).map(move |hashed, act, ctx| {
-            let (batch, hash) = match hashed {
-                Ok(hashed) => hashed,
+        let making = tokio::task::spawn_blocking(move || next.make(batch, Bytes::new()));
+        let (permit, received) = (msg.permit, msg.received);
+        ctx.wait(making.into_actor(self).map(move |made, act, ctx| {
+            let block = match made {
+                Ok(Ok(block)) => block,
+                Ok(Err(e)) => {
+                    let _ = act.lost_work(format!("signing block {number} failed: {e}"), ctx);
+                    return;
+                }
                 Err(e) => {
-                    let _ = act.lost_work(format!("hashing a batch failed: {e}"), ctx);
+                    let _ = act.lost_work(format!("making block {number} failed: {e}"), ctx);
                     return;
                 }
             };
-            let number = act.creator.next_number();
-            let block = act
-                .creator
-                .create_next_block_hashed(batch, hash, is_config, Bytes::new());
+            act.creator.made(&block);
             act.permits.hold(number, permit);
             act.metrics.blocks_inflight.inc();
             if let Err(gone) = act.ledger.append(block, received) {

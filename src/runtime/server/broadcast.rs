@@ -26,6 +26,7 @@ use crate::runtime::channel::ChannelHandle;
 use crate::runtime::consensus::{Configure, InflightPermit, Submit, SubmitError};
 use crate::runtime::msgprocessor::{self, Classification, Rejection, Rule};
 use crate::runtime::registrar::Registrar;
+use crate::security::signer::SigningIdentity;
 
 /// Responses buffered towards a client before the stream stops reading.
 pub const RESPONSE_BUFFER: usize = 1024;
@@ -186,7 +187,7 @@ impl BroadcastStream {
             .ok_or_else(|| Rejection::bad_request(msgprocessor::CHANNEL_DOES_NOT_EXIST))
             .map_err(unknown)?;
         let id = channel.id().to_string();
-        accept_on(channel, &header, envelope).map_err(|r| (id, r))
+        accept_on(channel, &header, envelope, self.registrar.signer()).map_err(|r| (id, r))
     }
 }
 
@@ -321,9 +322,14 @@ impl BroadcastStream {
 /// `ProcessConfigUpdateMsg`), checked against the channel's current config.
 ///
 /// The channel's filters (signatures among them) judge the client's update
-/// envelope; the CONFIG envelope made from it is the orderer's own, and only
-/// its size is checked. Refusals carry Fabric's wording of each stage.
-fn config_update(channel: Arc<ChannelHandle>, update: &Envelope) -> Result<Accepted, Rejection> {
+/// envelope; the CONFIG envelope made from it is the orderer's own, signed by
+/// the node's identity, and only its size is checked. Refusals carry Fabric's
+/// wording of each stage.
+fn config_update(
+    channel: Arc<ChannelHandle>,
+    update: &Envelope,
+    signer: &SigningIdentity,
+) -> Result<Accepted, Rejection> {
     let config = channel.config();
     channel
         .filters()
@@ -340,15 +346,19 @@ fn config_update(channel: Arc<ChannelHandle>, update: &Envelope) -> Result<Accep
                 channel.id()
             )),
         })?;
-    let encoded = proposed.envelope.encode_to_vec();
+    // Fabric answers BAD_REQUEST for any failure to make the envelope.
+    let envelope = signer
+        .sign_envelope(&proposed.envelope)
+        .map_err(|e| Rejection::bad_request(format!("cannot sign the config envelope: {e}")))?;
+    let encoded = envelope.encode_to_vec();
     msgprocessor::SizeFilter
-        .apply(&proposed.envelope, encoded.len(), &config)
+        .apply(&envelope, encoded.len(), &config)
         .map_err(|r| r.within("config update for existing channel did not pass final checks"))?;
     channel.warn_if_bound_below_batch(&proposed.config);
     Ok(accepted(
         channel,
         &config,
-        &proposed.envelope,
+        &envelope,
         encoded,
         Some(Arc::new(proposed.config)),
     ))
@@ -390,13 +400,14 @@ fn accept_on(
     channel: Arc<ChannelHandle>,
     header: &crate::fabric::protos::common::ChannelHeader,
     envelope: Envelope,
+    signer: &SigningIdentity,
 ) -> Result<Accepted, Rejection> {
     let kind = msgprocessor::classify(header);
     if let Some(refusal) = kind.refusal() {
         return Err(refusal);
     }
     if kind == Classification::ConfigUpdate {
-        return config_update(channel, &envelope);
+        return config_update(channel, &envelope, signer);
     }
     let config = channel.config();
     msgprocessor::check_normal_allowed(&config)?;
