@@ -151,7 +151,7 @@ fn signatures(c: &mut Criterion) {
 
 fn config_update(c: &mut Criterion) {
     use ordo::fabric::configtx::compute::{compute_update, config_update_envelope};
-    use ordo::fabric::configtx::{propose_config_update, PolicyMustExist};
+    use ordo::fabric::configtx::{propose_config_update, ChannelPolicies};
     let configtx = ordo::fabric::configtxgen::ConfigTx::load(
         &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config"),
     )
@@ -175,7 +175,7 @@ fn config_update(c: &mut Criterion) {
     let envelope = config_update_envelope(&update);
     let mut group = c.benchmark_group("config_update");
     group.bench_function("validate_batch_size_update", |b| {
-        b.iter(|| propose_config_update(&current, &envelope, &PolicyMustExist).expect("valid"))
+        b.iter(|| propose_config_update(&current, &envelope, &ChannelPolicies).expect("valid"))
     });
     group.finish();
 }

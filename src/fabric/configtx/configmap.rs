@@ -52,6 +52,16 @@ impl ElementKey {
     pub fn path_string(&self) -> String {
         format!("/{}", self.path.join("/"))
     }
+
+    /// The element as Fabric's errors name it: `[Value]  /Channel/Orderer/BatchSize`.
+    pub fn fabric_name(&self) -> String {
+        let prefix = match self.kind {
+            Kind::Group => "[Group]  ",
+            Kind::Value => "[Value]  ",
+            Kind::Policy => "[Policy] ",
+        };
+        format!("{prefix}{}", self.path_string())
+    }
 }
 
 impl fmt::Display for ElementKey {

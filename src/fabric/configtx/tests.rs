@@ -50,7 +50,7 @@ fn propose(
     from: &ChannelConfig,
     update: &ConfigUpdate,
 ) -> Result<ProposedConfig, ConfigUpdateError> {
-    propose_config_update(from, &config_update_envelope(update), &PolicyMustExist)
+    propose_config_update(from, &config_update_envelope(update), &ChannelPolicies)
 }
 
 #[test]
@@ -233,7 +233,7 @@ fn garbage_and_foreign_updates_are_refused() {
     let mut payload = Payload::decode(envelope.payload.clone()).expect("payload");
     payload.data = Bytes::from_static(b"\xff\xff\xff garbage");
     envelope.payload = payload.encode_to_vec().into();
-    let err = propose_config_update(&from, &envelope, &PolicyMustExist).expect_err("garbage");
+    let err = propose_config_update(&from, &envelope, &ChannelPolicies).expect_err("garbage");
     assert!(err.to_string().contains("ConfigUpdateEnvelope"), "{err}");
 
     let mut update = batch_update(&from, 10);
@@ -301,7 +301,7 @@ fn modification_policies_must_be_named_and_exist() {
     let err = propose(&from, &batch_update(&from, 10)).expect_err("missing policy");
     assert!(
         err.to_string()
-            .contains("/Channel/Orderer/Missing does not exist"),
+            .contains("unexpected missing policy /Channel/Orderer/Missing for item [Value]  /Channel/Orderer/BatchSize"),
         "{err}"
     );
 }

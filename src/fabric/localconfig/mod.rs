@@ -145,9 +145,12 @@ pub struct General {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
 pub struct Authentication {
-    /// Refuse (FORBIDDEN) Broadcast envelopes not signed by the certificate
-    /// they name. MSP membership and Writers policies come later.
-    pub verify_envelope_signatures: bool,
+    /// Accept envelopes whose creator's certificate has expired (Fabric's
+    /// key; off by default: expired creators are refused).
+    pub no_expiration_checks: bool,
+    /// Removed: every envelope is checked against `/Channel/Writers`. Read
+    /// only to refuse a file that still sets it.
+    pub verify_envelope_signatures: Option<serde_json::Value>,
 }
 
 /// `General.TLS`, `Admin.TLS` and `Operations.TLS`, as in Fabric's
@@ -266,8 +269,8 @@ pub struct NodeConfig {
     pub snap_dir: PathBuf,
     /// TLS on the AtomicBroadcast listener, if enabled.
     pub tls: Option<ServerTls>,
-    /// General.Authentication.VerifyEnvelopeSignatures.
-    pub verify_signatures: bool,
+    /// General.Authentication.NoExpirationChecks.
+    pub no_expiration_checks: bool,
     /// The admin listener, if any.
     pub admin_address: Option<String>,
     pub channel_participation: bool,
@@ -314,6 +317,12 @@ impl NodeConfig {
 
     fn check(raw: OrdererConfig, base_dir: &Path) -> Result<NodeConfig, ConfigError> {
         let g = &raw.general;
+        if g.authentication.verify_envelope_signatures.is_some() {
+            return Err(invalid(
+                "General.Authentication.VerifyEnvelopeSignatures",
+                "is no longer supported: every Broadcast envelope is checked against the channel's /Channel/Writers policy (MSP membership and signature); remove the key",
+            ));
+        }
         if g.listen_address.trim().is_empty() {
             return Err(invalid("General.ListenAddress", "must not be empty"));
         }
@@ -383,7 +392,7 @@ impl NodeConfig {
         let address = |a: &str| Some(a.trim().to_string()).filter(|a| !a.is_empty());
         Ok(NodeConfig {
             tls,
-            verify_signatures: g.authentication.verify_envelope_signatures,
+            no_expiration_checks: g.authentication.no_expiration_checks,
             admin_address: address(&raw.admin.listen_address),
             channel_participation: raw.channel_participation.enabled,
             max_join_body_bytes,
