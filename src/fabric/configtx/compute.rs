@@ -202,6 +202,7 @@ pub fn config_update_envelope(update: &ConfigUpdate) -> Envelope {
 
 /// Someone who signs config updates: a serialized identity and its signing
 /// function (DER ECDSA over SHA-256 of the message, low S).
+#[derive(Clone)]
 pub struct UpdateSigner<'a> {
     pub creator: Bytes,
     pub sign: &'a dyn Fn(&[u8]) -> Bytes,

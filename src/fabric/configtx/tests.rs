@@ -335,3 +335,56 @@ fn adding_an_organization_bumps_its_parent_group() {
             .len()
     );
 }
+
+/// A channel whose Orderer group has two organizations: changing BatchSize
+/// (mod_policy Admins of the Orderer group: MAJORITY of the orgs' Admins)
+/// needs both admins.
+fn two_org_channel() -> (
+    ChannelConfig,
+    crate::security::testing::TestOrg,
+    crate::security::testing::TestOrg,
+) {
+    let org1 = crate::security::testing::TestOrg::new("Orderer1MSP");
+    let org2 = crate::security::testing::TestOrg::new("Orderer2MSP");
+    let mut profile = GenesisProfile::embedded("mychannel", vec![]);
+    profile.orderer_organizations = vec![org1.profile(), org2.profile()];
+    let config = ChannelConfig::from_config_block(&profile.genesis_block()).expect("genesis");
+    (config, org1, org2)
+}
+
+#[test]
+fn a_config_update_needs_the_signatures_its_mod_policy_names() {
+    use super::compute::signed_config_update_envelope;
+    let (from, org1, org2) = two_org_channel();
+    let update = batch_update(&from, 10);
+
+    let one_admin = org1.admin.as_update_signer(|admin| {
+        signed_config_update_envelope(&update, std::slice::from_ref(admin), admin)
+    });
+    let err = propose_config_update(&from, &one_admin, &ChannelPolicies).expect_err("one of two");
+    assert_eq!(
+        err.to_string(),
+        "error authorizing update: error validating DeltaSet: policy for [Value]  /Channel/Orderer/BatchSize not satisfied: implicit policy evaluation failed - 1 sub-policies were satisfied, but this policy requires 2 of the 'Admins' sub-policies to be satisfied"
+    );
+    let unsigned = config_update_envelope(&update);
+    assert!(matches!(
+        propose_config_update(&from, &unsigned, &ChannelPolicies),
+        Err(ConfigUpdateError::PolicyNotSatisfied { .. })
+    ));
+    // Members who are not admins do not count.
+    let members = org1.client.as_update_signer(|c1| {
+        org2.client.as_update_signer(|c2| {
+            signed_config_update_envelope(&update, &[c1.clone(), c2.clone()], c1)
+        })
+    });
+    assert!(propose_config_update(&from, &members, &ChannelPolicies).is_err());
+
+    let both = org1.admin.as_update_signer(|a1| {
+        org2.admin.as_update_signer(|a2| {
+            signed_config_update_envelope(&update, &[a1.clone(), a2.clone()], a1)
+        })
+    });
+    let proposed = propose_config_update(&from, &both, &ChannelPolicies).expect("both admins");
+    assert_eq!(proposed.config.batch_size.max_message_count, 10);
+    assert_eq!(proposed.config.sequence, 1);
+}

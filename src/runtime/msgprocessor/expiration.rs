@@ -61,3 +61,81 @@ impl Rule for ExpirationRejectRule {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::fabric::channelconfig::genesis::GenesisProfile;
+    use crate::fabric::protos::common::Status;
+    use crate::runtime::msgprocessor::RuleSet;
+    use crate::security::testing::{TestOrg, Validity, CLIENT_OU};
+
+    fn config(org: &TestOrg) -> ChannelConfig {
+        let mut profile = GenesisProfile::embedded("c1", vec![]);
+        profile.application_organizations = Some(vec![org.profile()]);
+        ChannelConfig::from_config_block(&profile.genesis_block()).expect("config")
+    }
+
+    #[test]
+    fn expired_creators_are_bad_requests_unless_checks_are_off() {
+        let org = TestOrg::new("Org1MSP");
+        let config = config(&org);
+        let expired = org
+            .ca
+            .issue_with("Org1MSP", "old", &[CLIENT_OU], Validity::Expired)
+            .transaction("c1", Bytes::from_static(b"tx"));
+        let current = org.client.transaction("c1", Bytes::from_static(b"tx"));
+        let rule = ExpirationRejectRule::default();
+        let refused = rule.apply(&expired, 0, &config).expect_err("expired");
+        assert_eq!(refused.status, Status::BadRequest);
+        assert_eq!(refused.info, "broadcast client identity expired");
+        assert_eq!(rule.apply(&current, 0, &config), Ok(()));
+
+        // As of 2001 the old certificate is current.
+        fn in_2001() -> SystemTime {
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000)
+        }
+        let then = ExpirationRejectRule::with_clock(in_2001);
+        assert_eq!(then.apply(&expired, 0, &config), Ok(()));
+
+        // The whole rule set: expiration comes before the signature filter;
+        // with NoExpirationChecks the expired member passes (the MSP
+        // validates certificates as of their NotBefore).
+        let len = expired.payload.len();
+        assert_eq!(
+            RuleSet::for_node(true)
+                .apply(&expired, len, &config)
+                .map_err(|r| r.info),
+            Err("broadcast client identity expired".to_string())
+        );
+        assert_eq!(
+            RuleSet::for_node(false).apply(&expired, len, &config),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn only_orderer_capabilities_from_v1_1_check_expiration() {
+        let org = TestOrg::new("Org1MSP");
+        let mut config = config(&org);
+        let expired = org
+            .ca
+            .issue_with("Org1MSP", "old", &[CLIENT_OU], Validity::Expired)
+            .transaction("c1", Bytes::from_static(b"tx"));
+        config.orderer.capabilities.clear();
+        assert_eq!(
+            ExpirationRejectRule::default().apply(&expired, 0, &config),
+            Ok(())
+        );
+        // A creator whose expiry cannot be read is not decided on here.
+        let config = self::config(&org);
+        let unreadable =
+            crate::fabric::envelopeutil::testing::transaction("c1", Bytes::from_static(b"tx"));
+        assert_eq!(
+            ExpirationRejectRule::default().apply(&unreadable, 0, &config),
+            Ok(())
+        );
+    }
+}

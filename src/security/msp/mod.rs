@@ -239,3 +239,5 @@ pub fn expires_at(serialized: &[u8]) -> Option<SystemTime> {
     Some(cert.not_after_time())
 }
 
+#[cfg(test)]
+mod tests;

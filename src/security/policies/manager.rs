@@ -165,6 +165,8 @@ impl Evaluation<'_> {
                     tracing::debug!(signature = i, msp = identity.msp_id(), "signer appears more than once; counted once");
                     continue;
                 }
+                #[cfg(test)]
+                super::tests::VERIFICATIONS.with(|n| n.set(n.get() + 1));
                 if let Err(e) = identity.verify(&data.data, &data.signature) {
                     tracing::debug!(signature = i, msp = identity.msp_id(), error = %e, "signature does not verify; ignored");
                     continue;

@@ -106,3 +106,5 @@ pub fn config_update_as_signed_data(
         .collect()
 }
 
+#[cfg(test)]
+mod tests;
