@@ -15,3 +15,4 @@ mod operations;
 mod participation;
 mod restart;
 mod tls;
+mod writers;

@@ -30,6 +30,24 @@ pub enum IdentityError {
     Invalid { path: PathBuf, reason: String },
 }
 
+/// NodeOUs as cryptogen writes them: the four roles, certified by the CA.
+/// (An MSP needs an admin OU or admincerts to be valid.)
+const NODE_OUS_CONFIG: &str = "NodeOUs:
+  Enable: true
+  ClientOUIdentifier:
+    Certificate: cacerts/ca-cert.pem
+    OrganizationalUnitIdentifier: client
+  PeerOUIdentifier:
+    Certificate: cacerts/ca-cert.pem
+    OrganizationalUnitIdentifier: peer
+  AdminOUIdentifier:
+    Certificate: cacerts/ca-cert.pem
+    OrganizationalUnitIdentifier: admin
+  OrdererOUIdentifier:
+    Certificate: cacerts/ca-cert.pem
+    OrganizationalUnitIdentifier: orderer
+";
+
 /// An MSP identity that signs.
 pub struct SigningIdentity {
     msp_id: String,
@@ -153,10 +171,7 @@ impl SigningIdentity {
             ("cacerts/ca-cert.pem", ca),
             ("signcerts/cert.pem", &self.certificate_pem),
             ("keystore/priv_sk", key.as_bytes()),
-            (
-                "config.yaml",
-                b"NodeOUs:\n  Enable: true\n  ClientOUIdentifier:\n    Certificate: cacerts/ca-cert.pem\n    OrganizationalUnitIdentifier: client\n",
-            ),
+            ("config.yaml", NODE_OUS_CONFIG.as_bytes()),
         ];
         for (name, bytes) in files {
             let path = dir.join(name);
@@ -267,5 +282,11 @@ mod tests {
         // The MSP folder is one configtx.yaml can name.
         let msp = crate::fabric::configtxgen::msp::read_msp(dir.path(), "LoadMSP").expect("msp");
         assert_eq!(msp.r#type, 0);
+        // ... and a channel's MSP takes the identity as a client.
+        let msps = crate::security::msp::MspManager::new(&[msp]).expect("a valid MSP");
+        msps.deserialize_identity(&identity.creator())
+            .expect("a member")
+            .satisfies_role(crate::security::msp::Role::Client)
+            .expect("a client");
     }
 }
