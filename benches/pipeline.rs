@@ -138,13 +138,20 @@ fn signatures(c: &mut Criterion) {
     group.bench_function("ecdsa_p256_verify_2KB_payload_portable", |b| {
         b.iter(|| key.verify(&envelope.payload, &signature).is_ok())
     });
-    // What the node's signature rule pays per envelope (ring, cached key).
-    let profile = GenesisProfile::embedded("mychannel", vec![]);
+    // What the node's rules pay per envelope of a channel member: expiration,
+    // then /Channel/Writers (cached identity, policy, ring verify, low-S
+    // check). `benches/policy.rs` breaks this down.
+    let org = ordo::security::testing::TestOrg::new("BenchMSP");
+    let mut profile = GenesisProfile::embedded("mychannel", vec![]);
+    profile.orderer_organizations = vec![org.profile()];
     let config = ChannelConfig::from_config_block(&profile.genesis_block()).expect("config");
-    let rules = RuleSet::for_node(true);
-    let encoded_len = envelope.encoded_len();
+    let member = org
+        .client
+        .transaction("mychannel", Bytes::from(vec![0x5a; ENVELOPE_DATA]));
+    let rules = RuleSet::standard();
+    let encoded_len = member.encoded_len();
     group.bench_function("node_signature_rule_2KB", |b| {
-        b.iter(|| rules.apply(&envelope, encoded_len, &config).expect("valid"))
+        b.iter(|| rules.apply(&member, encoded_len, &config).expect("valid"))
     });
     group.finish();
 }

@@ -53,7 +53,16 @@ impl Rule for ExpirationRejectRule {
         let signed = envelope_as_signed_data(envelope).map_err(|e| {
             Rejection::bad_request(format!("could not convert message to signedData: {e}"))
         })?;
-        match signed.first().and_then(|s| expires_at(&s.identity)) {
+        // A known creator's expiry comes from the identity cache; any other
+        // is read from its certificate, as Fabric reads it.
+        let expiry =
+            signed
+                .first()
+                .and_then(|s| match config.msp_manager.cached_identity(&s.identity) {
+                    Some(identity) => Some(identity.not_after()),
+                    None => expires_at(&s.identity),
+                });
+        match expiry {
             Some(expiry) if (self.now)() >= expiry => {
                 Err(Rejection::bad_request("broadcast client identity expired"))
             }
@@ -82,16 +91,23 @@ mod tests {
     fn expired_creators_are_bad_requests_unless_checks_are_off() {
         let org = TestOrg::new("Org1MSP");
         let config = config(&org);
-        let expired = org
+        let old = org
             .ca
-            .issue_with("Org1MSP", "old", &[CLIENT_OU], Validity::Expired)
-            .transaction("c1", Bytes::from_static(b"tx"));
+            .issue_with("Org1MSP", "old", &[CLIENT_OU], Validity::Expired);
+        let expired = old.transaction("c1", Bytes::from_static(b"tx"));
         let current = org.client.transaction("c1", Bytes::from_static(b"tx"));
         let rule = ExpirationRejectRule::default();
         let refused = rule.apply(&expired, 0, &config).expect_err("expired");
         assert_eq!(refused.status, Status::BadRequest);
         assert_eq!(refused.info, "broadcast client identity expired");
         assert_eq!(rule.apply(&current, 0, &config), Ok(()));
+        // Once the MSP has validated (and cached) it, it is still expired.
+        config
+            .msp_manager
+            .deserialize_identity(&old.creator())
+            .expect("valid as of its NotBefore");
+        assert!(config.msp_manager.cached_identity(&old.creator()).is_some());
+        assert!(rule.apply(&expired, 0, &config).is_err());
 
         // As of 2001 the old certificate is current.
         fn in_2001() -> SystemTime {

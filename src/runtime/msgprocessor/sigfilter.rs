@@ -39,7 +39,8 @@ impl Rule for SigFilter {
             .policy_manager
             .evaluate_signed_data(policy, &signed)
             .map_err(|e| {
-                tracing::warn!(channel = %config.channel_id, %policy, error = %e, "signature filter evaluation failed");
+                // Broadcast logs the refusal itself.
+                tracing::debug!(channel = %config.channel_id, %policy, error = %e, "signature filter evaluation failed");
                 Rejection {
                     status: Status::Forbidden,
                     info: format!("{e}: permission denied"),

@@ -205,6 +205,12 @@ impl MspManager {
         ))
     }
 
+    /// The identity validated earlier from these serialized bytes, if it is
+    /// still cached; nothing is validated on a miss.
+    pub fn cached_identity(&self, serialized: &[u8]) -> Option<Arc<Identity>> {
+        self.cache.get(serialized)
+    }
+
     /// Every organization's TLS root and intermediate certificates (DER).
     pub fn tls_root_certs(&self) -> Vec<Bytes> {
         let mut ids = self.msp_ids();
