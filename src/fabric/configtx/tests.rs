@@ -384,7 +384,41 @@ fn a_config_update_needs_the_signatures_its_mod_policy_names() {
             signed_config_update_envelope(&update, &[a1.clone(), a2.clone()], a1)
         })
     });
+    // The admins' identities are now in the channel's cache.
+    assert!(from.msp_manager.cached_identities() >= 2);
     let proposed = propose_config_update(&from, &both, &ChannelPolicies).expect("both admins");
     assert_eq!(proposed.config.batch_size.max_message_count, 10);
     assert_eq!(proposed.config.sequence, 1);
+    // The next config has MSPs of its own, with an empty cache.
+    assert_eq!(proposed.config.msp_manager.cached_identities(), 0);
+}
+
+#[test]
+fn an_update_that_breaks_an_msp_is_refused() {
+    use super::compute::signed_config_update_envelope;
+    use crate::security::testing::wrap;
+    let (from, org1, org2) = two_org_channel();
+    let mut updated = from.config.clone();
+    let mut broken = org1.fabric_msp_config();
+    broken.root_certs.clear();
+    orderer_mut(&mut updated)
+        .groups
+        .get_mut(&org1.name)
+        .and_then(|org| org.values.get_mut(keys::MSP))
+        .expect("org1 MSP")
+        .value = wrap(&broken).encode_to_vec().into();
+    let update = compute_update("mychannel", &from.config, &updated).expect("difference");
+    // Org1's MSP value is modified by Org1's admins.
+    let envelope = org1.admin.as_update_signer(|a1| {
+        org2.admin.as_update_signer(|a2| {
+            signed_config_update_envelope(&update, &[a1.clone(), a2.clone()], a1)
+        })
+    });
+    let err = propose_config_update(&from, &envelope, &ChannelPolicies).expect_err("broken MSP");
+    assert!(matches!(err, ConfigUpdateError::InvalidResult(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("expected at least one CA certificate"),
+        "{err}"
+    );
 }

@@ -642,4 +642,37 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn expiration_checks_are_on_unless_turned_off_and_the_old_signature_key_is_refused() {
+        let cfg = NodeConfig::load_with_env(None, vars(&[])).expect("default");
+        assert!(!cfg.no_expiration_checks);
+        let cfg = NodeConfig::load_with_env(
+            None,
+            vars(&[("ORDERER_GENERAL_AUTHENTICATION_NOEXPIRATIONCHECKS", "true")]),
+        )
+        .expect("loads");
+        assert!(cfg.no_expiration_checks);
+
+        let old = "General:\n  Authentication:\n    VerifyEnvelopeSignatures: false\n";
+        let err = NodeConfig::from_yaml(old, Path::new("."), vars(&[])).expect_err("removed key");
+        assert!(
+            err.to_string().contains(
+                "General.Authentication.VerifyEnvelopeSignatures: is no longer supported"
+            ),
+            "{err}"
+        );
+        let err = NodeConfig::load_with_env(
+            None,
+            vars(&[(
+                "ORDERER_GENERAL_AUTHENTICATION_VERIFYENVELOPESIGNATURES",
+                "true",
+            )]),
+        )
+        .expect_err("removed key from the environment");
+        assert!(
+            err.to_string().contains("VerifyEnvelopeSignatures"),
+            "{err}"
+        );
+    }
 }

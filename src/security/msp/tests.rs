@@ -376,7 +376,7 @@ fn identity_ou_anonymity_and_combined_principals() {
         .is_err());
     // The certifiers identifier is the hash of the issuing CA's certificate.
     use sha2::Digest;
-    assert_eq!(certifiers, sha2::Sha256::digest(&org.ca.der()).to_vec());
+    assert_eq!(certifiers, sha2::Sha256::digest(org.ca.der()).to_vec());
 
     let anonymity = |kind: MspIdentityAnonymityType| MspPrincipal {
         principal_classification: Classification::Anonymity as i32,

@@ -186,7 +186,7 @@ fn identity_and_organization_unit_principals() {
             organizational_unit_identifier: CLIENT_OU.into(),
             certifiers_identifier: {
                 use sha2::Digest;
-                sha2::Sha256::digest(&org.ca.der()).to_vec().into()
+                sha2::Sha256::digest(org.ca.der()).to_vec().into()
             },
         }
         .encode_to_vec()
