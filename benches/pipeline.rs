@@ -138,20 +138,27 @@ fn signatures(c: &mut Criterion) {
     group.bench_function("ecdsa_p256_verify_2KB_payload_portable", |b| {
         b.iter(|| key.verify(&envelope.payload, &signature).is_ok())
     });
-    // What the node's signature rule pays per envelope (ring, cached key).
-    let profile = GenesisProfile::embedded("mychannel", vec![]);
+    // What the node's rules pay per envelope of a channel member: expiration,
+    // then /Channel/Writers (cached identity, policy, ring verify, low-S
+    // check). `benches/policy.rs` breaks this down.
+    let org = ordo::security::testing::TestOrg::new("BenchMSP");
+    let mut profile = GenesisProfile::embedded("mychannel", vec![]);
+    profile.orderer_organizations = vec![org.profile()];
     let config = ChannelConfig::from_config_block(&profile.genesis_block()).expect("config");
-    let rules = RuleSet::for_node(true);
-    let encoded_len = envelope.encoded_len();
+    let member = org
+        .client
+        .transaction("mychannel", Bytes::from(vec![0x5a; ENVELOPE_DATA]));
+    let rules = RuleSet::standard();
+    let encoded_len = member.encoded_len();
     group.bench_function("node_signature_rule_2KB", |b| {
-        b.iter(|| rules.apply(&envelope, encoded_len, &config).expect("valid"))
+        b.iter(|| rules.apply(&member, encoded_len, &config).expect("valid"))
     });
     group.finish();
 }
 
 fn config_update(c: &mut Criterion) {
     use ordo::fabric::configtx::compute::{compute_update, config_update_envelope};
-    use ordo::fabric::configtx::{propose_config_update, PolicyMustExist};
+    use ordo::fabric::configtx::{propose_config_update, ChannelPolicies};
     let configtx = ordo::fabric::configtxgen::ConfigTx::load(
         &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config"),
     )
@@ -175,7 +182,7 @@ fn config_update(c: &mut Criterion) {
     let envelope = config_update_envelope(&update);
     let mut group = c.benchmark_group("config_update");
     group.bench_function("validate_batch_size_update", |b| {
-        b.iter(|| propose_config_update(&current, &envelope, &PolicyMustExist).expect("valid"))
+        b.iter(|| propose_config_update(&current, &envelope, &ChannelPolicies).expect("valid"))
     });
     group.finish();
 }

@@ -25,6 +25,61 @@ printf 'subjectAltName=IP:127.0.0.1\n' >"$work/san.ext"
 openssl x509 -req -in "$work/server.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" -CAcreateserial \
     -days 2 -extfile "$work/san.ext" -out "$work/server.crt" 2>/dev/null
 
+# The load's identity for the rows where the node checks signatures: an MSP
+# folder (CA, a client certificate with OU client, NodeOUs) that the benched
+# channel names as its organization, so /Channel/Writers admits it. (A
+# channel without organizations, like the embedded one, admits anyone.)
+msp="$work/benchmsp"
+mkdir -p "$msp/cacerts" "$msp/signcerts" "$msp/keystore"
+openssl ecparam -name prime256v1 -genkey -noout -out "$work/msp-ca.key" 2>/dev/null
+openssl req -x509 -new -key "$work/msp-ca.key" -subj "/CN=ca.BenchMSP/O=BenchMSP" -days 2 \
+    -out "$msp/cacerts/ca-cert.pem" 2>/dev/null
+openssl ecparam -name prime256v1 -genkey -noout -out "$work/client.key" 2>/dev/null
+openssl req -new -key "$work/client.key" -subj "/CN=bench@BenchMSP/O=BenchMSP/OU=client" \
+    -out "$work/client.csr" 2>/dev/null
+printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n' >"$work/client.ext"
+openssl x509 -req -in "$work/client.csr" -CA "$msp/cacerts/ca-cert.pem" -CAkey "$work/msp-ca.key" \
+    -set_serial "0x$(openssl rand -hex 8)" -days 2 -extfile "$work/client.ext" \
+    -out "$msp/signcerts/cert.pem" 2>/dev/null
+openssl pkcs8 -topk8 -nocrypt -in "$work/client.key" -out "$msp/keystore/priv_sk"
+cat >"$msp/config.yaml" <<'YAML'
+NodeOUs:
+  Enable: true
+  ClientOUIdentifier: {Certificate: cacerts/ca-cert.pem, OrganizationalUnitIdentifier: client}
+  PeerOUIdentifier: {Certificate: cacerts/ca-cert.pem, OrganizationalUnitIdentifier: peer}
+  AdminOUIdentifier: {Certificate: cacerts/ca-cert.pem, OrganizationalUnitIdentifier: admin}
+  OrdererOUIdentifier: {Certificate: cacerts/ca-cert.pem, OrganizationalUnitIdentifier: orderer}
+YAML
+cat >"$work/configtx.yaml" <<'YAML'
+Organizations:
+  - &Bench
+    Name: BenchOrg
+    ID: BenchMSP
+    MSPDir: benchmsp
+Profiles:
+  Bench:
+    Capabilities:
+      V3_0: true
+    Orderer:
+      OrdererType: solo
+      BatchTimeout: 2s
+      BatchSize:
+        MaxMessageCount: 500
+        AbsoluteMaxBytes: 10 MB
+        PreferredMaxBytes: 2 MB
+      Capabilities:
+        V2_0: true
+      Organizations:
+        - *Bench
+    Application:
+      Capabilities:
+        V2_5: true
+      Organizations:
+        - *Bench
+YAML
+"$ordo" genesis --config-path "$work" --profile Bench --channel-id mychannel \
+    --output-block "$work/bench.block" >/dev/null
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 
@@ -41,8 +96,13 @@ run() { # label streams signed(yes|no) checks(yes|no) tls(yes|no)
             ORDERER_GENERAL_TLS_PRIVATEKEY="$work/server.key")
         load+=(--tls-ca-file "$work/ca.crt")
     fi
-    [ "$signed" = yes ] && load+=(--sign-as BenchMSP)
-    [ "$checks" = yes ] && env+=(ORDERER_GENERAL_AUTHENTICATION_VERIFYENVELOPESIGNATURES=true)
+    if [ "$checks" = yes ]; then
+        # The channel of the load's organization: Writers admit its client only.
+        env+=(ORDERER_GENERAL_BOOTSTRAPMETHOD=file ORDERER_GENERAL_BOOTSTRAPFILE="$work/bench.block")
+        load+=(--msp-dir "$msp" --msp-id BenchMSP)
+    elif [ "$signed" = yes ]; then
+        load+=(--sign-as BenchMSP)
+    fi
     env "${env[@]}" "$ordo" start >/dev/null 2>"$work/node.log" &
     pid=$!
     for _ in $(seq 100); do curl -sf "http://127.0.0.1:$ops/healthz" >/dev/null && break; sleep 0.1; done

@@ -111,7 +111,7 @@ impl Registrar {
             node,
             max_inflight: config.max_inflight_envelopes,
             max_inflight_bytes: config.max_inflight_bytes,
-            filters: Arc::new(RuleSet::for_node(config.verify_signatures)),
+            filters: Arc::new(RuleSet::for_node(!config.no_expiration_checks)),
             metrics,
             channels: RwLock::new(HashMap::new()),
             observers: RwLock::new(Vec::new()),

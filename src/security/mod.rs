@@ -9,3 +9,5 @@
 pub mod msp;
 pub mod policies;
 pub mod signer;
+#[cfg(any(test, feature = "tools"))]
+pub mod testing;

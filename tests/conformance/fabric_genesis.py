@@ -63,7 +63,15 @@ def organization(parent, name, msp_id, msp_dir, endpoints=None):
     org = parent.groups[name]
     org.mod_policy = "Admins"
     fabric = msp_config_pb2.FabricMSPConfig(name=msp_id)
-    fabric.root_certs.append(read(os.path.join(msp_dir, "cacerts", "ca-cert.pem")))
+    ca = read(os.path.join(msp_dir, "cacerts", "ca-cert.pem"))
+    fabric.root_certs.append(ca)
+    # NodeOUs as cryptogen's config.yaml sets them (an MSP needs admins, here
+    # by the admin OU).
+    fabric.fabric_node_ous.enable = True
+    for role in ("client", "peer", "admin", "orderer"):
+        ou = getattr(fabric.fabric_node_ous, role + "_ou_identifier")
+        ou.certificate = ca
+        ou.organizational_unit_identifier = role
     fabric.tls_root_certs.append(read(os.path.join(msp_dir, "tlscacerts", "tlsca-cert.pem")))
     fabric.crypto_config.signature_hash_family = "SHA2"
     fabric.crypto_config.identity_identifier_hash_function = "SHA256"

@@ -77,7 +77,16 @@ async fn genesis_join_inspect_and_update_a_channel_through_the_cli() {
     .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = |name: &str| dir.path().join(name).display().to_string();
-    let config_dir = format!("{}/config", env!("CARGO_MANIFEST_DIR"));
+    // A channel without organizations: its policies admit anyone, so the
+    // CLI's unsigned envelopes are ordered (the sample profiles' channels
+    // take only their members' signatures).
+    let config_dir = path("configtx");
+    std::fs::create_dir_all(&config_dir).expect("mkdir");
+    std::fs::write(
+        dir.path().join("configtx/configtx.yaml"),
+        "Profiles:\n  SoloChannel:\n    Capabilities:\n      V3_0: true\n    Orderer:\n      OrdererType: solo\n      BatchTimeout: 2s\n      BatchSize:\n        MaxMessageCount: 500\n        AbsoluteMaxBytes: 10 MB\n        PreferredMaxBytes: 2 MB\n      Capabilities:\n        V2_0: true\n    Application:\n      Capabilities:\n        V2_0: true\n",
+    )
+    .expect("write configtx.yaml");
     let admin = node
         .node
         .as_ref()

@@ -69,9 +69,41 @@ async fn the_official_python_client_broadcasts_and_delivers() {
     assert!(out.contains("conformance: all checks passed"), "{out}");
 }
 
-/// The genesis blocks the official protos build to configtxgen's layout.
-fn fabric_made_blocks(dir: &std::path::Path) -> (PathBuf, PathBuf) {
-    let crypto = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/crypto");
+/// The genesis blocks the official protos build to configtxgen's layout,
+/// and a client of their application organization Org1MSP (whose CA is
+/// generated here; the ordering organization is the sample's).
+fn fabric_made_blocks(
+    dir: &std::path::Path,
+) -> (
+    PathBuf,
+    PathBuf,
+    ordo::tools::client::identity::SigningIdentity,
+) {
+    let sample = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/crypto");
+    let crypto = dir.join("crypto");
+    let client =
+        ordo::tools::client::identity::SigningIdentity::generate("Org1MSP").expect("identity");
+    client
+        .write_msp(&crypto.join("org1/msp"))
+        .expect("write org1");
+    let copy = |from: &str, to: &str| {
+        let target = crypto.join(to);
+        std::fs::create_dir_all(target.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(sample.join(from), target).expect("copy");
+    };
+    copy(
+        "org1/msp/tlscacerts/tlsca-cert.pem",
+        "org1/msp/tlscacerts/tlsca-cert.pem",
+    );
+    for file in [
+        "msp/cacerts/ca-cert.pem",
+        "msp/tlscacerts/tlsca-cert.pem",
+        "tls/orderer1.crt",
+        "tls/orderer2.crt",
+        "tls/orderer3.crt",
+    ] {
+        copy(&format!("ordererorg/{file}"), &format!("ordererorg/{file}"));
+    }
     let out = run_python(&[
         script("fabric_genesis.py").as_os_str(),
         "make".as_ref(),
@@ -79,7 +111,7 @@ fn fabric_made_blocks(dir: &std::path::Path) -> (PathBuf, PathBuf) {
         crypto.as_os_str(),
     ]);
     assert!(out.contains("wrote solo.block"), "{out}");
-    (dir.join("solo.block"), dir.join("etcdraft.block"))
+    (dir.join("solo.block"), dir.join("etcdraft.block"), client)
 }
 
 fn boot_from(block: &std::path::Path) -> Vec<(String, String)> {
@@ -96,10 +128,10 @@ fn boot_from(block: &std::path::Path) -> Vec<(String, String)> {
 async fn a_solo_genesis_block_made_by_fabric_tools_boots_ordo() {
     use bytes::Bytes;
     use ordo::fabric::protos::common::Status;
-    use ordo::tools::client::envelope::transaction;
+    use ordo::tools::client::envelope::signed_transaction;
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let (solo, _) = fabric_made_blocks(dir.path());
+    let (solo, _, client_identity) = fabric_made_blocks(dir.path());
     let node = TestNode::with_env(boot_from(&solo)).await;
     let channel = node
         .node
@@ -118,12 +150,17 @@ async fn a_solo_genesis_block_made_by_fabric_tools_boots_ordo() {
         "OrdererMSP"
     );
 
-    // 80 transactions: one block of 77 (MaxMessageCount), then 3 at the timeout.
+    // 80 transactions of an Org1 client: one block of 77 (MaxMessageCount),
+    // then 3 at the timeout.
     let mut client = node.client().await;
     let mut stream = BroadcastStream::open(&mut client).await;
     for i in 0..80u32 {
         stream
-            .send(transaction("pysolo", Bytes::from(i.to_be_bytes().to_vec())))
+            .send(signed_transaction(
+                "pysolo",
+                Bytes::from(i.to_be_bytes().to_vec()),
+                &client_identity,
+            ))
             .await;
     }
     for _ in 0..80 {
@@ -151,7 +188,7 @@ async fn a_solo_genesis_block_made_by_fabric_tools_boots_ordo() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_etcdraft_genesis_block_made_by_fabric_tools_is_read_whole() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_, raft) = fabric_made_blocks(dir.path());
+    let (_, raft, _) = fabric_made_blocks(dir.path());
     let node = TestNode::with_env(boot_from(&raft)).await;
     let channel = node
         .node
@@ -184,7 +221,7 @@ async fn an_etcdraft_genesis_block_made_by_fabric_tools_is_read_whole() {
 fn fabric_made_blocks_inspect_and_encode_back() {
     use prost::Message;
     let dir = tempfile::tempdir().expect("tempdir");
-    let (solo, raft) = fabric_made_blocks(dir.path());
+    let (solo, raft, _) = fabric_made_blocks(dir.path());
     let codec = ordo::fabric::protojson::ProtoJson::new().expect("descriptors");
     for path in [solo, raft] {
         let raw = std::fs::read(&path).expect("read");

@@ -17,3 +17,4 @@ mod participation;
 mod restart;
 mod signing;
 mod tls;
+mod writers;

@@ -3,7 +3,9 @@
 //! OrdererAddresses and Capabilities, an Orderer group with the batch and
 //! consensus values, an Application group (an application channel, which
 //! Fabric requires of a channel joined through the participation API), and
-//! ImplicitMeta policies at each level.
+//! ImplicitMeta policies at each level. Organizations (an MSP each, with
+//! configtxgen's default policies) may be added to the Orderer group and to
+//! the Application group.
 
 use std::collections::HashMap;
 
@@ -12,12 +14,14 @@ use prost::Message;
 
 use super::keys;
 use crate::fabric::blockutil;
+use crate::fabric::configtxgen::policydsl;
 use crate::fabric::protos::common::{
     implicit_meta_policy::Rule, policy::PolicyType, Block, BlockData, BlockDataHashingStructure,
     BlockHeader, Capabilities, Capability, ChannelHeader, Config, ConfigEnvelope, ConfigGroup,
     ConfigPolicy, ConfigValue, Envelope, HashingAlgorithm, Header, HeaderType, ImplicitMetaPolicy,
     OrdererAddresses, Payload, Policy, SignatureHeader,
 };
+use crate::fabric::protos::msp::MspConfig;
 use crate::fabric::protos::orderer::{BatchSize, BatchTimeout, ChannelRestrictions, ConsensusType};
 
 /// Consensus type name of the solo consenter.
@@ -33,6 +37,67 @@ pub struct GenesisProfile {
     /// A Go duration, as Fabric stores it ("2s").
     pub batch_timeout: String,
     pub orderer_addresses: Vec<String>,
+    /// Organizations of the Orderer group.
+    pub orderer_organizations: Vec<OrganizationProfile>,
+    /// The Application group's organizations; `None`: no Application group.
+    pub application_organizations: Option<Vec<OrganizationProfile>>,
+}
+
+/// An organization of a genesis profile: its MSP, and configtxgen's default
+/// policies (Readers and Writers: any member; Admins: any admin).
+#[derive(Debug, Clone)]
+pub struct OrganizationProfile {
+    /// The group's name.
+    pub name: String,
+    pub msp_id: String,
+    pub msp: MspConfig,
+    /// `Endpoints` of an orderer organization.
+    pub orderer_endpoints: Vec<String>,
+}
+
+impl OrganizationProfile {
+    fn group(&self, application: bool) -> ConfigGroup {
+        let signature = |rule: String| ConfigPolicy {
+            version: 0,
+            policy: Some(Policy {
+                r#type: PolicyType::Signature as i32,
+                // The rules are well-formed by construction.
+                value: policydsl::parse(&rule)
+                    .map(|envelope| envelope.encode_to_vec())
+                    .unwrap_or_default()
+                    .into(),
+            }),
+            mod_policy: keys::ADMINS.into(),
+        };
+        let member = format!("OR('{}.member')", self.msp_id);
+        let mut policies = HashMap::from([
+            (keys::READERS.to_string(), signature(member.clone())),
+            (keys::WRITERS.to_string(), signature(member.clone())),
+            (
+                keys::ADMINS.to_string(),
+                signature(format!("OR('{}.admin')", self.msp_id)),
+            ),
+        ]);
+        if application {
+            policies.insert("Endorsement".into(), signature(member));
+        }
+        let mut values = HashMap::from([value(keys::MSP, &self.msp)]);
+        if !self.orderer_endpoints.is_empty() {
+            values.extend([value(
+                keys::ENDPOINTS,
+                &OrdererAddresses {
+                    addresses: self.orderer_endpoints.clone(),
+                },
+            )]);
+        }
+        ConfigGroup {
+            version: 0,
+            groups: HashMap::new(),
+            values,
+            policies,
+            mod_policy: keys::ADMINS.into(),
+        }
+    }
 }
 
 impl GenesisProfile {
@@ -49,6 +114,8 @@ impl GenesisProfile {
             },
             batch_timeout: "2s".into(),
             orderer_addresses,
+            orderer_organizations: Vec::new(),
+            application_organizations: None,
         }
     }
 
@@ -56,7 +123,11 @@ impl GenesisProfile {
     pub fn config(&self) -> Config {
         let orderer = ConfigGroup {
             version: 0,
-            groups: HashMap::new(),
+            groups: self
+                .orderer_organizations
+                .iter()
+                .map(|org| (org.name.clone(), org.group(false)))
+                .collect(),
             values: HashMap::from([
                 value(keys::BATCH_SIZE, &self.batch_size),
                 value(
@@ -90,19 +161,6 @@ impl GenesisProfile {
             ]),
             mod_policy: keys::ADMINS.into(),
         };
-        // An application channel with no organizations yet, as configtxgen
-        // writes one: capabilities and the three standard policies.
-        let application = ConfigGroup {
-            version: 0,
-            groups: HashMap::new(),
-            values: HashMap::from([value(keys::CAPABILITIES, &capabilities("V2_0"))]),
-            policies: HashMap::from([
-                implicit_meta(keys::READERS, Rule::Any),
-                implicit_meta(keys::WRITERS, Rule::Any),
-                implicit_meta(keys::ADMINS, Rule::Majority),
-            ]),
-            mod_policy: keys::ADMINS.into(),
-        };
         let mut values = hashing_values();
         values.extend([
             value(
@@ -113,12 +171,16 @@ impl GenesisProfile {
             ),
             value(keys::CAPABILITIES, &capabilities("V3_0")),
         ]);
+        let mut groups = HashMap::from([(keys::ORDERER_GROUP.to_string(), orderer)]);
+        // Always an application channel: Fabric's participation API joins no
+        // other kind.
+        groups.insert(
+            keys::APPLICATION_GROUP.to_string(),
+            application_group(self.application_organizations.as_deref().unwrap_or(&[])),
+        );
         let channel = ConfigGroup {
             version: 0,
-            groups: HashMap::from([
-                (keys::ORDERER_GROUP.to_string(), orderer),
-                (keys::APPLICATION_GROUP.to_string(), application),
-            ]),
+            groups,
             values,
             policies: HashMap::from([
                 implicit_meta(keys::READERS, Rule::Any),
@@ -136,6 +198,32 @@ impl GenesisProfile {
     /// Block 0 of the channel: one CONFIG envelope, no previous hash.
     pub fn genesis_block(&self) -> Block {
         genesis_block(&self.channel_id, self.config())
+    }
+}
+
+/// An Application group as configtxgen writes it by default.
+fn application_group(organizations: &[OrganizationProfile]) -> ConfigGroup {
+    ConfigGroup {
+        version: 0,
+        groups: organizations
+            .iter()
+            .map(|org| (org.name.clone(), org.group(true)))
+            .collect(),
+        values: HashMap::from([value(keys::CAPABILITIES, &capabilities("V2_5"))]),
+        policies: HashMap::from([
+            implicit_meta(keys::READERS, Rule::Any),
+            implicit_meta(keys::WRITERS, Rule::Any),
+            implicit_meta(keys::ADMINS, Rule::Majority),
+            (
+                "LifecycleEndorsement".to_string(),
+                implicit_meta_policy("Endorsement", Rule::Majority),
+            ),
+            (
+                "Endorsement".to_string(),
+                implicit_meta_policy("Endorsement", Rule::Majority),
+            ),
+        ]),
+        mod_policy: keys::ADMINS.into(),
     }
 }
 
@@ -265,7 +353,7 @@ mod tests {
         let config =
             crate::fabric::channelconfig::ChannelConfig::from_config_block(&block).expect("config");
         let application = config.application.expect("an application channel");
-        assert_eq!(application.capabilities, vec!["V2_0".to_string()]);
+        assert_eq!(application.capabilities, vec!["V2_5".to_string()]);
         assert!(application.organizations.is_empty());
     }
 }

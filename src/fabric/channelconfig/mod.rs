@@ -1,12 +1,17 @@
 //! A channel's configuration, read once from its config block into typed values.
 //!
 //! The rest of the node reads batch sizes, timeouts and the consensus type from
-//! [`ChannelConfig`] and never walks the raw config tree itself.
+//! [`ChannelConfig`] and never walks the raw config tree itself. The config
+//! also carries the channel's MSPs and compiled policies
+//! ([`ChannelConfig::msp_manager`], [`ChannelConfig::policy_manager`]): a
+//! config whose MSPs or policies cannot be set up is invalid.
 
 mod duration;
 pub mod genesis;
 mod parts;
+mod security;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,6 +27,8 @@ use crate::fabric::protos::common::{
     Block, ChannelHeader, Config, ConfigEnvelope, ConfigGroup, Envelope, HeaderType, Payload,
 };
 use crate::fabric::protos::orderer::{BatchSize, BatchTimeout, ConsensusType};
+use crate::security::msp::MspManager;
+use crate::security::policies::PolicyManager;
 
 /// Names of config groups and values, as Fabric spells them.
 pub mod keys {
@@ -55,6 +62,10 @@ pub enum ChannelConfigError {
     Missing(&'static str),
     #[error("config value {path} is invalid: {reason}")]
     Invalid { path: &'static str, reason: String },
+    #[error("invalid MSP of organization {org}: {reason}")]
+    Msp { org: String, reason: String },
+    #[error("invalid policy: {0}")]
+    Policy(String),
 }
 
 /// A channel ID that Fabric would refuse.
@@ -119,6 +130,10 @@ pub struct ChannelConfig {
     pub application: Option<ApplicationValues>,
     /// Every policy, by absolute path.
     pub policies: std::collections::BTreeMap<String, PolicyInfo>,
+    /// The MSPs of every organization, with their identity cache.
+    pub msp_manager: Arc<MspManager>,
+    /// Every policy, compiled, evaluated with [`ChannelConfig::msp_manager`].
+    pub policy_manager: Arc<PolicyManager>,
     /// The whole config tree, kept so that nothing unknown is ever dropped.
     pub config: Config,
 }
@@ -208,6 +223,7 @@ impl ChannelConfig {
             .get(keys::APPLICATION_GROUP)
             .map(parts::application_values)
             .transpose()?;
+        let (msp_manager, policy_manager) = security::build(root)?;
         Ok(ChannelConfig {
             channel_id,
             sequence: config.sequence,
@@ -219,6 +235,8 @@ impl ChannelConfig {
             orderer: orderer_values,
             application,
             policies: parts::policies(root),
+            msp_manager,
+            policy_manager,
             config,
         })
     }

@@ -1,6 +1,7 @@
 //! Computes the config update that turns one config into another (what
 //! Fabric's `configtxlator compute_update` does), and wraps it in a
-//! CONFIG_UPDATE envelope ready for Broadcast.
+//! CONFIG_UPDATE envelope ready for Broadcast, signed by the admins whose
+//! signatures its modification policies need.
 
 use std::collections::HashMap;
 
@@ -8,8 +9,8 @@ use bytes::Bytes;
 use prost::Message;
 
 use crate::fabric::protos::common::{
-    ChannelHeader, Config, ConfigGroup, ConfigUpdate, ConfigUpdateEnvelope, Envelope, Header,
-    HeaderType, Payload, SignatureHeader,
+    ChannelHeader, Config, ConfigGroup, ConfigSignature, ConfigUpdate, ConfigUpdateEnvelope,
+    Envelope, Header, HeaderType, Payload, SignatureHeader,
 };
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -196,5 +197,59 @@ pub fn config_update_envelope(update: &ConfigUpdate) -> Envelope {
     Envelope {
         payload: payload.encode_to_vec().into(),
         signature: Bytes::new(),
+    }
+}
+
+/// Someone who signs config updates: a serialized identity and its signing
+/// function (DER ECDSA over SHA-256 of the message, low S).
+#[derive(Clone)]
+pub struct UpdateSigner<'a> {
+    pub creator: Bytes,
+    pub sign: &'a dyn Fn(&[u8]) -> Bytes,
+}
+
+/// A CONFIG_UPDATE envelope carrying `update` with one `ConfigSignature` per
+/// signer (over its signature header followed by the update), the envelope
+/// itself created and signed by `submitter`.
+pub fn signed_config_update_envelope(
+    update: &ConfigUpdate,
+    signers: &[UpdateSigner<'_>],
+    submitter: &UpdateSigner<'_>,
+) -> Envelope {
+    let config_update: Bytes = update.encode_to_vec().into();
+    let signatures = signers
+        .iter()
+        .map(|signer| {
+            let header: Bytes = signature_header(&signer.creator).encode_to_vec().into();
+            let mut signed = header.to_vec();
+            signed.extend_from_slice(&config_update);
+            ConfigSignature {
+                signature: (signer.sign)(&signed),
+                signature_header: header,
+            }
+        })
+        .collect();
+    let data = ConfigUpdateEnvelope {
+        config_update,
+        signatures,
+    }
+    .encode_to_vec()
+    .into();
+    let (mut envelope, _) = crate::fabric::envelopeutil::new_envelope(
+        &update.channel_id,
+        HeaderType::ConfigUpdate,
+        data,
+        submitter.creator.clone(),
+    );
+    envelope.signature = (submitter.sign)(&envelope.payload);
+    envelope
+}
+
+fn signature_header(creator: &Bytes) -> SignatureHeader {
+    let mut nonce = [0u8; crate::fabric::envelopeutil::NONCE_BYTES];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut nonce);
+    SignatureHeader {
+        creator: creator.clone(),
+        nonce: Bytes::copy_from_slice(&nonce),
     }
 }

@@ -8,7 +8,8 @@
 //!   is not empty; a changed element goes up by exactly one version, a new one
 //!   starts at version 0 inside a group that the update also changes;
 //! - every changed element names a modification policy that exists, and the
-//!   update's signatures satisfy it ([`PolicyEvaluator`]);
+//!   update's signatures satisfy it ([`PolicyEvaluator`]; the node's is
+//!   [`ChannelPolicies`], the current config's compiled policies);
 //! - every name is one Fabric allows, every mod_policy a valid path;
 //! - the resulting config is a valid channel config that this orderer
 //!   supports, within the maintenance-mode rules ([`validate`]).
@@ -28,9 +29,12 @@ use crate::fabric::channelconfig::genesis::config_envelope;
 use crate::fabric::channelconfig::{keys, ChannelConfig};
 use crate::fabric::protos::common::{
     ChannelHeader, Config, ConfigEnvelope, ConfigUpdate, ConfigUpdateEnvelope, Envelope,
-    HeaderType, Payload, SignatureHeader,
+    HeaderType, Payload,
 };
+use crate::security::policies::{config_update_as_signed_data, PolicyError};
 use configmap::{flatten, rebuild, ConfigMap, ElementKey, Kind};
+
+pub use crate::security::policies::SignedData;
 
 /// Groups allowed directly under `/Channel`.
 const CHANNEL_GROUPS: [&str; 3] = [keys::ORDERER_GROUP, keys::APPLICATION_GROUP, "Consortiums"];
@@ -74,12 +78,15 @@ pub enum ConfigUpdateError {
     NoModPolicy { key: String },
     #[error("error authorizing update: error validating DeltaSet: invalid mod_policy for element {key}: {reason}")]
     InvalidModPolicy { key: String, reason: String },
-    #[error("modification policy {policy} of {key} is not satisfied: {reason}")]
+    #[error("error authorizing update: error validating DeltaSet: policy for {key} not satisfied: {reason}")]
     PolicyNotSatisfied {
+        /// The element, as Fabric names it (`[Value]  /Channel/Orderer/BatchSize`).
         key: String,
         policy: String,
         reason: String,
     },
+    #[error("error authorizing update: error validating DeltaSet: unexpected missing policy {mod_policy} for item {key}")]
+    MissingPolicy { key: String, mod_policy: String },
     #[error("the update would make an invalid config: {0}")]
     InvalidResult(String),
     #[error("attempted to change consensus type from {from} to {to}")]
@@ -95,20 +102,7 @@ pub enum ConfigUpdateError {
     MigrationUnsupported { from: String, to: String },
 }
 
-/// One signature over a config update, as policies evaluate it.
-#[derive(Debug, Clone)]
-pub struct SignedData {
-    /// `signature_header || config_update`: the bytes that were signed.
-    pub data: Vec<u8>,
-    /// The serialized identity from the signature header.
-    pub identity: Bytes,
-    pub signature: Bytes,
-}
-
 /// Evaluates a modification policy against an update's signatures.
-///
-/// The hook where signature policies plug in with the security work; until
-/// then [`PolicyMustExist`] checks only that the named policy exists.
 pub trait PolicyEvaluator: Send + Sync {
     /// `policy`: the absolute path of the policy (`["Channel", "Orderer", "Admins"]`).
     fn evaluate(
@@ -116,30 +110,22 @@ pub trait PolicyEvaluator: Send + Sync {
         config: &ChannelConfig,
         policy: &[String],
         signed: &[SignedData],
-    ) -> Result<(), String>;
+    ) -> Result<(), PolicyError>;
 }
 
-/// Accepts any signatures for a policy that exists in the current config.
-pub struct PolicyMustExist;
+/// Evaluates with the policies of the config the update applies to.
+pub struct ChannelPolicies;
 
-impl PolicyEvaluator for PolicyMustExist {
+impl PolicyEvaluator for ChannelPolicies {
     fn evaluate(
         &self,
         config: &ChannelConfig,
         policy: &[String],
-        _: &[SignedData],
-    ) -> Result<(), String> {
-        let missing = || format!("policy /{} does not exist", policy.join("/"));
-        let (name, groups) = policy.split_last().ok_or_else(missing)?;
-        let mut group = config.config.channel_group.as_ref().ok_or_else(missing)?;
-        let (root, path) = groups.split_first().ok_or_else(missing)?;
-        if root != configmap::ROOT {
-            return Err(missing());
-        }
-        for step in path {
-            group = group.groups.get(step).ok_or_else(missing)?;
-        }
-        group.policies.get(name).map(|_| ()).ok_or_else(missing)
+        signed: &[SignedData],
+    ) -> Result<(), PolicyError> {
+        config
+            .policy_manager
+            .evaluate_signed_data(&format!("/{}", policy.join("/")), signed)
     }
 }
 
@@ -247,22 +233,7 @@ pub fn last_update(config_envelope_bytes: &Bytes) -> Result<Envelope, ConfigUpda
 }
 
 fn signed_data(envelope: &ConfigUpdateEnvelope) -> Result<Vec<SignedData>, ConfigUpdateError> {
-    envelope
-        .signatures
-        .iter()
-        .map(|sig| {
-            let header = SignatureHeader::decode(sig.signature_header.clone()).map_err(|e| {
-                ConfigUpdateError::Malformed(format!("error unmarshalling SignatureHeader: {e}"))
-            })?;
-            let mut data = sig.signature_header.to_vec();
-            data.extend_from_slice(&envelope.config_update);
-            Ok(SignedData {
-                data,
-                identity: header.creator,
-                signature: sig.signature.clone(),
-            })
-        })
-        .collect()
+    config_update_as_signed_data(envelope).map_err(|e| ConfigUpdateError::Malformed(e.to_string()))
 }
 
 fn verify_read_set(existing: &ConfigMap, read_set: &ConfigMap) -> Result<(), ConfigUpdateError> {
@@ -328,10 +299,16 @@ fn verify_delta_set(
                 let policy = mod_policy_path(key, current_element.mod_policy());
                 policies
                     .evaluate(current, &policy, signed)
-                    .map_err(|reason| ConfigUpdateError::PolicyNotSatisfied {
-                        key: key.to_string(),
-                        policy: format!("/{}", policy.join("/")),
-                        reason,
+                    .map_err(|e| match e {
+                        PolicyError::NoSuchPolicy(_) => ConfigUpdateError::MissingPolicy {
+                            key: key.to_string(),
+                            mod_policy: current_element.mod_policy().to_string(),
+                        },
+                        other => ConfigUpdateError::PolicyNotSatisfied {
+                            key: key.to_string(),
+                            policy: format!("/{}", policy.join("/")),
+                            reason: other.to_string(),
+                        },
                     })?;
             }
             None => {

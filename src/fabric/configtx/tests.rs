@@ -46,11 +46,25 @@ fn batch_update(from: &ChannelConfig, count: u32) -> ConfigUpdate {
     compute_update(&from.channel_id, &from.config, &updated).expect("a difference")
 }
 
+/// Accepts every modification: for checks that do not depend on signatures.
+struct AnySignatures;
+
+impl PolicyEvaluator for AnySignatures {
+    fn evaluate(
+        &self,
+        _: &ChannelConfig,
+        _: &[String],
+        _: &[SignedData],
+    ) -> Result<(), crate::security::policies::PolicyError> {
+        Ok(())
+    }
+}
+
 fn propose(
     from: &ChannelConfig,
     update: &ConfigUpdate,
 ) -> Result<ProposedConfig, ConfigUpdateError> {
-    propose_config_update(from, &config_update_envelope(update), &PolicyMustExist)
+    propose_config_update(from, &config_update_envelope(update), &ChannelPolicies)
 }
 
 #[test]
@@ -233,7 +247,7 @@ fn garbage_and_foreign_updates_are_refused() {
     let mut payload = Payload::decode(envelope.payload.clone()).expect("payload");
     payload.data = Bytes::from_static(b"\xff\xff\xff garbage");
     envelope.payload = payload.encode_to_vec().into();
-    let err = propose_config_update(&from, &envelope, &PolicyMustExist).expect_err("garbage");
+    let err = propose_config_update(&from, &envelope, &ChannelPolicies).expect_err("garbage");
     assert!(err.to_string().contains("ConfigUpdateEnvelope"), "{err}");
 
     let mut update = batch_update(&from, 10);
@@ -494,27 +508,25 @@ fn an_organization_keeps_its_msp_id() {
         .get_mut(keys::MSP)
         .expect("msp")
         .value = msp_value("OtherMSP");
+    // Signed or not, a renamed MSP is refused: the check is not a policy's.
     assert_eq!(
-        propose(&with_org, &update_to(&with_org, &renamed))
-            .expect_err("renamed")
+        propose_config_update(
+            &with_org,
+            &config_update_envelope(&update_to(&with_org, &renamed)),
+            &AnySignatures,
+        )
+        .expect_err("renamed")
             .to_string(),
         "orderer org OrdererOrg attempted to change MSP ID from Org1MSP to OtherMSP"
     );
 }
 
+/// A valid MSP of MSP ID `name` (the channel config sets every MSP up).
 fn msp_value(name: &str) -> Bytes {
-    use crate::fabric::protos::msp::{FabricMspConfig, MspConfig};
-    MspConfig {
-        r#type: 0,
-        config: FabricMspConfig {
-            name: name.into(),
-            ..FabricMspConfig::default()
-        }
+    crate::security::testing::TestOrg::new(name)
+        .msp_config()
         .encode_to_vec()
-        .into(),
-    }
-    .encode_to_vec()
-    .into()
+        .into()
 }
 
 fn with_batch(config: &Config, count: u32) -> Config {
@@ -551,7 +563,7 @@ fn modification_policies_must_be_named_and_exist() {
     let err = propose(&from, &batch_update(&from, 10)).expect_err("missing policy");
     assert!(
         err.to_string()
-            .contains("/Channel/Orderer/Missing does not exist"),
+            .contains("unexpected missing policy /Channel/Orderer/Missing for item [Value]  /Channel/Orderer/BatchSize"),
         "{err}"
     );
 }
@@ -583,5 +595,92 @@ fn adding_an_organization_bumps_its_parent_group() {
         from.config.channel_group.as_ref().expect("root").groups["Orderer"]
             .values
             .len()
+    );
+}
+
+/// A channel whose Orderer group has two organizations: changing BatchSize
+/// (mod_policy Admins of the Orderer group: MAJORITY of the orgs' Admins)
+/// needs both admins.
+fn two_org_channel() -> (
+    ChannelConfig,
+    crate::security::testing::TestOrg,
+    crate::security::testing::TestOrg,
+) {
+    let org1 = crate::security::testing::TestOrg::new("Orderer1MSP");
+    let org2 = crate::security::testing::TestOrg::new("Orderer2MSP");
+    let mut profile = GenesisProfile::embedded("mychannel", vec![]);
+    profile.orderer_organizations = vec![org1.profile(), org2.profile()];
+    let config = ChannelConfig::from_config_block(&profile.genesis_block()).expect("genesis");
+    (config, org1, org2)
+}
+
+#[test]
+fn a_config_update_needs_the_signatures_its_mod_policy_names() {
+    use super::compute::signed_config_update_envelope;
+    let (from, org1, org2) = two_org_channel();
+    let update = batch_update(&from, 10);
+
+    let one_admin = org1.admin.as_update_signer(|admin| {
+        signed_config_update_envelope(&update, std::slice::from_ref(admin), admin)
+    });
+    let err = propose_config_update(&from, &one_admin, &ChannelPolicies).expect_err("one of two");
+    assert_eq!(
+        err.to_string(),
+        "error authorizing update: error validating DeltaSet: policy for [Value]  /Channel/Orderer/BatchSize not satisfied: implicit policy evaluation failed - 1 sub-policies were satisfied, but this policy requires 2 of the 'Admins' sub-policies to be satisfied"
+    );
+    let unsigned = config_update_envelope(&update);
+    assert!(matches!(
+        propose_config_update(&from, &unsigned, &ChannelPolicies),
+        Err(ConfigUpdateError::PolicyNotSatisfied { .. })
+    ));
+    // Members who are not admins do not count.
+    let members = org1.client.as_update_signer(|c1| {
+        org2.client.as_update_signer(|c2| {
+            signed_config_update_envelope(&update, &[c1.clone(), c2.clone()], c1)
+        })
+    });
+    assert!(propose_config_update(&from, &members, &ChannelPolicies).is_err());
+
+    let both = org1.admin.as_update_signer(|a1| {
+        org2.admin.as_update_signer(|a2| {
+            signed_config_update_envelope(&update, &[a1.clone(), a2.clone()], a1)
+        })
+    });
+    // The admins' identities are now in the channel's cache.
+    assert!(from.msp_manager.cached_identities() >= 2);
+    let proposed = propose_config_update(&from, &both, &ChannelPolicies).expect("both admins");
+    assert_eq!(proposed.config.batch_size.max_message_count, 10);
+    assert_eq!(proposed.config.sequence, 1);
+    // The next config has MSPs of its own, with an empty cache.
+    assert_eq!(proposed.config.msp_manager.cached_identities(), 0);
+}
+
+#[test]
+fn an_update_that_breaks_an_msp_is_refused() {
+    use super::compute::signed_config_update_envelope;
+    use crate::security::testing::wrap;
+    let (from, org1, org2) = two_org_channel();
+    let mut updated = from.config.clone();
+    let mut broken = org1.fabric_msp_config();
+    broken.root_certs.clear();
+    orderer_mut(&mut updated)
+        .groups
+        .get_mut(&org1.name)
+        .and_then(|org| org.values.get_mut(keys::MSP))
+        .expect("org1 MSP")
+        .value = wrap(&broken).encode_to_vec().into();
+    let update = compute_update("mychannel", &from.config, &updated).expect("difference");
+    // Org1's MSP value is modified by Org1's admins.
+    let envelope = org1.admin.as_update_signer(|a1| {
+        org2.admin.as_update_signer(|a2| {
+            signed_config_update_envelope(&update, &[a1.clone(), a2.clone()], a1)
+        })
+    });
+    let err = propose_config_update(&from, &envelope, &ChannelPolicies).expect_err("broken MSP");
+    assert!(matches!(err, ConfigUpdateError::InvalidResult(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("expected at least one CA certificate"),
+        "{err}"
     );
 }

@@ -145,9 +145,12 @@ pub struct General {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
 pub struct Authentication {
-    /// Refuse (FORBIDDEN) Broadcast envelopes not signed by the certificate
-    /// they name. MSP membership and Writers policies come later.
-    pub verify_envelope_signatures: bool,
+    /// Accept envelopes whose creator's certificate has expired (Fabric's
+    /// key; off by default: expired creators are refused).
+    pub no_expiration_checks: bool,
+    /// Removed: every envelope is checked against `/Channel/Writers`. Read
+    /// only to refuse a file that still sets it.
+    pub verify_envelope_signatures: Option<serde_json::Value>,
 }
 
 /// `General.TLS`, `Admin.TLS` and `Operations.TLS`, as in Fabric's
@@ -266,8 +269,8 @@ pub struct NodeConfig {
     pub snap_dir: PathBuf,
     /// TLS on the AtomicBroadcast listener, if enabled.
     pub tls: Option<ServerTls>,
-    /// General.Authentication.VerifyEnvelopeSignatures.
-    pub verify_signatures: bool,
+    /// General.Authentication.NoExpirationChecks.
+    pub no_expiration_checks: bool,
     /// The admin listener, if any.
     pub admin_address: Option<String>,
     /// Admin.TLS, if enabled: the admin API is then served only to clients
@@ -344,6 +347,12 @@ impl NodeConfig {
         }
         let admin_tls = admin_tls(&raw.admin.tls, base_dir)?;
         let g = &raw.general;
+        if g.authentication.verify_envelope_signatures.is_some() {
+            return Err(invalid(
+                "General.Authentication.VerifyEnvelopeSignatures",
+                "is no longer supported: every Broadcast envelope is checked against the channel's /Channel/Writers policy (MSP membership and signature); remove the key",
+            ));
+        }
         if g.listen_address.trim().is_empty() {
             return Err(invalid("General.ListenAddress", "must not be empty"));
         }
@@ -430,7 +439,7 @@ impl NodeConfig {
         let address = |a: &str| Some(a.trim().to_string()).filter(|a| !a.is_empty());
         Ok(NodeConfig {
             tls,
-            verify_signatures: g.authentication.verify_envelope_signatures,
+            no_expiration_checks: g.authentication.no_expiration_checks,
             admin_address: address(&raw.admin.listen_address),
             admin_tls,
             channel_participation: raw.channel_participation.enabled,
@@ -889,6 +898,39 @@ mod tests {
                 .expect_err("missing file");
         assert!(
             err.to_string().contains("/nonexistent/orderer.yaml"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn expiration_checks_are_on_unless_turned_off_and_the_old_signature_key_is_refused() {
+        let cfg = NodeConfig::load_with_env(None, vars(&[])).expect("default");
+        assert!(!cfg.no_expiration_checks);
+        let cfg = NodeConfig::load_with_env(
+            None,
+            vars(&[("ORDERER_GENERAL_AUTHENTICATION_NOEXPIRATIONCHECKS", "true")]),
+        )
+        .expect("loads");
+        assert!(cfg.no_expiration_checks);
+
+        let old = "General:\n  Authentication:\n    VerifyEnvelopeSignatures: false\n";
+        let err = NodeConfig::from_yaml(old, Path::new("."), vars(&[])).expect_err("removed key");
+        assert!(
+            err.to_string().contains(
+                "General.Authentication.VerifyEnvelopeSignatures: is no longer supported"
+            ),
+            "{err}"
+        );
+        let err = NodeConfig::load_with_env(
+            None,
+            vars(&[(
+                "ORDERER_GENERAL_AUTHENTICATION_VERIFYENVELOPESIGNATURES",
+                "true",
+            )]),
+        )
+        .expect_err("removed key from the environment");
+        assert!(
+            err.to_string().contains("VerifyEnvelopeSignatures"),
             "{err}"
         );
     }

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 pub use supervisor::{ChannelSupervisor, Shutdown};
 
 use crate::fabric::channelconfig::ChannelConfig;
-use crate::fabric::configtx::{PolicyEvaluator, PolicyMustExist};
+use crate::fabric::configtx::{ChannelPolicies, PolicyEvaluator};
 use crate::runtime::consensus::{ChainHandle, ChainStatus, InflightRoom, StatusPublisher};
 use crate::runtime::ledger::{BlockStore, ConfigPublisher};
 use crate::runtime::metrics::ChannelMetrics;
@@ -100,7 +100,7 @@ impl ChannelHandle {
             state,
             status: StatusPublisher::new(),
             filters,
-            policies: Arc::new(PolicyMustExist),
+            policies: Arc::new(ChannelPolicies),
             inflight,
             restarts: AtomicU32::new(0),
             metrics,

@@ -566,7 +566,7 @@ mod tests {
     use crate::fabric::channelconfig::genesis::GenesisProfile;
     use crate::fabric::channelconfig::keys;
     use crate::fabric::configtx::compute::{compute_update, config_update_envelope};
-    use crate::fabric::configtx::{propose_config_update, PolicyMustExist};
+    use crate::fabric::configtx::{propose_config_update, ChannelPolicies};
     use crate::fabric::protos::orderer::BatchSize;
     use crate::runtime::channel::testing::{state_becomes, supervised};
     use crate::runtime::channel::ChannelState;
@@ -591,7 +591,7 @@ mod tests {
     }
 
     fn configure(from: &ChannelConfig, update: &Envelope) -> Configure {
-        let proposed = propose_config_update(from, update, &PolicyMustExist).expect("valid");
+        let proposed = propose_config_update(from, update, &ChannelPolicies).expect("valid");
         let envelope = proposed.envelope.encode_to_vec();
         Configure {
             message: OrderedMessage {

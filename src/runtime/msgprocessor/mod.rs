@@ -1,16 +1,18 @@
 //! Broadcast's message processing: find the channel an envelope is for, classify
 //! it, and run the channel's filter rules (Fabric's `msgprocessor`).
 //!
-//! Rules run in a fixed order and the first failure answers the client. Later
-//! work adds rules here (signature against /Channel/Writers, certificate
-//! expiration); the chain re-runs the same rules when the config changed between
-//! validation and ordering.
+//! Rules run in Fabric's order and the first failure answers the client:
+//! empty payload, size, the creator's expiration, then the signature filter
+//! (`/Channel/Writers`). The chain re-runs the same rules when the config
+//! changed between validation and ordering.
 
-mod sigcheck;
+mod expiration;
+mod sigfilter;
 
 use prost::Message;
 
-pub use sigcheck::SignatureCheck;
+pub use expiration::ExpirationRejectRule;
+pub use sigfilter::SigFilter;
 
 use crate::fabric::channelconfig::{ChannelConfig, ConsensusState};
 use crate::fabric::protos::common::{ChannelHeader, Envelope, HeaderType, Payload, Status};
@@ -174,20 +176,25 @@ pub struct RuleSet {
 }
 
 impl RuleSet {
-    /// The rules every channel runs today.
+    /// Fabric's standard channel rules: empty payload, size, expiration, signature filter.
     pub fn standard() -> RuleSet {
-        RuleSet {
-            rules: vec![Box::new(EmptyRejectRule), Box::new(SizeFilter)],
-        }
+        RuleSet::for_node(true)
     }
 
-    /// The standard rules, then the signature rule if `verify_signatures`.
-    pub fn for_node(verify_signatures: bool) -> RuleSet {
-        let mut rules = RuleSet::standard();
-        if verify_signatures {
-            rules.rules.push(Box::new(SignatureCheck::default()));
+    /// The standard rules; the expiration rule only if `expiration_checks`
+    /// (`General.Authentication.NoExpirationChecks` turns it off).
+    pub fn for_node(expiration_checks: bool) -> RuleSet {
+        let mut rules: Vec<Box<dyn Rule>> = vec![Box::new(EmptyRejectRule), Box::new(SizeFilter)];
+        if expiration_checks {
+            rules.push(Box::new(ExpirationRejectRule::default()));
         }
-        rules
+        rules.push(Box::new(SigFilter));
+        RuleSet { rules }
+    }
+
+    /// Rules of one's choosing, in this order.
+    pub fn from_rules(rules: Vec<Box<dyn Rule>>) -> RuleSet {
+        RuleSet { rules }
     }
 
     pub fn apply(

@@ -168,11 +168,11 @@ mod tests {
     use bytes::Bytes;
 
     fn org(msp_id: &str, roots: Vec<Bytes>, intermediates: Vec<Bytes>) -> ConfigGroup {
+        // A valid MSP (the channel config checks it) with these TLS CAs.
         let fabric = FabricMspConfig {
-            name: msp_id.into(),
             tls_root_certs: roots,
             tls_intermediate_certs: intermediates,
-            ..FabricMspConfig::default()
+            ..crate::security::testing::TestOrg::new(msp_id).fabric_msp_config()
         };
         let msp = MspConfig {
             r#type: FABRIC_MSP,
@@ -205,11 +205,10 @@ mod tests {
 
     #[test]
     fn every_organization_tls_ca_of_both_groups() {
-        let (orderer_ca, app_ca, app_intermediate) = (
-            TestCa::new("orderer-tlsca"),
-            TestCa::new("org1-tlsca"),
-            TestCa::new("org1-tlsica"),
-        );
+        // The MSP checks that a TLS intermediate chains to a TLS root.
+        let app_ca = crate::security::testing::TestCa::root("org1-tlsca");
+        let app_intermediate = app_ca.intermediate("org1-tlsica");
+        let orderer_ca = TestCa::new("orderer-tlsca");
         let config = config_with(vec![
             (
                 keys::ORDERER_GROUP,
@@ -221,7 +220,7 @@ mod tests {
                 "Org1",
                 org(
                     "Org1MSP",
-                    vec![app_ca.der().into()],
+                    vec![app_ca.pem().into()],
                     vec![app_intermediate.pem().into()],
                 ),
             ),
@@ -243,7 +242,11 @@ mod tests {
             (keys::APPLICATION_GROUP, "Org3", ConfigGroup::default()),
         ]);
         let mut found = organization_tls_cas(&config);
-        let mut expected = vec![der(&orderer_ca), der(&app_ca), der(&app_intermediate)];
+        let mut expected = vec![
+            der(&orderer_ca),
+            CertificateDer::from(app_ca.der().to_vec()),
+            CertificateDer::from(app_intermediate.der().to_vec()),
+        ];
         found.sort_by(|a, b| a.as_ref().cmp(b.as_ref()));
         expected.sort_by(|a, b| a.as_ref().cmp(b.as_ref()));
         assert_eq!(found, expected);

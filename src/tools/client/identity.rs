@@ -42,5 +42,11 @@ mod tests {
         // The MSP folder is one configtx.yaml can name.
         let msp = crate::fabric::configtxgen::msp::read_msp(dir.path(), "LoadMSP").expect("msp");
         assert_eq!(msp.r#type, 0);
+        // ... and a channel's MSP takes the identity as a client.
+        let msps = crate::security::msp::MspManager::new(&[msp]).expect("a valid MSP");
+        msps.deserialize_identity(&identity.creator())
+            .expect("a member")
+            .satisfies_role(crate::security::msp::Role::Client)
+            .expect("a client");
     }
 }
