@@ -220,8 +220,8 @@ mod tests {
                 "Org1",
                 org(
                     "Org1MSP",
-                    vec![app_ca.pem().into()],
-                    vec![app_intermediate.pem().into()],
+                    vec![app_ca.pem()],
+                    vec![app_intermediate.pem()],
                 ),
             ),
             // An idemix-like MSP and an organization without one add nothing.
