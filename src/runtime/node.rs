@@ -16,16 +16,18 @@ use actix_rt::{Arbiter, ArbiterHandle, System};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
-use crate::fabric::localconfig::NodeConfig;
+use crate::fabric::localconfig::{MetricsProvider, NodeConfig};
 use crate::runtime::clock::Clock;
 use crate::runtime::consensus::{
     BlockPullerFactory, ClusterService, Consenters, NodeIdentity, NodeResources,
 };
 use crate::runtime::metrics::Metrics;
 use crate::runtime::registrar::{Registrar, RegistrarError};
-use crate::runtime::server::{operations, participation, serve_http, AtomicBroadcastService};
+use crate::runtime::server::{
+    grpc_server, operations, participation, serve_http, AtomicBroadcastService,
+};
 
 /// How long a clean stop waits for gRPC connections to close.
 const SERVER_STOP_GRACE: Duration = Duration::from_secs(10);
@@ -168,7 +170,8 @@ impl Node {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         });
         let actors = ActorSystem::start(threads)?;
-        let metrics = Metrics::new();
+        let metrics =
+            Metrics::with_exposition(config.metrics_provider == MetricsProvider::Prometheus);
         let resources = Arc::new(node_resources(&config, options.clock));
         let registrar = {
             let config = config.clone();
@@ -206,11 +209,7 @@ impl Node {
         let shutdown = CancellationToken::new();
         let service = AtomicBroadcastService::new(registrar.clone(), shutdown.clone());
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        // Receive windows of 256 KB per stream: a Broadcast stream that waits for
-        // in-flight room holds at most that much unread, not HTTP/2's 1 MB default.
-        let mut builder = Server::builder()
-            .initial_stream_window_size(Some(256 * 1024))
-            .initial_connection_window_size(Some(512 * 1024));
+        let mut builder = grpc_server(&config.grpc);
         if let Some(tls) = &config.tls {
             let mut server_tls = ServerTlsConfig::new().identity(Identity::from_pem(
                 &tls.certificate_pem,
@@ -231,7 +230,7 @@ impl Node {
             };
         }
         let server = builder
-            .add_service(service.into_server())
+            .add_service(service.into_server_with(&config.grpc))
             .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
         let server = tokio::spawn(server);
         tracing::info!(address = %local_addr, tls = config.tls.is_some(), channels = ?registrar.channel_ids(), "ordo is serving AtomicBroadcast");
