@@ -11,6 +11,7 @@ mod config_update;
 mod conformance;
 mod consenter;
 mod deliver;
+mod node_config;
 mod operations;
 mod participation;
 mod restart;

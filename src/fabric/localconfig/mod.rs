@@ -33,7 +33,7 @@ pub enum ConfigError {
     Parse(#[from] config::ConfigError),
     #[error("invalid node config: {key}: {reason}")]
     Invalid { key: &'static str, reason: String },
-    #[error("unknown key(s) in the node config: {} (Fabric's orderer.yaml has no such key)", keys.join(", "))]
+    #[error("unknown key(s) in the node config: {} (neither Fabric's orderer.yaml nor Ordo's has it; see config/orderer.yaml)", keys.join(", "))]
     UnknownKeys { keys: Vec<String> },
     #[error("invalid node config: {key} is given twice (keys are case-insensitive)")]
     DuplicateKey { key: String },
