@@ -1,14 +1,19 @@
 //! The node's metrics, in Prometheus text format on the operations listener.
 //!
-//! Names follow Fabric's orderer where Fabric has the metric
-//! (`broadcast_processed_count`, `deliver_blocks_sent`,
-//! `ledger_blockchain_height`); Ordo's own carry the `ordo_` prefix. Each
-//! channel resolves its label sets once ([`ChannelMetrics`]), so recording is
-//! an atomic operation. Consenters add their own families under
+//! Where Fabric's orderer has a metric, Ordo's has its name, type, labels and
+//! buckets (`broadcast_processed_count{channel,status,type}`,
+//! `deliver_blocks_sent{channel,data_type,filtered}`,
+//! `ledger_blockchain_height{channel}`, ...), counters without a `_total`
+//! suffix, so Fabric's dashboards work; Ordo's own carry the `ordo_` prefix.
+//! Each channel resolves its label sets once ([`ChannelMetrics`]), so
+//! recording is an atomic operation. Consenters add their own families under
 //! `consensus_<type>_` through [`Metrics::consensus_registry`].
 
+mod exposition;
+
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -22,10 +27,56 @@ pub struct ChannelLabel {
     pub channel: String,
 }
 
+/// Fabric's broadcast labels, in the order Fabric's exposition sorts them.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StatusLabels {
+pub struct BroadcastLabels {
     pub channel: String,
-    pub status: String,
+    pub status: &'static str,
+    /// The envelope's header type (`ENDORSER_TRANSACTION`, `CONFIG_UPDATE`, ...).
+    pub r#type: &'static str,
+}
+
+/// Fabric's deliver labels. An orderer serves whole blocks only.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliverLabels {
+    pub channel: String,
+    pub data_type: &'static str,
+    pub filtered: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliverCompletedLabels {
+    pub channel: String,
+    pub data_type: &'static str,
+    pub filtered: &'static str,
+    pub success: &'static str,
+}
+
+/// The label value of a channel, or of a header type, that is not known
+/// (Fabric's): clients cannot make up label values.
+pub const UNKNOWN: &str = "unknown";
+
+/// The `type` label of a header type: its name, or [`UNKNOWN`].
+pub fn header_type_label(header_type: i32) -> &'static str {
+    crate::fabric::protos::common::HeaderType::try_from(header_type)
+        .map_or(UNKNOWN, |t| t.as_str_name())
+}
+
+fn deliver_labels(channel: &str) -> DeliverLabels {
+    DeliverLabels {
+        channel: channel.to_string(),
+        data_type: "block",
+        filtered: "false",
+    }
+}
+
+fn deliver_completed_labels(channel: &str, success: bool) -> DeliverCompletedLabels {
+    DeliverCompletedLabels {
+        channel: channel.to_string(),
+        data_type: "block",
+        filtered: "false",
+        success: if success { "true" } else { "false" },
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -40,6 +91,13 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_01, 3.0, 15))
 }
 
+/// Prometheus's default buckets, which Fabric's broadcast histograms use.
+fn default_buckets_histogram() -> Histogram {
+    Histogram::new([
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
+}
+
 fn block_size_histogram() -> Histogram {
     Histogram::new([
         1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0,
@@ -47,13 +105,21 @@ fn block_size_histogram() -> Histogram {
 }
 
 type LatencyFamily = Family<ChannelLabel, Histogram, fn() -> Histogram>;
+type BroadcastHistograms = Family<BroadcastLabels, Histogram, fn() -> Histogram>;
 
 /// Every family of the node, registered once.
 pub struct Metrics {
     registry: Mutex<Registry>,
-    broadcast_processed: Family<StatusLabels, Counter>,
-    deliver_streams_open: Gauge,
-    deliver_blocks_sent: Family<ChannelLabel, Counter>,
+    /// Whether `/metrics` serves them (Metrics.Provider prometheus).
+    exposed: bool,
+    broadcast_validate_duration: BroadcastHistograms,
+    broadcast_enqueue_duration: BroadcastHistograms,
+    broadcast_processed: Family<BroadcastLabels, Counter>,
+    deliver_streams_opened: Counter,
+    deliver_streams_closed: Counter,
+    deliver_requests_received: Family<DeliverLabels, Counter>,
+    deliver_requests_completed: Family<DeliverCompletedLabels, Counter>,
+    deliver_blocks_sent: Family<DeliverLabels, Counter>,
     height: Family<ChannelLabel, Gauge>,
     blocks_committed: Family<ChannelLabel, Counter>,
     envelopes_per_block: Family<ChannelLabel, Histogram, fn() -> Histogram>,
@@ -71,11 +137,24 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Metrics that `/metrics` serves.
     pub fn new() -> Arc<Metrics> {
+        Self::with_exposition(true)
+    }
+
+    /// Metrics that `/metrics` serves when `exposed` (Metrics.Provider
+    /// prometheus) and answers 404 for otherwise, as Fabric.
+    pub fn with_exposition(exposed: bool) -> Arc<Metrics> {
         let mut registry = Registry::default();
         let metrics = Metrics {
+            exposed,
+            broadcast_validate_duration: Family::new_with_constructor(default_buckets_histogram),
+            broadcast_enqueue_duration: Family::new_with_constructor(default_buckets_histogram),
             broadcast_processed: Family::default(),
-            deliver_streams_open: Gauge::default(),
+            deliver_streams_opened: Counter::default(),
+            deliver_streams_closed: Counter::default(),
+            deliver_requests_received: Family::default(),
+            deliver_requests_completed: Family::default(),
             deliver_blocks_sent: Family::default(),
             height: Family::default(),
             blocks_committed: Family::default(),
@@ -93,24 +172,50 @@ impl Metrics {
             chain_restarts: Family::default(),
             registry: Mutex::new(Registry::default()),
         };
+        // Fabric's help texts, so the two expositions read alike.
+        registry.register(
+            "broadcast_validate_duration",
+            "The time to validate a transaction in seconds.",
+            metrics.broadcast_validate_duration.clone(),
+        );
+        registry.register(
+            "broadcast_enqueue_duration",
+            "The time to enqueue a transaction in seconds.",
+            metrics.broadcast_enqueue_duration.clone(),
+        );
         registry.register(
             "broadcast_processed_count",
-            "Broadcast envelopes answered, by channel and status",
+            "The number of transactions processed.",
             metrics.broadcast_processed.clone(),
         );
         registry.register(
-            "deliver_streams_open",
-            "Deliver streams open now",
-            metrics.deliver_streams_open.clone(),
+            "deliver_streams_opened",
+            "The number of GRPC streams that have been opened for the deliver service.",
+            metrics.deliver_streams_opened.clone(),
+        );
+        registry.register(
+            "deliver_streams_closed",
+            "The number of GRPC streams that have been closed for the deliver service.",
+            metrics.deliver_streams_closed.clone(),
+        );
+        registry.register(
+            "deliver_requests_received",
+            "The number of deliver requests that have been received.",
+            metrics.deliver_requests_received.clone(),
+        );
+        registry.register(
+            "deliver_requests_completed",
+            "The number of deliver requests that have been completed.",
+            metrics.deliver_requests_completed.clone(),
         );
         registry.register(
             "deliver_blocks_sent",
-            "Blocks sent on Deliver streams",
+            "The number of blocks sent by the deliver service.",
             metrics.deliver_blocks_sent.clone(),
         );
         registry.register(
             "ledger_blockchain_height",
-            "Height of the channel's chain",
+            "Height of the chain in blocks.",
             metrics.height.clone(),
         );
         registry.register(
@@ -208,9 +313,27 @@ impl Metrics {
                 })
                 .clone(),
         };
+        // One statement each: a family's read guard lives to the end of the
+        // statement, and creating a second series of it needs its write lock.
+        let completed = |success| {
+            self.deliver_requests_completed
+                .get_or_create(&deliver_completed_labels(channel, success))
+                .clone()
+        };
+        let deliver_requests_succeeded = completed(true);
+        let deliver_requests_failed = completed(false);
         Arc::new(ChannelMetrics {
             channel: channel.to_string(),
-            deliver_blocks_sent: self.deliver_blocks_sent.get_or_create(&label).clone(),
+            deliver_blocks_sent: self
+                .deliver_blocks_sent
+                .get_or_create(&deliver_labels(channel))
+                .clone(),
+            deliver_requests_received: self
+                .deliver_requests_received
+                .get_or_create(&deliver_labels(channel))
+                .clone(),
+            deliver_requests_succeeded,
+            deliver_requests_failed,
             height: self.height.get_or_create(&label).clone(),
             blocks_committed: self.blocks_committed.get_or_create(&label).clone(),
             envelopes_per_block: self.envelopes_per_block.get_or_create(&label).clone(),
@@ -234,7 +357,13 @@ impl Metrics {
         let label = ChannelLabel {
             channel: channel.to_string(),
         };
-        self.deliver_blocks_sent.remove(&label);
+        self.deliver_blocks_sent.remove(&deliver_labels(channel));
+        self.deliver_requests_received
+            .remove(&deliver_labels(channel));
+        for success in [true, false] {
+            self.deliver_requests_completed
+                .remove(&deliver_completed_labels(channel, success));
+        }
         self.height.remove(&label);
         self.blocks_committed.remove(&label);
         self.envelopes_per_block.remove(&label);
@@ -255,41 +384,45 @@ impl Metrics {
             self.mailbox_depth.remove(&labels);
             self.messages_handled.remove(&labels);
         }
-        for status in [
-            "SUCCESS",
-            "BAD_REQUEST",
-            "SERVICE_UNAVAILABLE",
-            "FORBIDDEN",
-            "NOT_FOUND",
-        ] {
-            self.broadcast_processed.remove(&StatusLabels {
-                channel: channel.to_string(),
-                status: status.to_string(),
-            });
+        // Labels are drawn from closed sets, so every series of the channel
+        // can be named.
+        use crate::fabric::protos::common::{HeaderType, Status};
+        let types = (0..=i32::from(u8::MAX))
+            .filter_map(|t| HeaderType::try_from(t).ok())
+            .map(|t| t.as_str_name())
+            .chain([UNKNOWN]);
+        for r#type in types {
+            for status in (0..=1000).filter_map(|s| Status::try_from(s).ok()) {
+                let labels = BroadcastLabels {
+                    channel: channel.to_string(),
+                    status: status.as_str_name(),
+                    r#type,
+                };
+                self.broadcast_processed.remove(&labels);
+                self.broadcast_validate_duration.remove(&labels);
+                self.broadcast_enqueue_duration.remove(&labels);
+            }
         }
-    }
-
-    /// Counts Broadcast answers for a channel ("" when none could be read).
-    pub fn broadcast_processed(&self, channel: &str, status: &str, count: u64) {
-        self.broadcast_processed
-            .get_or_create(&StatusLabels {
-                channel: channel.to_string(),
-                status: status.to_string(),
-            })
-            .inc_by(count);
     }
 
     /// Deliver streams open now.
     pub fn deliver_streams_open(&self) -> i64 {
-        self.deliver_streams_open.get()
+        let opened = self.deliver_streams_opened.get();
+        let closed = self.deliver_streams_closed.get();
+        i64::try_from(opened.saturating_sub(closed)).unwrap_or(i64::MAX)
     }
 
     /// A Deliver stream opened; the guard closes it when dropped.
     pub fn deliver_stream_opened(self: &Arc<Self>) -> DeliverStreamGuard {
-        self.deliver_streams_open.inc();
+        self.deliver_streams_opened.inc();
         DeliverStreamGuard {
             metrics: self.clone(),
         }
+    }
+
+    /// Whether `/metrics` serves the metrics (Metrics.Provider prometheus).
+    pub fn exposed(&self) -> bool {
+        self.exposed
     }
 
     /// Where a consenter registers its own families (leader changes,
@@ -304,16 +437,20 @@ impl Metrics {
         register(sub)
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// Every metric in the Prometheus text format Fabric serves (version
+    /// 0.0.4, [`CONTENT_TYPE`]).
     pub fn encode(&self) -> String {
         let mut text = String::new();
         let registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
         if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &registry) {
             tracing::warn!(error = %e, "metrics could not be encoded");
         }
-        text
+        exposition::prometheus_text(&text)
     }
 }
+
+/// The content type of [`Metrics::encode`]'s text.
+pub const CONTENT_TYPE: &str = exposition::CONTENT_TYPE;
 
 /// Closes a Deliver stream in the metrics when dropped.
 pub struct DeliverStreamGuard {
@@ -322,7 +459,7 @@ pub struct DeliverStreamGuard {
 
 impl Drop for DeliverStreamGuard {
     fn drop(&mut self) {
-        self.metrics.deliver_streams_open.dec();
+        self.metrics.deliver_streams_closed.inc();
     }
 }
 
@@ -366,6 +503,9 @@ impl ActorMetrics {
 pub struct ChannelMetrics {
     pub channel: String,
     pub deliver_blocks_sent: Counter,
+    pub deliver_requests_received: Counter,
+    deliver_requests_succeeded: Counter,
+    deliver_requests_failed: Counter,
     pub height: Gauge,
     pub blocks_committed: Counter,
     pub envelopes_per_block: Histogram,
@@ -392,5 +532,271 @@ impl ChannelMetrics {
 
     pub fn observe_wait(&self, waited: Duration) {
         self.submission_wait.observe(waited.as_secs_f64());
+    }
+
+    /// A Deliver request of the channel ended, with SUCCESS or not.
+    pub fn deliver_request_completed(&self, success: bool) {
+        if success {
+            self.deliver_requests_succeeded.inc();
+        } else {
+            self.deliver_requests_failed.inc();
+        }
+    }
+}
+
+/// One series of each broadcast family, for one label set.
+struct BroadcastSeries {
+    labels: BroadcastLabels,
+    validate: Histogram,
+    enqueue: Histogram,
+    processed: Counter,
+}
+
+/// An envelope that passed validation, awaiting its answer.
+struct Pending {
+    channel: usize,
+    r#type: &'static str,
+    validated: Duration,
+}
+
+/// The broadcast metrics of one stream, recorded as Fabric records them:
+/// per envelope, the time to validate it and to enqueue it, and its answer,
+/// labelled by channel, header type and status. Envelopes are answered in
+/// the order they were accepted, so the recorder pairs each answer with its
+/// envelope; series are resolved once per stream.
+pub struct BroadcastRecorder {
+    metrics: Arc<Metrics>,
+    series: Vec<BroadcastSeries>,
+    /// Channel ids of the pending envelopes (a stream uses few).
+    channels: Vec<String>,
+    pending: VecDeque<Pending>,
+    /// The envelope being validated: when it started, and its header type.
+    validating: Option<(Instant, &'static str)>,
+    enqueue_started: Option<Instant>,
+}
+
+impl BroadcastRecorder {
+    pub fn new(metrics: Arc<Metrics>) -> BroadcastRecorder {
+        BroadcastRecorder {
+            metrics,
+            series: Vec::new(),
+            channels: Vec::new(),
+            pending: VecDeque::new(),
+            validating: None,
+            enqueue_started: None,
+        }
+    }
+
+    /// An envelope's validation starts.
+    pub fn validating(&mut self) {
+        self.validating = Some((Instant::now(), UNKNOWN));
+    }
+
+    /// The envelope being validated has this header type.
+    pub fn header_type(&mut self, header_type: i32) {
+        if let Some((_, r#type)) = self.validating.as_mut() {
+            *r#type = header_type_label(header_type);
+        }
+    }
+
+    /// The envelope passed validation for `channel`; it is answered later.
+    pub fn accepted(&mut self, channel: &str) {
+        let (started, r#type) = self.validating.take().unwrap_or((Instant::now(), UNKNOWN));
+        let channel = match self.channels.iter().position(|c| c == channel) {
+            Some(index) => index,
+            None => {
+                self.channels.push(channel.to_string());
+                self.channels.len() - 1
+            }
+        };
+        self.pending.push_back(Pending {
+            channel,
+            r#type,
+            validated: started.elapsed(),
+        });
+    }
+
+    /// The envelope being validated was refused with `status` (`channel`:
+    /// [`UNKNOWN`] when no channel of the node is named).
+    pub fn refused(&mut self, channel: &str, status: &'static str) {
+        // A refusal ends the stream: no series worth resolving for later.
+        let r#type = self.validating.take().map_or(UNKNOWN, |(_, t)| t);
+        self.metrics
+            .broadcast_processed
+            .get_or_create(&BroadcastLabels {
+                channel: channel.to_string(),
+                status,
+                r#type,
+            })
+            .inc();
+    }
+
+    /// Envelopes are being handed to the channel: the enqueue time starts.
+    pub fn enqueueing(&mut self) {
+        self.enqueue_started = Some(Instant::now());
+    }
+
+    /// The next `count` accepted envelopes were answered with `status`.
+    pub fn answered(&mut self, status: &'static str, count: usize) {
+        let enqueued = self.enqueue_started.map(|at| at.elapsed().as_secs_f64());
+        for _ in 0..count {
+            let Some(pending) = self.pending.pop_front() else {
+                return;
+            };
+            let index = series_of(
+                &mut self.series,
+                &self.metrics,
+                &self.channels[pending.channel],
+                pending.r#type,
+                status,
+            );
+            let series = &self.series[index];
+            series.validate.observe(pending.validated.as_secs_f64());
+            if let Some(enqueued) = enqueued {
+                series.enqueue.observe(enqueued);
+            }
+            series.processed.inc();
+        }
+    }
+}
+
+/// The index of a label set's series in `series`, resolved on first use.
+fn series_of(
+    series: &mut Vec<BroadcastSeries>,
+    metrics: &Metrics,
+    channel: &str,
+    r#type: &'static str,
+    status: &'static str,
+) -> usize {
+    if let Some(index) = series.iter().position(|s| {
+        s.labels.r#type == r#type && s.labels.status == status && s.labels.channel == channel
+    }) {
+        return index;
+    }
+    let labels = BroadcastLabels {
+        channel: channel.to_string(),
+        status,
+        r#type,
+    };
+    series.push(BroadcastSeries {
+        validate: metrics
+            .broadcast_validate_duration
+            .get_or_create(&labels)
+            .clone(),
+        enqueue: metrics
+            .broadcast_enqueue_duration
+            .get_or_create(&labels)
+            .clone(),
+        processed: metrics.broadcast_processed.get_or_create(&labels).clone(),
+        labels,
+    });
+    series.len() - 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines().find_map(|line| {
+            let rest = line.strip_prefix(series)?;
+            rest.strip_prefix(' ')?.trim().parse().ok()
+        })
+    }
+
+    #[test]
+    fn broadcast_answers_are_recorded_per_envelope_with_its_labels() {
+        let metrics = Metrics::new();
+        let mut stream = BroadcastRecorder::new(metrics.clone());
+        stream.validating();
+        stream.header_type(3);
+        stream.accepted("a");
+        stream.validating();
+        stream.header_type(0);
+        stream.accepted("a");
+        stream.validating();
+        stream.header_type(77);
+        stream.refused(UNKNOWN, "BAD_REQUEST");
+        stream.enqueueing();
+        stream.answered("SUCCESS", 2);
+        let text = metrics.encode();
+        let endorser = "{channel=\"a\",status=\"SUCCESS\",type=\"ENDORSER_TRANSACTION\"}";
+        let message = "{channel=\"a\",status=\"SUCCESS\",type=\"MESSAGE\"}";
+        for labels in [endorser, message] {
+            assert_eq!(
+                sample(&text, &format!("broadcast_processed_count{labels}")),
+                Some(1.0),
+                "{text}"
+            );
+            assert_eq!(
+                sample(&text, &format!("broadcast_validate_duration_count{labels}")),
+                Some(1.0)
+            );
+            assert_eq!(
+                sample(&text, &format!("broadcast_enqueue_duration_count{labels}")),
+                Some(1.0)
+            );
+        }
+        let refused = "{channel=\"unknown\",status=\"BAD_REQUEST\",type=\"unknown\"}";
+        assert_eq!(
+            sample(&text, &format!("broadcast_processed_count{refused}")),
+            Some(1.0),
+            "{text}"
+        );
+        // Refused while validating: neither validated nor enqueued.
+        assert_eq!(
+            sample(
+                &text,
+                &format!("broadcast_validate_duration_count{refused}")
+            ),
+            None
+        );
+        // Fabric's default buckets, bounds as Go writes them.
+        assert!(text.contains(&format!(
+            "broadcast_validate_duration_bucket{{le=\"1\",{}",
+            &endorser[1..]
+        )));
+    }
+
+    #[test]
+    fn deliver_metrics_are_fabrics_and_a_removed_channel_leaves_none() {
+        let metrics = Metrics::new();
+        let channel = metrics.channel("a");
+        {
+            let _stream = metrics.deliver_stream_opened();
+            assert_eq!(metrics.deliver_streams_open(), 1);
+            channel.deliver_requests_received.inc();
+            channel.deliver_blocks_sent.inc();
+            channel.deliver_request_completed(true);
+        }
+        assert_eq!(metrics.deliver_streams_open(), 0);
+        let text = metrics.encode();
+        let labels = "channel=\"a\",data_type=\"block\",filtered=\"false\"";
+        assert_eq!(sample(&text, "deliver_streams_opened"), Some(1.0));
+        assert_eq!(sample(&text, "deliver_streams_closed"), Some(1.0));
+        assert_eq!(
+            sample(&text, &format!("deliver_blocks_sent{{{labels}}}")),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, &format!("deliver_requests_received{{{labels}}}")),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                &format!("deliver_requests_completed{{{labels},success=\"true\"}}")
+            ),
+            Some(1.0)
+        );
+
+        let mut stream = BroadcastRecorder::new(metrics.clone());
+        stream.validating();
+        stream.header_type(2);
+        stream.accepted("a");
+        stream.answered("SERVICE_UNAVAILABLE", 1);
+        metrics.forget_channel("a");
+        let text = metrics.encode();
+        assert!(!text.lines().any(|l| l.contains("channel=\"a\"")), "{text}");
     }
 }

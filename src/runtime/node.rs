@@ -16,11 +16,10 @@ use actix_rt::{Arbiter, ArbiterHandle, System};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::Server;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
-use crate::fabric::localconfig::NodeConfig;
+use crate::fabric::localconfig::{MetricsProvider, NodeConfig};
 use crate::runtime::clock::Clock;
 use crate::runtime::consensus::{
     BlockPullerFactory, ClusterService, Consenters, NodeIdentity, NodeResources,
@@ -31,7 +30,8 @@ use crate::runtime::server::operations::HealthChecks;
 use crate::runtime::server::tls::{ListenerTls, TlsIncoming, TlsSettings};
 use crate::runtime::server::trust::ChannelTlsTrust;
 use crate::runtime::server::{
-    operations, participation, serve_http, serve_https, AtomicBroadcastService,
+    grpc_server, operations, participation, serve_http, serve_https,
+    AtomicBroadcastService,
 };
 use crate::security::signer::{local_signer, SignerError, SigningIdentity};
 
@@ -194,7 +194,8 @@ impl Node {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         });
         let actors = ActorSystem::start(threads)?;
-        let metrics = Metrics::new();
+        let metrics =
+            Metrics::with_exposition(config.metrics_provider == MetricsProvider::Prometheus);
         let resources = Arc::new(node_resources(&config, options.clock, signer));
         let registrar = {
             let config = config.clone();
@@ -263,13 +264,9 @@ impl Node {
         let service = AtomicBroadcastService::new(registrar.clone(), shutdown.clone());
         // Overall health ("") is SERVING while the node serves, as Fabric's.
         let (grpc_health, health_service) = tonic_health::server::health_reporter();
-        // Receive windows of 256 KB per stream: a Broadcast stream that waits for
-        // in-flight room holds at most that much unread, not HTTP/2's 1 MB default.
-        let router = Server::builder()
-            .initial_stream_window_size(Some(256 * 1024))
-            .initial_connection_window_size(Some(512 * 1024))
+        let router = grpc_server(&config.grpc)
             .add_service(health_service)
-            .add_service(service.into_server());
+            .add_service(service.into_server_with(&config.grpc));
         let stopped = shutdown.clone().cancelled_owned();
         let server = match &main_tls {
             Some(tls) => {

@@ -26,9 +26,21 @@ fn operations_url(node: &TestNode, path: &str) -> String {
 }
 
 async fn get(url: &str) -> (u16, String) {
+    let (status, _, body) = get_typed(url).await;
+    (status, body)
+}
+
+/// Status, content type and body.
+async fn get_typed(url: &str) -> (u16, String, String) {
     let response = reqwest::get(url).await.expect("request");
     let status = response.status().as_u16();
-    (status, response.text().await.expect("body"))
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    (status, content_type, response.text().await.expect("body"))
 }
 
 /// The value of one sample (`name{labels}` exactly as exposed), if present.
@@ -142,8 +154,10 @@ async fn other_methods_and_paths_get_fabrics_answers() {
 async fn metrics_are_exposed_and_move_under_load() {
     let node = TestNode::from_profile(&profile(CHANNEL), vec![]).await;
     let url = operations_url(&node, "/metrics");
-    let (status, before) = get(&url).await;
+    let (status, content_type, before) = get_typed(&url).await;
     assert_eq!(status, 200);
+    // Prometheus's text format, as Fabric's orderer serves it.
+    assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
     let height = |text: &str| sample(text, "ledger_blockchain_height{channel=\"mychannel\"}");
     assert_eq!(height(&before), Some(1.0));
 
@@ -184,30 +198,46 @@ async fn metrics_are_exposed_and_move_under_load() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
-    for name in [
-        "broadcast_processed_count",
-        "deliver_streams_open",
-        "deliver_blocks_sent",
-        "ledger_blockchain_height",
-        "ordo_blocks_committed",
-        "ordo_envelopes_per_block",
-        "ordo_mailbox_depth",
-        "ordo_messages_handled",
-        "ordo_blocks_inflight",
-        "ordo_envelopes_inflight",
-        "ordo_bytes_inflight",
-        "ordo_chain_is_leader",
-        "ordo_chain_active",
-        "ordo_submissions_waiting",
-        "ordo_submission_wait_seconds",
-        "ordo_broadcast_to_block_seconds",
-        "ordo_chain_restarts",
+    // Fabric's names and types, counters without a _total suffix; Ordo's own
+    // metrics under ordo_.
+    for (name, kind) in [
+        ("broadcast_validate_duration", "histogram"),
+        ("broadcast_enqueue_duration", "histogram"),
+        ("broadcast_processed_count", "counter"),
+        ("deliver_streams_opened", "counter"),
+        ("deliver_streams_closed", "counter"),
+        ("deliver_requests_received", "counter"),
+        ("deliver_requests_completed", "counter"),
+        ("deliver_blocks_sent", "counter"),
+        ("ledger_blockchain_height", "gauge"),
+        ("ordo_blocks_committed_total", "counter"),
+        ("ordo_envelopes_per_block", "histogram"),
+        ("ordo_mailbox_depth", "gauge"),
+        ("ordo_messages_handled_total", "counter"),
+        ("ordo_blocks_inflight", "gauge"),
+        ("ordo_envelopes_inflight", "gauge"),
+        ("ordo_bytes_inflight", "gauge"),
+        ("ordo_chain_is_leader", "gauge"),
+        ("ordo_chain_active", "gauge"),
+        ("ordo_submissions_waiting", "gauge"),
+        ("ordo_submission_wait_seconds", "histogram"),
+        ("ordo_broadcast_to_block_seconds", "histogram"),
+        ("ordo_chain_restarts_total", "counter"),
     ] {
         assert!(
-            after.contains(&format!("# TYPE {name} ")),
-            "{name} missing:\n{after}"
+            after.contains(&format!("# TYPE {name} {kind}\n")),
+            "{name} {kind} missing:\n{after}"
         );
     }
+    for fabric in ["broadcast_", "deliver_", "ledger_"] {
+        assert!(
+            !after
+                .lines()
+                .any(|l| l.starts_with(fabric) && l.contains("_total")),
+            "a Fabric counter with _total:\n{after}"
+        );
+    }
+    assert!(!after.contains("# EOF") && !after.contains("# UNIT"));
     assert_eq!(
         sample(&after, &format!("ordo_chain_is_leader{{{ch}}}")),
         Some(1.0)
@@ -216,14 +246,27 @@ async fn metrics_are_exposed_and_move_under_load() {
         sample(&after, &format!("ordo_chain_active{{{ch}}}")),
         Some(1.0)
     );
+    let broadcast = format!("{ch},status=\"SUCCESS\",type=\"ENDORSER_TRANSACTION\"");
     assert_eq!(
-        sample(
-            &after,
-            &format!("broadcast_processed_count_total{{{ch},status=\"SUCCESS\"}}")
-        ),
+        sample(&after, &format!("broadcast_processed_count{{{broadcast}}}")),
         Some(2000.0),
         "{after}"
     );
+    for histogram in ["broadcast_validate_duration", "broadcast_enqueue_duration"] {
+        assert_eq!(
+            sample(&after, &format!("{histogram}_count{{{broadcast}}}")),
+            Some(2000.0),
+            "{histogram}: {after}"
+        );
+        assert_eq!(
+            sample(
+                &after,
+                &format!("{histogram}_bucket{{le=\"+Inf\",{broadcast}}}")
+            ),
+            Some(2000.0),
+            "{histogram}: {after}"
+        );
+    }
     assert_eq!(height(&after), Some(blocks.len() as f64));
     assert_eq!(
         sample(&after, &format!("ordo_blocks_committed_total{{{ch}}}")),
@@ -271,10 +314,35 @@ async fn metrics_are_exposed_and_move_under_load() {
         sample(&after, &format!("ordo_bytes_inflight{{{ch}}}")),
         Some(0.0)
     );
+    let deliver = format!("{ch},data_type=\"block\",filtered=\"false\"");
     assert!(
-        sample(&after, &format!("deliver_blocks_sent_total{{{ch}}}")).unwrap_or(0.0)
-            >= blocks.len() as f64
+        sample(&after, &format!("deliver_blocks_sent{{{deliver}}}")).unwrap_or(0.0)
+            >= blocks.len() as f64,
+        "{after}"
     );
+    let received = sample(&after, &format!("deliver_requests_received{{{deliver}}}"));
+    assert!(received.unwrap_or(0.0) >= 1.0, "{after}");
+    let completed = sample(
+        &after,
+        &format!("deliver_requests_completed{{{deliver},success=\"true\"}}"),
+    );
+    assert!(completed.unwrap_or(0.0) >= 1.0, "{after}");
+    assert!(sample(&after, "deliver_streams_opened").unwrap_or(0.0) >= 1.0);
+}
+
+/// Metrics.Provider disabled: no /metrics, as in Fabric; the rest of the
+/// operations listener serves as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_provider_disabled_serves_no_metrics() {
+    let node = TestNode::with_env(vec![(
+        "ORDERER_METRICS_PROVIDER".to_string(),
+        "disabled".to_string(),
+    )])
+    .await;
+    let (status, _) = get(&operations_url(&node, "/metrics")).await;
+    assert_eq!(status, 404);
+    let (status, _) = get(&operations_url(&node, "/healthz")).await;
+    assert_eq!(status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

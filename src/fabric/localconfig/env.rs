@@ -4,9 +4,12 @@
 //! `_`-separated parts are matched case-insensitively against the known key paths
 //! (Fabric's keys contain no underscores). Known paths are those of the built-in
 //! defaults plus those present in the file, so keys the file omits can still be set.
+//! A variable that matches no key is ignored, as Fabric ignores it (with a warning
+//! here, so a misspelt variable is seen).
 
 use config::{Config, File, FileFormat, Map, Source, Value, ValueKind};
 
+use super::keys::{self, Checked};
 use super::{ConfigError, OrdererConfig};
 
 const PREFIX: &str = "ORDERER_";
@@ -16,20 +19,18 @@ pub(super) fn load_with_overrides(
     vars: impl IntoIterator<Item = (String, String)>,
 ) -> Result<OrdererConfig, ConfigError> {
     let defaults = Config::try_from(&OrdererConfig::default())?;
-    let file = Config::builder()
-        .add_source(File::from_str(yaml, FileFormat::Yaml))
-        .build()?;
+    let file = Checked(keys::normalize(
+        File::from_str(yaml, FileFormat::Yaml).collect()?,
+    )?);
 
     let mut paths = Vec::new();
     // From serde's view of the defaults: the config crate's drops empty lists.
     if let Ok(serde_json::Value::Object(known)) = serde_json::to_value(OrdererConfig::default()) {
         collect_json_paths(&known, &mut Vec::new(), &mut paths);
     }
-    collect_paths(&file.collect()?, &mut Vec::new(), &mut paths);
+    collect_paths(&file.0, &mut Vec::new(), &mut paths);
 
-    let mut builder = Config::builder()
-        .add_source(defaults)
-        .add_source(File::from_str(yaml, FileFormat::Yaml));
+    let mut builder = Config::builder().add_source(defaults).add_source(file);
     for (name, value) in vars {
         let Some(rest) = name.strip_prefix(PREFIX) else {
             continue;

@@ -1,7 +1,18 @@
 //! The node's own configuration (Fabric's `orderer.yaml`), loaded with the `config`
 //! crate; every key can be overridden from `ORDERER_*` environment variables.
+//!
+//! Every key of Fabric 3.1's orderer.yaml is read, in its layout; an unknown
+//! key stops start-up naming it, and a value Ordo cannot honour is refused
+//! with a message saying so (see `support`).
 
+mod duration;
 mod env;
+mod keys;
+pub mod sections;
+mod support;
+
+pub use duration::parse_go_duration;
+pub use support::{GrpcServerSettings, MetricsProvider, DEFAULT_MAX_MESSAGE_BYTES};
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +33,12 @@ pub enum ConfigError {
     Parse(#[from] config::ConfigError),
     #[error("invalid node config: {key}: {reason}")]
     Invalid { key: &'static str, reason: String },
+    #[error("unknown key(s) in the node config: {} (neither Fabric's orderer.yaml nor Ordo's has it; see config/orderer.yaml)", keys.join(", "))]
+    UnknownKeys { keys: Vec<String> },
+    #[error("invalid node config: {key} is given twice (keys are case-insensitive)")]
+    DuplicateKey { key: String },
+    #[error("unsupported node config: {key}: {reason}")]
+    Unsupported { key: &'static str, reason: String },
 }
 
 /// How the first channel is created on an empty ledger.
@@ -44,6 +61,9 @@ pub struct OrdererConfig {
     pub channel_participation: ChannelParticipation,
     pub operations: Operations,
     pub consensus: Consensus,
+    pub debug: sections::Debug,
+    pub metrics: sections::Metrics,
+    pub kafka: sections::Kafka,
 }
 
 /// Where replicated consenters keep their own storage (Fabric's
@@ -54,6 +74,11 @@ pub struct Consensus {
     #[serde(rename = "WALDir")]
     pub wal_dir: String,
     pub snap_dir: String,
+    /// etcdraft: how long a follower cut off from the leader waits before
+    /// suspecting it was evicted (a duration; empty: the consenter's default).
+    pub eviction_suspicion: String,
+    /// etcdraft: overrides the channel's TickInterval (a duration).
+    pub tick_interval_override: String,
 }
 
 impl Default for Consensus {
@@ -61,6 +86,8 @@ impl Default for Consensus {
         Consensus {
             wal_dir: "ordo-data/etcdraft/wal".into(),
             snap_dir: "ordo-data/etcdraft/snapshot".into(),
+            eviction_suspicion: String::new(),
+            tick_interval_override: String::new(),
         }
     }
 }
@@ -139,18 +166,47 @@ pub struct General {
     pub local_msp_id: String,
     pub backpressure: Backpressure,
     pub authentication: Authentication,
+    pub keepalive: sections::Keepalive,
+    pub backoff: sections::Backoff,
+    pub throttling: sections::Throttling,
+    pub cluster: sections::Cluster,
+    /// Bytes (or a size such as "100 MB"); zero or empty: 100 MiB.
+    pub max_recv_msg_size: String,
+    pub max_send_msg_size: String,
+    /// A duration; only zero (unset) is supported.
+    pub connection_timeout: String,
+    /// Fabric 1.x names of BootstrapMethod and BootstrapFile, read when
+    /// those are empty.
+    pub genesis_method: String,
+    pub genesis_file: String,
+    pub profile: sections::Profile,
+    #[serde(rename = "BCCSP")]
+    pub bccsp: sections::Bccsp,
 }
 
 /// `General.Authentication`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
 pub struct Authentication {
-    /// Accept envelopes whose creator's certificate has expired (Fabric's
-    /// key; off by default: expired creators are refused).
-    pub no_expiration_checks: bool,
     /// Removed: every envelope is checked against `/Channel/Writers`. Read
     /// only to refuse a file that still sets it.
     pub verify_envelope_signatures: Option<serde_json::Value>,
+    /// How far a client's timestamp may be from the node's clock (a
+    /// duration; zero or empty: 15m).
+    pub time_window: String,
+    /// Accept envelopes whose creator's certificate has expired (Fabric's
+    /// key; off by default: expired creators are refused).
+    pub no_expiration_checks: bool,
+}
+
+impl Default for Authentication {
+    fn default() -> Self {
+        Authentication {
+            verify_envelope_signatures: None,
+            time_window: "15m".into(),
+            no_expiration_checks: false,
+        }
+    }
 }
 
 /// `General.TLS`, `Admin.TLS` and `Operations.TLS`, as in Fabric's
@@ -168,6 +224,9 @@ pub struct Tls {
     /// CAs that client certificates must chain to.
     #[serde(rename = "ClientRootCAs", deserialize_with = "string_or_list")]
     pub client_root_cas: Vec<String>,
+    /// A duration; only zero (unset) is supported.
+    #[serde(rename = "TLSHandshakeTimeShift")]
+    pub tls_handshake_time_shift: String,
 }
 
 /// A list from YAML, or from an environment variable as Fabric writes one:
@@ -215,6 +274,8 @@ pub struct Backpressure {
 #[serde(default, rename_all = "PascalCase")]
 pub struct FileLedger {
     pub location: String,
+    /// Ignored, as Fabric 3 ignores it (it named temporary ledger folders).
+    pub prefix: String,
 }
 
 impl Default for General {
@@ -223,12 +284,25 @@ impl Default for General {
             listen_address: "127.0.0.1".into(),
             listen_port: 7050,
             tls: Tls::default(),
-            bootstrap_method: "embedded".into(),
+            // Empty: GenesisMethod, else none, as Fabric; Ordo's built-in
+            // config says embedded.
+            bootstrap_method: String::new(),
             bootstrap_file: None,
             local_msp_dir: "msp".into(),
             local_msp_id: "SampleOrg".into(),
             backpressure: Backpressure::default(),
             authentication: Authentication::default(),
+            keepalive: sections::Keepalive::default(),
+            backoff: sections::Backoff::default(),
+            throttling: sections::Throttling::default(),
+            cluster: sections::Cluster::default(),
+            max_recv_msg_size: DEFAULT_MAX_MESSAGE_BYTES.to_string(),
+            max_send_msg_size: DEFAULT_MAX_MESSAGE_BYTES.to_string(),
+            connection_timeout: String::new(),
+            genesis_method: String::new(),
+            genesis_file: String::new(),
+            profile: sections::Profile::default(),
+            bccsp: sections::Bccsp::default(),
         }
     }
 }
@@ -246,6 +320,7 @@ impl Default for FileLedger {
     fn default() -> Self {
         FileLedger {
             location: "ordo-data".into(),
+            prefix: String::new(),
         }
     }
 }
@@ -286,6 +361,13 @@ pub struct NodeConfig {
     pub operations_tls: Option<ServerTls>,
     /// The node's signing identity.
     pub local_msp: LocalMsp,
+    /// General.Keepalive, General.MaxRecvMsgSize and General.MaxSendMsgSize.
+    pub grpc: GrpcServerSettings,
+    /// Metrics.Provider.
+    pub metrics_provider: MetricsProvider,
+    /// General.Authentication.TimeWindow: how far a Deliver request's
+    /// timestamp may be from the node's clock.
+    pub authentication_time_window: std::time::Duration,
 }
 
 /// `General.LocalMSPDir` and `General.LocalMSPID`: the MSP folder of the
@@ -340,6 +422,7 @@ impl NodeConfig {
     }
 
     fn check(mut raw: OrdererConfig, base_dir: &Path) -> Result<NodeConfig, ConfigError> {
+        complete(&mut raw);
         if !raw.channel_participation.enabled {
             // As Fabric: the API is the only way to join channels.
             tracing::warn!("ChannelParticipation.Enabled was set to false, setting to true");
@@ -361,7 +444,8 @@ impl NodeConfig {
         } else {
             None
         };
-        let bootstrap_method = match g.bootstrap_method.to_ascii_lowercase().as_str() {
+        let settings = support::check(&raw)?;
+        let bootstrap_method = match bootstrap_method_text(g).as_str() {
             "file" => BootstrapMethod::File,
             "embedded" => BootstrapMethod::Embedded,
             "none" => BootstrapMethod::None,
@@ -376,6 +460,15 @@ impl NodeConfig {
             .bootstrap_file
             .as_deref()
             .filter(|s| !s.trim().is_empty())
+            .or_else(|| {
+                let old = g.genesis_file.trim();
+                (!old.is_empty()).then(|| {
+                    tracing::warn!(
+                        "General.GenesisFile should be replaced by General.BootstrapFile"
+                    );
+                    old
+                })
+            })
             .map(|s| base_dir.join(s));
         if bootstrap_method == BootstrapMethod::File && bootstrap_file.is_none() {
             return Err(invalid(
@@ -455,6 +548,9 @@ impl NodeConfig {
             wal_dir: base_dir.join(&raw.consensus.wal_dir),
             snap_dir: base_dir.join(&raw.consensus.snap_dir),
             local_msp,
+            grpc: settings.grpc,
+            metrics_provider: settings.metrics_provider,
+            authentication_time_window: settings.authentication_time_window,
             raw,
         })
     }
@@ -499,6 +595,37 @@ fn admin_tls(tls: &Tls, base_dir: &Path) -> Result<Option<ServerTls>, ConfigErro
         ));
     }
     server_tls(tls, base_dir, keys).map(Some)
+}
+
+/// Fills keys given empty with Fabric's defaults, as Fabric's loader does.
+fn complete(raw: &mut OrdererConfig) {
+    let g = &mut raw.general;
+    let defaults = General::default();
+    for (value, default) in [
+        (&mut g.listen_address, defaults.listen_address),
+        (&mut g.local_msp_dir, defaults.local_msp_dir),
+        (&mut g.local_msp_id, defaults.local_msp_id),
+    ] {
+        if value.trim().is_empty() {
+            *value = default;
+        }
+    }
+}
+
+/// General.BootstrapMethod in lower case: empty means Fabric 1.x's
+/// GenesisMethod if that is given, else `none`, as in Fabric 3.
+fn bootstrap_method_text(g: &General) -> String {
+    let method = g.bootstrap_method.trim();
+    if !method.is_empty() {
+        return method.to_ascii_lowercase();
+    }
+    let old = g.genesis_method.trim();
+    if old.is_empty() {
+        "none".into()
+    } else {
+        tracing::warn!("General.GenesisMethod should be replaced by General.BootstrapMethod");
+        old.to_ascii_lowercase()
+    }
 }
 
 fn server_tls(tls: &Tls, base_dir: &Path, keys: &TlsKeys) -> Result<ServerTls, ConfigError> {
@@ -615,6 +742,8 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn vars(list: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -658,14 +787,17 @@ mod tests {
         assert_eq!(user.local_msp.dir, dir.path().join("msp"));
         assert!(!user.local_msp.development_fallback);
 
-        for (key, variable) in [
-            ("General.LocalMSPDir", "ORDERER_GENERAL_LOCALMSPDIR"),
-            ("General.LocalMSPID", "ORDERER_GENERAL_LOCALMSPID"),
-        ] {
-            let err = NodeConfig::load_with_env(None, vars(&[(variable, " ")]))
-                .expect_err("empty refused");
-            assert!(err.to_string().contains(key), "{err}");
-        }
+        // Given empty, the keys take Fabric's defaults, as Fabric's loader does.
+        let empty = NodeConfig::load_with_env(
+            None,
+            vars(&[
+                ("ORDERER_GENERAL_LOCALMSPDIR", " "),
+                ("ORDERER_GENERAL_LOCALMSPID", ""),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(empty.local_msp.dir, PathBuf::from("msp"));
+        assert_eq!(empty.local_msp.id, "SampleOrg");
     }
 
     #[test]
@@ -806,6 +938,262 @@ mod tests {
             tls.client_root_cas_pem.len(),
             2 * ("-----BEGIN CERTIFICATE-----\n".len() + 1)
         );
+    }
+
+    /// Fabric 3.1's sample orderer.yaml, every key in its layout.
+    const FABRIC_SAMPLE: &str = include_str!("../../../tests/fixtures/fabric-3.1-orderer.yaml");
+
+    #[test]
+    fn fabrics_sample_loads_with_its_empty_values() {
+        let cfg = NodeConfig::from_yaml(
+            FABRIC_SAMPLE,
+            Path::new("/etc/hyperledger/fabric"),
+            vars(&[]),
+        )
+        .expect("Fabric's sample loads");
+        assert_eq!(cfg.listen_address, "127.0.0.1:7050");
+        assert_eq!(cfg.bootstrap_method, BootstrapMethod::None);
+        assert_eq!(cfg.bootstrap_file, None);
+        assert!(cfg.tls.is_none());
+        assert!(cfg.raw.general.tls.client_root_cas.is_empty());
+        assert_eq!(
+            cfg.ledger_dir,
+            PathBuf::from("/var/hyperledger/production/orderer")
+        );
+        assert_eq!(cfg.metrics_provider, MetricsProvider::Disabled);
+        assert_eq!(cfg.grpc, GrpcServerSettings::default());
+        assert_eq!(cfg.authentication_time_window, Duration::from_secs(15 * 60));
+        assert!(!cfg.no_expiration_checks);
+        assert_eq!(cfg.operations_address.as_deref(), Some("127.0.0.1:8443"));
+        assert_eq!(cfg.admin_address.as_deref(), Some("127.0.0.1:9443"));
+        assert_eq!(cfg.raw.general.local_msp_id, "SampleOrg");
+        assert_eq!(cfg.raw.general.cluster.send_buffer_size, 100);
+        assert!(cfg.raw.admin.tls.client_auth_required);
+    }
+
+    #[test]
+    fn a_users_file_without_bootstrap_method_means_none() {
+        let cfg = NodeConfig::from_yaml("General:\n  ListenPort: 7051\n", Path::new(""), vars(&[]))
+            .expect("loads");
+        assert_eq!(cfg.bootstrap_method, BootstrapMethod::None);
+        // Fabric's other defaults for keys left out.
+        assert_eq!(cfg.metrics_provider, MetricsProvider::Disabled);
+        assert_eq!(cfg.authentication_time_window, Duration::from_secs(900));
+        // Ordo's own file keeps its embedded channel and its /metrics.
+        let builtin = NodeConfig::load_with_env(None, vars(&[])).expect("built-in");
+        assert_eq!(builtin.bootstrap_method, BootstrapMethod::Embedded);
+        assert_eq!(builtin.metrics_provider, MetricsProvider::Prometheus);
+    }
+
+    #[test]
+    fn an_unknown_key_stops_loading_naming_it() {
+        let yaml = FABRIC_SAMPLE.replace(
+            "    Keepalive:\n",
+            "    Keepalive:\n        ServerMaxInterval: 1s\n",
+        );
+        let err = NodeConfig::from_yaml(&yaml, Path::new(""), vars(&[])).expect_err("unknown key");
+        assert!(matches!(err, ConfigError::UnknownKeys { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("General.Keepalive.ServerMaxInterval"),
+            "{err}"
+        );
+        let err = NodeConfig::from_yaml("Kafak:\n  Verbose: true\n", Path::new(""), vars(&[]))
+            .expect_err("unknown section");
+        assert!(err.to_string().contains("Kafak"), "{err}");
+
+        // An environment variable that matches no key is ignored, as in Fabric.
+        let cfg = NodeConfig::load_with_env(
+            None,
+            vars(&[("ORDERER_GENERAL_KEEPALIVE_SERVERMAXINTERVAL", "1s")]),
+        )
+        .expect("ignored");
+        assert_eq!(cfg.grpc, GrpcServerSettings::default());
+    }
+
+    #[test]
+    fn keys_that_take_effect() {
+        let cfg = NodeConfig::load_with_env(
+            None,
+            vars(&[
+                ("ORDERER_GENERAL_KEEPALIVE_SERVERINTERVAL", "30s"),
+                ("ORDERER_GENERAL_KEEPALIVE_SERVERTIMEOUT", "2s"),
+                ("ORDERER_GENERAL_MAXRECVMSGSIZE", "1048576"),
+                ("ORDERER_GENERAL_MAXSENDMSGSIZE", "2 MB"),
+                ("ORDERER_GENERAL_AUTHENTICATION_TIMEWINDOW", "1h30m"),
+                ("ORDERER_GENERAL_AUTHENTICATION_NOEXPIRATIONCHECKS", "true"),
+                ("ORDERER_METRICS_PROVIDER", "disabled"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(
+            cfg.grpc,
+            GrpcServerSettings {
+                max_recv_msg_size: 1 << 20,
+                max_send_msg_size: 2 << 20,
+                keepalive_interval: Duration::from_secs(30),
+                keepalive_timeout: Duration::from_secs(2),
+            }
+        );
+        assert_eq!(cfg.authentication_time_window, Duration::from_secs(5400));
+        assert!(cfg.no_expiration_checks);
+        assert_eq!(cfg.metrics_provider, MetricsProvider::Disabled);
+
+        // Zero means Fabric's default.
+        let cfg = NodeConfig::load_with_env(
+            None,
+            vars(&[
+                ("ORDERER_GENERAL_KEEPALIVE_SERVERINTERVAL", "0"),
+                ("ORDERER_GENERAL_MAXRECVMSGSIZE", "0"),
+                ("ORDERER_GENERAL_AUTHENTICATION_TIMEWINDOW", "0s"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(cfg.grpc, GrpcServerSettings::default());
+        assert_eq!(cfg.authentication_time_window, Duration::from_secs(900));
+    }
+
+    #[test]
+    fn values_ordo_cannot_honour_are_refused_saying_so() {
+        for (variable, value, key) in [
+            (
+                "ORDERER_GENERAL_THROTTLING_RATE",
+                "1000",
+                "General.Throttling.Rate",
+            ),
+            (
+                "ORDERER_GENERAL_KEEPALIVE_SERVERMININTERVAL",
+                "10s",
+                "General.Keepalive.ServerMinInterval",
+            ),
+            (
+                "ORDERER_GENERAL_BCCSP_DEFAULT",
+                "PKCS11",
+                "General.BCCSP.Default",
+            ),
+            (
+                "ORDERER_GENERAL_BCCSP_SW_SECURITY",
+                "384",
+                "General.BCCSP.SW.Security",
+            ),
+            (
+                "ORDERER_GENERAL_BCCSP_SW_FILEKEYSTORE_KEYSTORE",
+                "/keys",
+                "General.BCCSP.SW.FileKeyStore.KeyStore",
+            ),
+            ("ORDERER_METRICS_PROVIDER", "statsd", "Metrics.Provider"),
+            (
+                "ORDERER_GENERAL_PROFILE_ENABLED",
+                "true",
+                "General.Profile.Enabled",
+            ),
+            (
+                "ORDERER_GENERAL_CLUSTER_LISTENPORT",
+                "7051",
+                "General.Cluster.ListenPort",
+            ),
+            (
+                "ORDERER_DEBUG_BROADCASTTRACEDIR",
+                "/tmp/trace",
+                "Debug.BroadcastTraceDir",
+            ),
+            (
+                "ORDERER_GENERAL_CONNECTIONTIMEOUT",
+                "5s",
+                "General.ConnectionTimeout",
+            ),
+            (
+                "ORDERER_GENERAL_TLS_TLSHANDSHAKETIMESHIFT",
+                "1h",
+                "General.TLS.TLSHandshakeTimeShift",
+            ),
+        ] {
+            let err =
+                NodeConfig::load_with_env(None, vars(&[(variable, value)])).expect_err(variable);
+            assert!(
+                matches!(err, ConfigError::Unsupported { .. }),
+                "{variable}: {err}"
+            );
+            let text = err.to_string();
+            assert!(text.contains(key) && text.contains("Ordo"), "{text}");
+        }
+        for (variable, value, key) in [
+            (
+                "ORDERER_GENERAL_KEEPALIVE_SERVERTIMEOUT",
+                "soon",
+                "General.Keepalive.ServerTimeout",
+            ),
+            (
+                "ORDERER_GENERAL_MAXRECVMSGSIZE",
+                "lots",
+                "General.MaxRecvMsgSize",
+            ),
+            ("ORDERER_METRICS_PROVIDER", "graphite", "Metrics.Provider"),
+            (
+                "ORDERER_GENERAL_CLUSTER_DIALTIMEOUT",
+                "5",
+                "General.Cluster.DialTimeout",
+            ),
+        ] {
+            if key == "General.Cluster.DialTimeout" {
+                // A bare number is nanoseconds, as a YAML number is in Fabric.
+                NodeConfig::load_with_env(None, vars(&[(variable, value)])).expect(variable);
+                continue;
+            }
+            let err =
+                NodeConfig::load_with_env(None, vars(&[(variable, value)])).expect_err(variable);
+            assert!(err.to_string().contains(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn fabric_2_keys_are_read() {
+        let yaml = "General:
+  GenesisMethod: file
+  GenesisFile: genesis.block
+FileLedger:
+  Location: ledger
+  Prefix: hyperledger-fabric-ordererledger
+Kafka:
+  Retry:
+    ShortInterval: 5s
+    ShortTotal: 10m
+    LongInterval: 5m
+    LongTotal: 12h
+    NetworkTimeouts:
+      DialTimeout: 10s
+      ReadTimeout: 10s
+      WriteTimeout: 10s
+    Metadata:
+      RetryBackoff: 250ms
+      RetryMax: 3
+    Producer:
+      RetryBackoff: 100ms
+      RetryMax: 3
+    Consumer:
+      RetryBackoff: 2s
+  Topic:
+    ReplicationFactor: 3
+  Verbose: false
+  TLS:
+    Enabled: false
+    PrivateKey:
+    Certificate:
+    RootCAs:
+  SASLPlain:
+    Enabled: false
+    User:
+    Password:
+  Version:
+";
+        let cfg = NodeConfig::from_yaml(yaml, Path::new("/etc/ordo"), vars(&[])).expect("loads");
+        assert_eq!(cfg.bootstrap_method, BootstrapMethod::File);
+        assert_eq!(
+            cfg.bootstrap_file,
+            Some(PathBuf::from("/etc/ordo/genesis.block"))
+        );
+        assert_eq!(cfg.raw.kafka.retry.short_interval, "5s");
+        assert_eq!(cfg.raw.kafka.topic.replication_factor, 3);
     }
 
     #[test]

@@ -24,6 +24,7 @@ use crate::fabric::protos::orderer::BroadcastResponse;
 use crate::runtime::blockcutter::OrderedMessage;
 use crate::runtime::channel::ChannelHandle;
 use crate::runtime::consensus::{Configure, InflightPermit, Submit, SubmitError};
+use crate::runtime::metrics::{BroadcastRecorder, UNKNOWN};
 use crate::runtime::msgprocessor::{self, Classification, Rejection, Rule};
 use crate::runtime::registrar::Registrar;
 use crate::security::signer::SigningIdentity;
@@ -87,6 +88,7 @@ pub struct BroadcastStream {
     registrar: Arc<Registrar>,
     responses: Responses,
     shutdown: CancellationToken,
+    metrics: BroadcastRecorder,
 }
 
 impl BroadcastStream {
@@ -96,6 +98,7 @@ impl BroadcastStream {
         shutdown: CancellationToken,
     ) -> Self {
         BroadcastStream {
+            metrics: BroadcastRecorder::new(registrar.metrics().clone()),
             registrar,
             responses,
             shutdown,
@@ -127,11 +130,13 @@ impl BroadcastStream {
                 Err(status) => {
                     tracing::debug!(%status, "broadcast stream error from client");
                     let _ = self.submit(run.take()).await;
+                    let _ = self.responses.send(Err(super::inbound_error(status))).await;
                     return false;
                 }
             };
             match self.accept(envelope) {
                 Ok(accepted) => {
+                    self.metrics.accepted(accepted.channel.id());
                     let limit = accepted.channel.max_inflight().min(MAX_CHUNK);
                     let continues = accepted.config.is_none()
                         && run.as_ref().is_some_and(|r| {
@@ -160,11 +165,8 @@ impl BroadcastStream {
                 Err((channel, rejection)) => {
                     if self.submit(run.take()).await {
                         tracing::warn!(status = ?rejection.status, info = %rejection.info, "rejecting broadcast message");
-                        self.registrar.metrics().broadcast_processed(
-                            &channel,
-                            rejection.status.as_str_name(),
-                            1,
-                        );
+                        self.metrics
+                            .refused(&channel, rejection.status.as_str_name());
                         let _ = self.respond(rejection.status, rejection.info).await;
                     }
                     return false;
@@ -175,11 +177,13 @@ impl BroadcastStream {
     }
 
     /// Validates one envelope: its channel, its kind, the channel's filters.
-    /// A refusal names the channel for the metrics ("" when it is not known:
-    /// clients must not be able to make up label values).
+    /// A refusal names the channel for the metrics ("unknown" when it is not
+    /// known: clients must not be able to make up label values).
     fn accept(&mut self, envelope: Envelope) -> Result<Accepted, (String, Rejection)> {
-        let unknown = |r| (String::new(), r);
+        self.metrics.validating();
+        let unknown = |r| (UNKNOWN.to_string(), r);
         let header = msgprocessor::channel_header(&envelope).map_err(unknown)?;
+        self.metrics.header_type(header.r#type);
         // Looked up for every envelope (a read lock), so a removed channel is gone at once.
         let channel = self
             .registrar
@@ -205,6 +209,7 @@ impl BroadcastStream {
         // for more room than the channel can free: a pending batch below
         // MaxMessageCount frees nothing until more envelopes come.
         while !run.messages.is_empty() {
+            self.metrics.enqueueing();
             let sizes: Vec<usize> = run.messages.iter().map(|m| m.envelope.len()).collect();
             let Ok(permit) = room_for(&run.channel, &sizes).await else {
                 let reason = format!("channel {} is closed", run.channel.id());
@@ -264,11 +269,7 @@ impl BroadcastStream {
         };
         match answer {
             Ok(Ok(())) => {
-                self.registrar.metrics().broadcast_processed(
-                    channel.id(),
-                    Status::Success.as_str_name(),
-                    count as u64,
-                );
+                self.metrics.answered(Status::Success.as_str_name(), count);
                 for _ in 0..count {
                     if !self.respond(Status::Success, String::new()).await {
                         return false;
@@ -279,11 +280,7 @@ impl BroadcastStream {
             Ok(Err(SubmitError::Unavailable(reason))) => self.unavailable(&channel, reason).await,
             Ok(Err(SubmitError::Invalid(reason))) => {
                 tracing::warn!(%reason, "rejecting broadcast message");
-                self.registrar.metrics().broadcast_processed(
-                    channel.id(),
-                    Status::BadRequest.as_str_name(),
-                    1,
-                );
+                self.metrics.answered(Status::BadRequest.as_str_name(), 1);
                 let _ = self.respond(Status::BadRequest, reason).await;
                 false
             }
@@ -299,12 +296,9 @@ impl BroadcastStream {
     }
 
     async fn unavailable(&mut self, channel: &ChannelHandle, reason: String) -> bool {
-        tracing::warn!(%reason, "broadcast refused: service unavailable");
-        self.registrar.metrics().broadcast_processed(
-            channel.id(),
-            Status::ServiceUnavailable.as_str_name(),
-            1,
-        );
+        tracing::warn!(%reason, channel = %channel.id(), "broadcast refused: service unavailable");
+        self.metrics
+            .answered(Status::ServiceUnavailable.as_str_name(), 1);
         let _ = self.respond(Status::ServiceUnavailable, reason).await;
         false
     }

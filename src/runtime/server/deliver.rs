@@ -101,6 +101,7 @@ impl DeliverStream {
                 Some(Ok(envelope)) => envelope,
                 Some(Err(status)) => {
                     tracing::debug!(%status, "deliver stream error from client");
+                    let _ = self.responses.send(Err(super::inbound_error(status))).await;
                     break;
                 }
                 None => break,
@@ -121,7 +122,24 @@ impl DeliverStream {
         tracing::debug!("deliver stream closed");
     }
 
+    /// Serves one request, counted (as Fabric counts them) once its channel
+    /// is known.
     async fn serve(&self, envelope: &Envelope) -> Outcome {
+        let counted = msgprocessor::channel_header(envelope)
+            .ok()
+            .and_then(|header| self.registrar.channel(&header.channel_id));
+        if let Some(channel) = &counted {
+            channel.metrics().deliver_requests_received.inc();
+        }
+        let outcome = self.serve_request(envelope).await;
+        if let Some(channel) = counted {
+            let success = matches!(outcome, Outcome::Status(Status::Success));
+            channel.metrics().deliver_request_completed(success);
+        }
+        outcome
+    }
+
+    async fn serve_request(&self, envelope: &Envelope) -> Outcome {
         let (channel, seek) = match self.parse(envelope) {
             Ok(parsed) => parsed,
             Err((status, reason)) => {

@@ -19,9 +19,11 @@ use std::sync::Arc;
 
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
+use crate::fabric::localconfig::GrpcServerSettings;
 use crate::fabric::protos::common::Envelope;
 use crate::fabric::protos::orderer::BroadcastResponse;
 use crate::fabric::protos::ordo::wire::DeliverResponse;
@@ -37,9 +39,31 @@ mod generated {
     include!(concat!(env!("OUT_DIR"), "/orderer.AtomicBroadcast.rs"));
 }
 
-/// Largest gRPC message accepted or sent (Fabric's default MaxRecvMsgSize and
-/// MaxSendMsgSize): room for an envelope up to AbsoluteMaxBytes and a full block.
-pub const MAX_MESSAGE_BYTES: usize = 100 * 1024 * 1024;
+/// Largest gRPC message accepted or sent by default (Fabric's default
+/// MaxRecvMsgSize and MaxSendMsgSize): room for an envelope up to
+/// AbsoluteMaxBytes and a full block.
+pub const MAX_MESSAGE_BYTES: usize = crate::fabric::localconfig::DEFAULT_MAX_MESSAGE_BYTES;
+
+/// The gRPC server with the node's HTTP/2 settings: `General.Keepalive`, and
+/// receive windows of 256 KB per stream, so a Broadcast stream that waits for
+/// in-flight room holds at most that much unread, not HTTP/2's 1 MB default.
+pub fn grpc_server(settings: &GrpcServerSettings) -> Server {
+    Server::builder()
+        .initial_stream_window_size(Some(256 * 1024))
+        .initial_connection_window_size(Some(512 * 1024))
+        .http2_keepalive_interval(Some(settings.keepalive_interval))
+        .http2_keepalive_timeout(Some(settings.keepalive_timeout))
+}
+
+/// What a client's stream error becomes for the client: a message over
+/// MaxRecvMsgSize is RESOURCE_EXHAUSTED, as gRPC-Go (and so Fabric) answers.
+pub(crate) fn inbound_error(status: Status) -> Status {
+    if status.code() == tonic::Code::OutOfRange {
+        Status::resource_exhausted(status.message().to_string())
+    } else {
+        status
+    }
+}
 
 /// `orderer.AtomicBroadcast`: Broadcast and Deliver.
 #[derive(Clone)]
@@ -56,11 +80,20 @@ impl AtomicBroadcastService {
         }
     }
 
-    /// The tonic service, with Fabric's message size limits.
+    /// The tonic service, with Fabric's default message size limits.
     pub fn into_server(self) -> AtomicBroadcastServer<AtomicBroadcastService> {
+        self.into_server_with(&GrpcServerSettings::default())
+    }
+
+    /// The tonic service, with the limits of `General.MaxRecvMsgSize` and
+    /// `General.MaxSendMsgSize`.
+    pub fn into_server_with(
+        self,
+        settings: &GrpcServerSettings,
+    ) -> AtomicBroadcastServer<AtomicBroadcastService> {
         AtomicBroadcastServer::new(self)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+            .max_decoding_message_size(settings.max_recv_msg_size)
+            .max_encoding_message_size(settings.max_send_msg_size)
     }
 }
 

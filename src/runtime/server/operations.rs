@@ -240,6 +240,10 @@ async fn healthz(State(ops): State<Operations>, method: Method) -> Response {
 
 async fn metrics(State(ops): State<Operations>) -> Response {
     let registrar = &ops.registrar;
+    // Metrics.Provider other than prometheus: no such page, as in Fabric.
+    if !registrar.metrics().exposed() {
+        return (StatusCode::NOT_FOUND, "404 page not found\n").into_response();
+    }
     // Gauges read from the channels' state at scrape time.
     for channel in registrar.channels() {
         let m = channel.metrics();
@@ -256,10 +260,7 @@ async fn metrics(State(ops): State<Operations>) -> Response {
     }
     let text = registrar.metrics().encode();
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, crate::runtime::metrics::CONTENT_TYPE)],
         text,
     )
         .into_response()

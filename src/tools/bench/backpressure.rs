@@ -300,7 +300,7 @@ fn parse_scrape(text: &str) -> Scrape {
         };
         let name = series.split('{').next().unwrap_or(series);
         match name {
-            "broadcast_processed_count_total" if series.contains("status=\"SUCCESS\"") => {
+            "broadcast_processed_count" if series.contains("status=\"SUCCESS\"") => {
                 scrape.succeeded += value
             }
             "ordo_blocks_inflight" => scrape.blocks_inflight += value,
@@ -413,9 +413,9 @@ mod tests {
     #[test]
     fn scrapes_sum_the_series_a_sample_needs() {
         let text = "# TYPE x counter\n\
-            broadcast_processed_count_total{channel=\"a\",status=\"SUCCESS\"} 10\n\
-            broadcast_processed_count_total{channel=\"a\",status=\"BAD_REQUEST\"} 3\n\
-            broadcast_processed_count_total{channel=\"b\",status=\"SUCCESS\"} 5\n\
+            broadcast_processed_count{channel=\"a\",status=\"SUCCESS\",type=\"MESSAGE\"} 10\n\
+            broadcast_processed_count{channel=\"a\",status=\"BAD_REQUEST\",type=\"MESSAGE\"} 3\n\
+            broadcast_processed_count{channel=\"b\",status=\"SUCCESS\",type=\"MESSAGE\"} 5\n\
             ordo_blocks_inflight{channel=\"a\"} 2\n\
             ordo_submission_wait_seconds_sum{channel=\"a\"} 0.5\n\
             ordo_submission_wait_seconds_count{channel=\"a\"} 4\n";
