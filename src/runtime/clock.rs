@@ -15,6 +15,9 @@ pub struct Clock(Arc<dyn TimeSource>);
 
 trait TimeSource: Send + Sync + 'static {
     fn now(&self) -> Instant;
+    /// Wall-clock time, for what is compared with other machines' clocks
+    /// (request timestamps, certificate expiry).
+    fn wall(&self) -> std::time::SystemTime;
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()>;
 }
 
@@ -26,8 +29,11 @@ impl Clock {
 
     /// A clock that moves only when [`ManualClock::advance`] is called.
     pub fn manual() -> (Clock, ManualClock) {
+        let now = Instant::now();
         let manual = ManualClock(Arc::new(Mutex::new(ManualState {
-            now: Instant::now(),
+            now,
+            started: now,
+            started_wall: std::time::SystemTime::now(),
             sleepers: Vec::new(),
         })));
         (Clock(Arc::new(manual.clone())), manual)
@@ -35,6 +41,12 @@ impl Clock {
 
     pub fn now(&self) -> Instant {
         self.0.now()
+    }
+
+    /// The wall-clock time; a manual clock starts at the real time and moves
+    /// only when advanced.
+    pub fn wall(&self) -> std::time::SystemTime {
+        self.0.wall()
     }
 
     /// Resolves once `duration` has passed on this clock.
@@ -56,6 +68,10 @@ impl TimeSource for SystemTime {
         Instant::now()
     }
 
+    fn wall(&self) -> std::time::SystemTime {
+        std::time::SystemTime::now()
+    }
+
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
         tokio::time::sleep(duration).boxed()
     }
@@ -67,6 +83,8 @@ pub struct ManualClock(Arc<Mutex<ManualState>>);
 
 struct ManualState {
     now: Instant,
+    started: Instant,
+    started_wall: std::time::SystemTime,
     sleepers: Vec<(Instant, oneshot::Sender<()>)>,
 }
 
@@ -100,6 +118,11 @@ impl ManualClock {
 impl TimeSource for ManualClock {
     fn now(&self) -> Instant {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).now
+    }
+
+    fn wall(&self) -> std::time::SystemTime {
+        let state = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        state.started_wall + (state.now - state.started)
     }
 
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
@@ -141,5 +164,11 @@ mod tests {
         assert!(futures::poll!(&mut long).is_pending());
         assert_eq!(hand.sleepers(), 1);
         assert_eq!(clock.now() - start, Duration::from_millis(10));
+        let wall = clock.wall();
+        hand.advance(Duration::from_secs(3600));
+        assert_eq!(
+            clock.wall().duration_since(wall).expect("later"),
+            Duration::from_secs(3600)
+        );
     }
 }

@@ -26,6 +26,7 @@ use crate::runtime::consensus::{
 };
 use crate::runtime::metrics::Metrics;
 use crate::runtime::registrar::{Registrar, RegistrarError};
+use crate::runtime::server::deliver::access::DeliverAccess;
 use crate::runtime::server::operations::HealthChecks;
 use crate::runtime::server::tls::{ListenerTls, TlsIncoming, TlsSettings};
 use crate::runtime::server::trust::ChannelTlsTrust;
@@ -197,6 +198,7 @@ impl Node {
         let metrics =
             Metrics::with_exposition(config.metrics_provider == MetricsProvider::Prometheus);
         let resources = Arc::new(node_resources(&config, options.clock, signer));
+        let clock = resources.clock.clone();
         let registrar = {
             let config = config.clone();
             let arbiters = actors.handles();
@@ -261,7 +263,15 @@ impl Node {
             source,
         })?;
         let shutdown = CancellationToken::new();
-        let service = AtomicBroadcastService::new(registrar.clone(), shutdown.clone());
+        let deliver_access = DeliverAccess {
+            time_window: config.authentication_time_window,
+            // As Fabric: requests are bound to their TLS session when the
+            // listener requires client certificates.
+            mutual_tls: config.tls.as_ref().is_some_and(|t| t.client_auth_required),
+            clock,
+        };
+        let service =
+            AtomicBroadcastService::new(registrar.clone(), shutdown.clone(), deliver_access);
         // Overall health ("") is SERVING while the node serves, as Fabric's.
         let (grpc_health, health_service) = tonic_health::server::health_reporter();
         let router = grpc_server(&config.grpc)

@@ -21,9 +21,9 @@ use ordo::fabric::protos::orderer::seek_info::{SeekBehavior, SeekContentType};
 use ordo::fabric::protos::orderer::BroadcastResponse;
 use ordo::runtime::consensus::Consenters;
 use ordo::runtime::node::{Node, NodeOptions};
-use ordo::security::signer::CertificateAuthority;
+use ordo::security::signer::{CertificateAuthority, SigningIdentity};
 use ordo::tools::client::connect;
-use ordo::tools::client::envelope::{seek, transaction, BlockPosition};
+use ordo::tools::client::envelope::{seek, signed_seek, transaction, BlockPosition, Requester};
 use ordo::tools::client::participation::AdminClient;
 
 pub const CHANNEL: &str = "mychannel";
@@ -37,6 +37,9 @@ pub struct TestNode {
     pub extra_env: Vec<(String, String)>,
     /// The consenters the node serves (Ordo's own unless a test adds one).
     pub consenters: Consenters,
+    /// Who [`all_blocks`] reads as: needed on channels whose Readers are
+    /// organizations (unsigned requests read channels without any).
+    pub reader: Option<std::sync::Arc<SigningIdentity>>,
 }
 
 impl TestNode {
@@ -52,6 +55,7 @@ impl TestNode {
             dir,
             extra_env,
             consenters: Consenters::standard(),
+            reader: None,
         };
         node.start().await;
         node
@@ -64,6 +68,7 @@ impl TestNode {
             dir: tempfile::tempdir().expect("tempdir"),
             extra_env: Vec::new(),
             consenters,
+            reader: None,
         };
         node.start().await;
         node
@@ -93,6 +98,7 @@ impl TestNode {
             dir,
             extra_env: env,
             consenters: Consenters::standard(),
+            reader: None,
         };
         node.start().await;
         node
@@ -312,14 +318,19 @@ pub async fn deliver_envelope(
 /// Every block from 0 to the current height.
 pub async fn all_blocks(node: &TestNode, channel: &str) -> Vec<Block> {
     let mut client = node.client().await;
-    let got = deliver(
-        &mut client,
+    let requester = Requester {
+        identity: node.reader.as_deref(),
+        tls_cert_hash: None,
+    };
+    let request = signed_seek(
         channel,
         BlockPosition::Oldest,
         BlockPosition::Newest,
         SeekBehavior::FailIfNotReady,
-    )
-    .await;
+        SeekContentType::Block,
+        &requester,
+    );
+    let got = deliver_envelope(&mut client, request).await;
     assert_eq!(got.status, Some(Status::Success));
     got.blocks
 }

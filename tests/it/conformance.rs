@@ -132,7 +132,10 @@ async fn a_solo_genesis_block_made_by_fabric_tools_boots_ordo() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let (solo, _, client_identity) = fabric_made_blocks(dir.path());
-    let node = TestNode::with_env(boot_from(&solo)).await;
+    let client_identity = std::sync::Arc::new(client_identity);
+    let mut node = TestNode::with_env(boot_from(&solo)).await;
+    // The channel's Readers are its organizations' members.
+    node.reader = Some(client_identity.clone());
     let channel = node
         .node
         .as_ref()

@@ -15,6 +15,7 @@ mod deliver;
 mod node_config;
 mod operations;
 mod participation;
+mod readers;
 mod restart;
 mod signing;
 mod tls;

@@ -106,6 +106,7 @@ async fn sigterm_on_the_binary_loses_no_acknowledged_envelope() {
         dir,
         extra_env: vec![],
         consenters: ordo::runtime::consensus::Consenters::standard(),
+        reader: None,
     };
     let blocks = all_blocks(&test_node, CHANNEL).await;
     verify_chain(&blocks);

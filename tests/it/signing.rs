@@ -250,7 +250,10 @@ fn transactions(client: &SigningIdentity, from: u32, count: u32) -> Vec<Envelope
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_block_and_config_envelope_verifies_as_a_peer_checks_it() {
     let network = Network::new();
-    let node = network.node().await;
+    let mut node = network.node().await;
+    node.reader = Some(std::sync::Arc::new(
+        SigningIdentity::from_msp_dir(&network.path("client"), ORDERER_MSP).expect("client"),
+    ));
 
     // 25 transactions (blocks of 10, 10, 5), a config update, 7 more.
     send_all(&node, transactions(&network.client, 0, 25)).await;

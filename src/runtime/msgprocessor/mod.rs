@@ -188,7 +188,7 @@ impl RuleSet {
         if expiration_checks {
             rules.push(Box::new(ExpirationRejectRule::default()));
         }
-        rules.push(Box::new(SigFilter));
+        rules.push(Box::new(SigFilter::WRITERS));
         RuleSet { rules }
     }
 

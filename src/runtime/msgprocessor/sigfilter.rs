@@ -1,7 +1,8 @@
 //! The signature filter (Fabric's `SigFilter`): the envelope's creator and
 //! signature must satisfy the channel's `/Channel/Writers`, or
 //! `/Channel/Orderer/Writers` while the channel is in maintenance mode (so
-//! that only the ordering organizations can change anything then).
+//! that only the ordering organizations can change anything then). Deliver
+//! runs the same filter over `/Channel/Readers` (`/Channel/Orderer/Readers`).
 //!
 //! A refusal is FORBIDDEN with the policy's reason and ": permission
 //! denied", as Fabric's Broadcast answers; an envelope whose signature header
@@ -11,10 +12,28 @@ use super::{Rejection, Rule};
 use crate::fabric::channelconfig::{ChannelConfig, ConsensusState};
 use crate::fabric::protos::common::{Envelope, Status};
 use crate::security::policies::{
-    envelope_as_signed_data, CHANNEL_ORDERER_WRITERS, CHANNEL_WRITERS,
+    envelope_as_signed_data, CHANNEL_ORDERER_READERS, CHANNEL_ORDERER_WRITERS, CHANNEL_READERS,
+    CHANNEL_WRITERS,
 };
 
-pub struct SigFilter;
+/// The policy an envelope must satisfy, in normal and in maintenance mode.
+pub struct SigFilter {
+    normal: &'static str,
+    maintenance: &'static str,
+}
+
+impl SigFilter {
+    /// Broadcast's: who may write.
+    pub const WRITERS: SigFilter = SigFilter {
+        normal: CHANNEL_WRITERS,
+        maintenance: CHANNEL_ORDERER_WRITERS,
+    };
+    /// Deliver's: who may read.
+    pub const READERS: SigFilter = SigFilter {
+        normal: CHANNEL_READERS,
+        maintenance: CHANNEL_ORDERER_READERS,
+    };
+}
 
 impl Rule for SigFilter {
     fn apply(
@@ -27,8 +46,8 @@ impl Rule for SigFilter {
             Rejection::bad_request(format!("could not convert message to signedData: {e}"))
         })?;
         let policy = match config.orderer.consensus_state {
-            ConsensusState::Normal => CHANNEL_WRITERS,
-            ConsensusState::Maintenance => CHANNEL_ORDERER_WRITERS,
+            ConsensusState::Normal => self.normal,
+            ConsensusState::Maintenance => self.maintenance,
         };
         if !config.policy_manager.exists(policy) {
             return Err(Rejection::bad_request(format!(
@@ -85,10 +104,10 @@ mod tests {
         let org1 = TestOrg::new("Org1MSP");
         let config = channel(&orderer, &org1, false);
         let tx = |who: &TestOrg| who.client.transaction("c1", Bytes::from_static(b"tx"));
-        assert_eq!(SigFilter.apply(&tx(&org1), 0, &config), Ok(()));
+        assert_eq!(SigFilter::WRITERS.apply(&tx(&org1), 0, &config), Ok(()));
 
         let stranger = TestOrg::new("Org1MSP");
-        let refused = SigFilter
+        let refused = SigFilter::WRITERS
             .apply(&tx(&stranger), 0, &config)
             .expect_err("stranger");
         assert_eq!(refused.status, Status::Forbidden);
@@ -103,12 +122,12 @@ mod tests {
         payload[last] ^= 1;
         tampered.payload = payload.into();
         assert_eq!(
-            SigFilter.apply(&tampered, 0, &config).map_err(|r| r.status),
+            SigFilter::WRITERS.apply(&tampered, 0, &config).map_err(|r| r.status),
             Err(Status::Forbidden)
         );
         let mut unsigned = tx(&org1);
         unsigned.signature = Bytes::new();
-        assert!(SigFilter.apply(&unsigned, 0, &config).is_err());
+        assert!(SigFilter::WRITERS.apply(&unsigned, 0, &config).is_err());
 
         let headless = Envelope {
             payload: crate::fabric::protos::common::Payload::default()
@@ -116,7 +135,7 @@ mod tests {
                 .into(),
             signature: Bytes::new(),
         };
-        let err = SigFilter
+        let err = SigFilter::WRITERS
             .apply(&headless, 0, &config)
             .expect_err("no header");
         assert_eq!(err.status, Status::BadRequest);
@@ -132,11 +151,11 @@ mod tests {
         let config = channel(&orderer, &org1, true);
         let app = org1.client.transaction("c1", Bytes::from_static(b"tx"));
         assert_eq!(
-            SigFilter.apply(&app, 0, &config).map_err(|r| r.status),
+            SigFilter::WRITERS.apply(&app, 0, &config).map_err(|r| r.status),
             Err(Status::Forbidden)
         );
         let ordering = orderer.admin.transaction("c1", Bytes::from_static(b"tx"));
-        assert_eq!(SigFilter.apply(&ordering, 0, &config), Ok(()));
+        assert_eq!(SigFilter::WRITERS.apply(&ordering, 0, &config), Ok(()));
     }
 
     #[test]
@@ -145,6 +164,6 @@ mod tests {
         let config = ChannelConfig::from_config_block(&block).expect("config");
         let unsigned =
             crate::fabric::envelopeutil::testing::transaction("c1", Bytes::from_static(b"tx"));
-        assert_eq!(SigFilter.apply(&unsigned, 0, &config), Ok(()));
+        assert_eq!(SigFilter::WRITERS.apply(&unsigned, 0, &config), Ok(()));
     }
 }

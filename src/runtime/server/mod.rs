@@ -9,7 +9,7 @@
 //! client's address with `Request::remote_addr()`, as with tonic's own TLS.
 
 mod broadcast;
-mod deliver;
+pub mod deliver;
 pub mod operations;
 pub mod participation;
 pub mod tls;
@@ -70,13 +70,19 @@ pub(crate) fn inbound_error(status: Status) -> Status {
 pub struct AtomicBroadcastService {
     registrar: Arc<Registrar>,
     shutdown: CancellationToken,
+    deliver_access: Arc<deliver::access::DeliverAccess>,
 }
 
 impl AtomicBroadcastService {
-    pub fn new(registrar: Arc<Registrar>, shutdown: CancellationToken) -> AtomicBroadcastService {
+    pub fn new(
+        registrar: Arc<Registrar>,
+        shutdown: CancellationToken,
+        deliver_access: deliver::access::DeliverAccess,
+    ) -> AtomicBroadcastService {
         AtomicBroadcastService {
             registrar,
             shutdown,
+            deliver_access: Arc::new(deliver_access),
         }
     }
 
@@ -137,7 +143,14 @@ impl AtomicBroadcast for AtomicBroadcastService {
     ) -> Result<Response<Self::DeliverStream>, Status> {
         let span = tracing::info_span!("deliver", peer = %peer(&request));
         let (tx, rx) = tokio::sync::mpsc::channel(deliver::RESPONSE_BUFFER);
-        let stream = deliver::DeliverStream::new(self.registrar.clone(), tx, self.shutdown.clone());
+        let certificate = client_certificate(&request).map(|c| deliver::access::certificate_hash(&c));
+        let stream = deliver::DeliverStream::new(
+            self.registrar.clone(),
+            tx,
+            self.shutdown.clone(),
+            self.deliver_access.clone(),
+            certificate,
+        );
         tokio::spawn(stream.run(request.into_inner()).instrument(span));
         Ok(Response::new(ReceiverStream::new(rx)))
     }

@@ -28,7 +28,9 @@ use crate::fabric::blockutil;
 use crate::fabric::protos::common::{Block, ChannelHeader, Envelope, HeaderType, Payload, Status};
 use crate::fabric::protos::orderer::deliver_response::Type as DeliverItem;
 use crate::fabric::protos::orderer::seek_info::{SeekBehavior, SeekContentType};
-use crate::tools::client::envelope::{default_creator, envelope_with_id, seek, BlockPosition};
+use crate::tools::client::envelope::{
+    default_creator, envelope_with_id, signed_seek, tls_cert_hash, BlockPosition, Requester,
+};
 use crate::tools::client::identity::SigningIdentity;
 use crate::tools::client::{connect_with, ClientError, TlsOptions};
 
@@ -302,14 +304,16 @@ pub async fn run_load_with_fan_out(
 
     // Deliver first, from the block after the current newest one.
     let mut deliver_client = connect_with(&options.address, tls).await?;
-    let newest = newest_block_number(&mut deliver_client, &options.channel).await?;
+    let reader = Reader::of(options);
+    let newest = newest_block_number(&mut deliver_client, &options.channel, &reader).await?;
     let stop_deliver = CancellationToken::new();
     let deliver = {
         let tracker = tracker.clone();
         let channel = options.channel.clone();
         let stop = stop_deliver.clone();
+        let reader = reader.clone();
         tokio::spawn(async move {
-            follow_blocks(&mut deliver_client, &channel, newest + 1, &tracker, stop).await
+            follow_blocks(&mut deliver_client, &channel, &reader, newest + 1, &tracker, stop).await
         })
     };
     let followers = FanOut::open(options, newest + 1, fan_out).await?;
@@ -502,13 +506,59 @@ type AbClient = crate::fabric::protos::orderer::atomic_broadcast_client::AtomicB
     tonic::transport::Channel,
 >;
 
-async fn newest_block_number(client: &mut AbClient, channel: &str) -> Result<u64, LoadError> {
-    let request = seek(
+/// Who the load's Deliver streams ask as: its signing identity, if any, and
+/// its TLS client certificate (an orderer requiring client certificates
+/// binds each request to it).
+#[derive(Clone, Default)]
+struct Reader {
+    identity: Option<Arc<SigningIdentity>>,
+    tls_cert_hash: Option<Vec<u8>>,
+}
+
+impl Reader {
+    fn of(options: &LoadOptions) -> Reader {
+        Reader {
+            identity: options.identity.clone(),
+            tls_cert_hash: options
+                .tls
+                .as_ref()
+                .and_then(|tls| tls.client_identity.as_ref())
+                .and_then(|(certificate, _)| tls_cert_hash(certificate)),
+        }
+    }
+
+    fn seek(
+        &self,
+        channel: &str,
+        start: BlockPosition,
+        stop: BlockPosition,
+        behavior: SeekBehavior,
+    ) -> Envelope {
+        let requester = Requester {
+            identity: self.identity.as_deref(),
+            tls_cert_hash: self.tls_cert_hash.as_deref(),
+        };
+        signed_seek(
+            channel,
+            start,
+            stop,
+            behavior,
+            SeekContentType::Block,
+            &requester,
+        )
+    }
+}
+
+async fn newest_block_number(
+    client: &mut AbClient,
+    channel: &str,
+    reader: &Reader,
+) -> Result<u64, LoadError> {
+    let request = reader.seek(
         channel,
         BlockPosition::Newest,
         BlockPosition::Newest,
         SeekBehavior::FailIfNotReady,
-        SeekContentType::Block,
     );
     let mut responses = client
         .deliver(tokio_stream::once(request))
@@ -535,16 +585,16 @@ async fn newest_block_number(client: &mut AbClient, channel: &str) -> Result<u64
 async fn each_block(
     client: &mut AbClient,
     channel: &str,
+    reader: &Reader,
     start: u64,
     stop: CancellationToken,
     mut on_block: impl FnMut(Block) -> Result<(), String>,
 ) -> Result<(), String> {
-    let request = seek(
+    let request = reader.seek(
         channel,
         BlockPosition::Number(start),
         BlockPosition::Number(u64::MAX),
         SeekBehavior::BlockUntilReady,
-        SeekContentType::Block,
     );
     let mut responses = client
         .deliver(tokio_stream::once(request))
@@ -574,11 +624,12 @@ async fn each_block(
 async fn follow_blocks(
     client: &mut AbClient,
     channel: &str,
+    reader: &Reader,
     start: u64,
     tracker: &Tracker,
     stop: CancellationToken,
 ) -> Result<(), String> {
-    each_block(client, channel, start, stop, |block| {
+    each_block(client, channel, reader, start, stop, |block| {
         let now = Instant::now();
         let mut ours = false;
         for raw in blockutil::entries(&block) {
@@ -665,8 +716,10 @@ impl FanOut {
             fan_out.followers.push(follower.clone());
             let channel = options.channel.clone();
             let stop = stop.clone();
+            let reader = Reader::of(options);
             fan_out.tasks.push(tokio::spawn(async move {
-                if let Err(e) = count_blocks(client, &channel, start, &follower, stop).await {
+                if let Err(e) = count_blocks(client, &channel, &reader, start, &follower, stop).await
+                {
                     follower.fail(e);
                 }
             }));
@@ -735,11 +788,12 @@ impl FanOut {
 async fn count_blocks(
     mut client: AbClient,
     channel: &str,
+    reader: &Reader,
     start: u64,
     follower: &Follower,
     stop: CancellationToken,
 ) -> Result<(), String> {
-    each_block(&mut client, channel, start, stop, |block| {
+    each_block(&mut client, channel, reader, start, stop, |block| {
         let expected = start + follower.received.load(Ordering::Relaxed);
         let number = blockutil::number(&block);
         if number != expected {

@@ -1,5 +1,5 @@
 //! Building the envelopes a Fabric client sends: transactions for Broadcast and
-//! signed-header SeekInfo requests for Deliver (unsigned until the security work).
+//! SeekInfo requests for Deliver, signed when the client has an identity.
 
 use std::str::FromStr;
 
@@ -116,13 +116,43 @@ impl From<BlockPosition> for SeekPosition {
     }
 }
 
-/// A Deliver request for blocks `start..=stop`.
+/// An unsigned Deliver request for blocks `start..=stop`: enough for a
+/// channel whose Readers admit anyone.
 pub fn seek(
     channel: &str,
     start: BlockPosition,
     stop: BlockPosition,
     behavior: SeekBehavior,
     content: SeekContentType,
+) -> Envelope {
+    signed_seek(channel, start, stop, behavior, content, &Requester::default())
+}
+
+/// Who asks for blocks: the identity that signs the request, and the SHA-256
+/// of the TLS client certificate its connection presents (an orderer that
+/// requires client certificates binds each request to it).
+#[derive(Default, Clone, Copy)]
+pub struct Requester<'a> {
+    pub identity: Option<&'a SigningIdentity>,
+    pub tls_cert_hash: Option<&'a [u8]>,
+}
+
+/// SHA-256 of the first certificate of a PEM chain, as a request's TLS
+/// binding names it.
+pub fn tls_cert_hash(certificate_pem: &[u8]) -> Option<Vec<u8>> {
+    use sha2::Digest;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(certificate_pem).ok()?;
+    Some(sha2::Sha256::digest(&pem.contents).to_vec())
+}
+
+/// A Deliver request for blocks `start..=stop` by `requester`.
+pub fn signed_seek(
+    channel: &str,
+    start: BlockPosition,
+    stop: BlockPosition,
+    behavior: SeekBehavior,
+    content: SeekContentType,
+    requester: &Requester<'_>,
 ) -> Envelope {
     let info = SeekInfo {
         start: Some(start.into()),
@@ -131,9 +161,41 @@ pub fn seek(
         error_response: 0,
         content_type: content as i32,
     };
-    envelope(
+    let creator = requester
+        .identity
+        .map_or_else(creator, SigningIdentity::creator);
+    let (mut envelope, _) = new_envelope(
         channel,
         HeaderType::DeliverSeekInfo,
         info.encode_to_vec().into(),
-    )
+        creator,
+    );
+    if let Some(hash) = requester.tls_cert_hash {
+        envelope = with_tls_cert_hash(envelope, hash);
+    }
+    if let Some(identity) = requester.identity {
+        envelope.signature = identity.sign(&envelope.payload);
+    }
+    envelope
+}
+
+/// The envelope with its channel header naming `hash`; an envelope this
+/// module made always decodes.
+fn with_tls_cert_hash(envelope: Envelope, hash: &[u8]) -> Envelope {
+    use crate::fabric::protos::common::{ChannelHeader, Payload};
+    let Ok(mut payload) = Payload::decode(envelope.payload.clone()) else {
+        return envelope;
+    };
+    let Some(header) = payload.header.as_mut() else {
+        return envelope;
+    };
+    let Ok(mut channel_header) = ChannelHeader::decode(header.channel_header.clone()) else {
+        return envelope;
+    };
+    channel_header.tls_cert_hash = Bytes::copy_from_slice(hash);
+    header.channel_header = channel_header.encode_to_vec().into();
+    Envelope {
+        payload: payload.encode_to_vec().into(),
+        signature: envelope.signature,
+    }
 }

@@ -8,6 +8,11 @@
 //! Blocks are sent as the ledger stores them, marshalled: read off the async
 //! workers and shared through the channel's block cache, so streams following
 //! the head share one read of each block and none decodes or encodes it.
+//!
+//! Every request passes [`access`] first: its timestamp, its TLS binding and
+//! the channel's Readers policy.
+
+pub mod access;
 
 use std::sync::Arc;
 
@@ -28,6 +33,7 @@ use crate::fabric::protos::ordo::wire::{deliver_response, DeliverResponse};
 use crate::runtime::channel::{ChannelHandle, ChannelState};
 use crate::runtime::msgprocessor;
 use crate::runtime::registrar::Registrar;
+use access::{DeliverAccess, SessionAccess};
 
 /// Blocks buffered towards a client.
 pub const RESPONSE_BUFFER: usize = 4;
@@ -44,6 +50,9 @@ pub struct DeliverStream {
     registrar: Arc<Registrar>,
     responses: Responses,
     shutdown: CancellationToken,
+    access: Arc<DeliverAccess>,
+    /// SHA-256 of the client's TLS certificate, if its connection sent one.
+    connection_certificate: Option<Vec<u8>>,
 }
 
 /// A validated request: which blocks, and how.
@@ -82,11 +91,15 @@ impl DeliverStream {
         registrar: Arc<Registrar>,
         responses: Responses,
         shutdown: CancellationToken,
+        access: Arc<DeliverAccess>,
+        connection_certificate: Option<Vec<u8>>,
     ) -> Self {
         DeliverStream {
             registrar,
             responses,
             shutdown,
+            access,
+            connection_certificate,
         }
     }
 
@@ -140,7 +153,7 @@ impl DeliverStream {
     }
 
     async fn serve_request(&self, envelope: &Envelope) -> Outcome {
-        let (channel, seek) = match self.parse(envelope) {
+        let (channel, seek, session) = match self.parse(envelope) {
             Ok(parsed) => parsed,
             Err((status, reason)) => {
                 tracing::warn!(?status, %reason, "deliver request refused");
@@ -148,15 +161,24 @@ impl DeliverStream {
             }
         };
         let span = tracing::debug_span!("seek", channel = %channel.id(), start = seek.start.number(), stop = seek.stop);
-        self.stream_blocks(&channel, &seek).instrument(span).await
+        self.stream_blocks(&channel, &seek, session)
+            .instrument(span)
+            .await
     }
 
     /// Reads a request as Fabric's deliver handler does, in its order: the
-    /// channel (an empty or unknown ID: NOT_FOUND), the SeekInfo, the
-    /// consenter's state (unless BEST_EFFORT), then the positions.
-    fn parse(&self, envelope: &Envelope) -> Result<(Arc<ChannelHandle>, Seek), (Status, String)> {
+    /// header's timestamp and TLS binding, the channel (an empty or unknown
+    /// ID: NOT_FOUND), the SeekInfo, the consenter's state (unless
+    /// BEST_EFFORT), the requester's access, then the positions.
+    fn parse(
+        &self,
+        envelope: &Envelope,
+    ) -> Result<(Arc<ChannelHandle>, Seek, SessionAccess), (Status, String)> {
         let bad = |reason: String| (Status::BadRequest, reason);
         let header = msgprocessor::channel_header(envelope).map_err(|r| bad(r.info))?;
+        self.access
+            .check_header(&header, self.connection_certificate.as_deref())
+            .map_err(bad)?;
         let channel = self.registrar.channel(&header.channel_id).ok_or_else(|| {
             (
                 Status::NotFound,
@@ -171,6 +193,11 @@ impl DeliverStream {
         if let Some(reason) = unavailable(&channel.state(), best_effort) {
             return Err((Status::ServiceUnavailable, reason));
         }
+        let mut session = SessionAccess::new(envelope, channel.clone(), self.access.clock.clone())
+            .map_err(bad)?;
+        session
+            .evaluate()
+            .map_err(|reason| (Status::Forbidden, reason))?;
         let (Some(start_position), Some(stop_position)) = (seek_info.start, seek_info.stop) else {
             return Err(bad("seek start or stop position not set".into()));
         };
@@ -208,10 +235,16 @@ impl DeliverStream {
                 best_effort,
                 header_only: seek_info.content_type == SeekContentType::HeaderWithSig as i32,
             },
+            session,
         ))
     }
 
-    async fn stream_blocks(&self, channel: &ChannelHandle, seek: &Seek) -> Outcome {
+    async fn stream_blocks(
+        &self,
+        channel: &ChannelHandle,
+        seek: &Seek,
+        mut session: SessionAccess,
+    ) -> Outcome {
         let store = channel.store();
         // Counted while it reads, so the channel's followers share blocks.
         let _reader = store.deliver_reader();
@@ -249,6 +282,11 @@ impl DeliverStream {
                     return Outcome::Status(Status::InternalServerError);
                 }
             };
+            // A config change or the requester's expiry may end its access.
+            if let Err(reason) = session.evaluate() {
+                tracing::warn!(%reason, "client authorization revoked for deliver request");
+                return Outcome::Status(Status::Forbidden);
+            }
             let block = if seek.header_only {
                 match header_only(block) {
                     Ok(block) => block,
