@@ -31,8 +31,7 @@ use crate::runtime::server::operations::HealthChecks;
 use crate::runtime::server::tls::{ListenerTls, TlsIncoming, TlsSettings};
 use crate::runtime::server::trust::ChannelTlsTrust;
 use crate::runtime::server::{
-    grpc_server, operations, participation, serve_http, serve_https,
-    AtomicBroadcastService,
+    grpc_server, operations, participation, serve_http, serve_https, AtomicBroadcastService,
 };
 use crate::security::signer::{local_signer, SignerError, SigningIdentity};
 

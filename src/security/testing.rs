@@ -142,12 +142,13 @@ impl TestCa {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let serial = serial();
         params.serial_number = Some(serial.clone());
-        let (not_before, not_after) = match validity {
-            Validity::Current => ((2020, 1, 1), (2099, 12, 31)),
-            Validity::Expired => ((2001, 1, 1), (2002, 1, 1)),
+        let ((from_y, from_m, from_d), until) = match validity {
+            Validity::Current => ((2020, 1, 1), rcgen::date_time_ymd(2099, 12, 31)),
+            Validity::Expired => ((2001, 1, 1), rcgen::date_time_ymd(2002, 1, 1)),
+            Validity::Until(end) => ((2020, 1, 1), time::OffsetDateTime::from(end)),
         };
-        params.not_before = rcgen::date_time_ymd(not_before.0, not_before.1, not_before.2);
-        params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+        params.not_before = rcgen::date_time_ymd(from_y, from_m, from_d);
+        params.not_after = until;
         let certificate = params.signed_by(key, &self.issuer).expect("certificate");
         (certificate.pem().into_bytes().into(), serial)
     }
@@ -182,6 +183,8 @@ pub enum Validity {
     Current,
     /// During 2001 only.
     Expired,
+    /// From 2020 until the given time.
+    Until(std::time::SystemTime),
 }
 
 /// A certificate and, for P-256 identities, its key.

@@ -13,9 +13,7 @@ use ordo::fabric::configtx::compute::{compute_update, signed_config_update_envel
 use ordo::fabric::configtxgen::policydsl;
 use ordo::fabric::envelopeutil::new_envelope;
 use ordo::fabric::protos::common::policy::PolicyType;
-use ordo::fabric::protos::common::{
-    ChannelHeader, Envelope, HeaderType, Payload, Policy, Status,
-};
+use ordo::fabric::protos::common::{ChannelHeader, Envelope, HeaderType, Payload, Policy, Status};
 use ordo::fabric::protos::orderer::seek_info::{SeekBehavior, SeekContentType};
 use ordo::fabric::protos::orderer::SeekInfo;
 use ordo::security::testing::{TestCa, TestIdentity, TestOrg, Validity, CLIENT_OU};
@@ -170,10 +168,9 @@ fn narrow_readers(network: &Network, current: &ChannelConfig) -> Envelope {
         (name, p)
     }));
     let update = compute_update(CHANNEL, &current.config, &updated).expect("a difference");
-    network
-        .org1
-        .admin
-        .as_update_signer(|admin| signed_config_update_envelope(&update, std::slice::from_ref(admin), admin))
+    network.org1.admin.as_update_signer(|admin| {
+        signed_config_update_envelope(&update, std::slice::from_ref(admin), admin)
+    })
 }
 
 /// The next block or status of a Deliver stream.
@@ -214,9 +211,17 @@ async fn a_config_change_that_drops_a_reader_ends_its_stream() {
     let mut client = node.client().await;
     let mut broadcast = BroadcastStream::open(&mut client).await;
     broadcast
-        .send(network.org1.client.transaction(CHANNEL, Bytes::from_static(b"before")))
+        .send(
+            network
+                .org1
+                .client
+                .transaction(CHANNEL, Bytes::from_static(b"before")),
+        )
         .await;
-    assert_eq!(broadcast.next().await.expect("answer").status, Status::Success as i32);
+    assert_eq!(
+        broadcast.next().await.expect("answer").status,
+        Status::Success as i32
+    );
     assert!(matches!(next(&mut stream).await, Item::Block(_)));
 
     // Readers narrowed to Org1's admins: the config block is not sent to a
@@ -226,7 +231,10 @@ async fn a_config_change_that_drops_a_reader_ends_its_stream() {
     broadcast.send(update).await;
     let answer = broadcast.next().await.expect("answer");
     assert_eq!(answer.status, Status::Success as i32, "{}", answer.info);
-    assert_eq!(next(&mut stream).await, Item::Status(Status::Forbidden as i32));
+    assert_eq!(
+        next(&mut stream).await,
+        Item::Status(Status::Forbidden as i32)
+    );
 
     // The admin still reads everything, the client nothing.
     let mut reader = node.client().await;
@@ -235,4 +243,99 @@ async fn a_config_change_that_drops_a_reader_ends_its_stream() {
     assert_eq!(got.blocks.len(), 3);
     let got = deliver_envelope(&mut reader, everything(Some(&network.org1.client))).await;
     assert_eq!(got.status, Some(Status::Forbidden));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ends_when_its_readers_certificate_expires() {
+    use std::time::{Duration, SystemTime};
+
+    use ordo::runtime::clock::Clock;
+    use ordo::runtime::node::{Node, NodeOptions};
+
+    let network = Network::new();
+    let mut profile = profile(CHANNEL);
+    profile.orderer_organizations = vec![network.orderer.profile()];
+    profile.application_organizations = Some(vec![network.org1.profile()]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let genesis = dir.path().join("genesis.block");
+    std::fs::write(&genesis, profile.genesis_block().encode_to_vec()).expect("write genesis");
+    let env = vec![
+        (
+            "ORDERER_GENERAL_BOOTSTRAPMETHOD".to_string(),
+            "file".to_string(),
+        ),
+        (
+            "ORDERER_GENERAL_BOOTSTRAPFILE".to_string(),
+            genesis.display().to_string(),
+        ),
+    ];
+    // The node's clock starts at the real time and moves only by hand.
+    let (clock, hand) = Clock::manual();
+    let options = NodeOptions {
+        clock,
+        ..NodeOptions::default()
+    };
+    let node = Node::start_with(config_for(dir.path(), &env), options)
+        .await
+        .expect("node starts");
+    let node = TestNode {
+        node: Some(node),
+        dir,
+        extra_env: env,
+        consenters: ordo::runtime::consensus::Consenters::standard(),
+        reader: None,
+    };
+
+    let reader = network.org1.ca.issue_with(
+        "Org1MSP",
+        "Reader@Org1MSP",
+        &[CLIENT_OU],
+        Validity::Until(SystemTime::now() + Duration::from_secs(3600)),
+    );
+    let mut follower = node.client().await;
+    let mut stream = follower
+        .deliver(tokio_stream::once(seek_by(
+            Some(&reader),
+            BlockPosition::Oldest,
+            BlockPosition::Number(u64::MAX),
+            SeekBehavior::BlockUntilReady,
+            0,
+        )))
+        .await
+        .expect("deliver")
+        .into_inner();
+    use ordo::fabric::protos::orderer::deliver_response::Type as Item;
+    assert!(matches!(next(&mut stream).await, Item::Block(_)));
+
+    // Two hours on: the reader's certificate has expired when block 1 comes.
+    hand.advance(Duration::from_secs(2 * 3600));
+    let mut client = node.client().await;
+    let mut broadcast = BroadcastStream::open(&mut client).await;
+    broadcast
+        .send(
+            network
+                .org1
+                .client
+                .transaction(CHANNEL, Bytes::from_static(b"later")),
+        )
+        .await;
+    assert_eq!(
+        broadcast.next().await.expect("answer").status,
+        Status::Success as i32
+    );
+    // The block is cut at the batch timeout, on the node's clock.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while node.height(CHANNEL) < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "block 1 was not cut"
+        );
+        hand.advance(Duration::from_secs(1));
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        next(&mut stream).await,
+        Item::Status(Status::Forbidden as i32)
+    );
 }

@@ -516,7 +516,7 @@ fn an_organization_keeps_its_msp_id() {
             &AnySignatures,
         )
         .expect_err("renamed")
-            .to_string(),
+        .to_string(),
         "orderer org OrdererOrg attempted to change MSP ID from Org1MSP to OtherMSP"
     );
 }

@@ -122,7 +122,9 @@ mod tests {
         payload[last] ^= 1;
         tampered.payload = payload.into();
         assert_eq!(
-            SigFilter::WRITERS.apply(&tampered, 0, &config).map_err(|r| r.status),
+            SigFilter::WRITERS
+                .apply(&tampered, 0, &config)
+                .map_err(|r| r.status),
             Err(Status::Forbidden)
         );
         let mut unsigned = tx(&org1);
@@ -151,7 +153,9 @@ mod tests {
         let config = channel(&orderer, &org1, true);
         let app = org1.client.transaction("c1", Bytes::from_static(b"tx"));
         assert_eq!(
-            SigFilter::WRITERS.apply(&app, 0, &config).map_err(|r| r.status),
+            SigFilter::WRITERS
+                .apply(&app, 0, &config)
+                .map_err(|r| r.status),
             Err(Status::Forbidden)
         );
         let ordering = orderer.admin.transaction("c1", Bytes::from_static(b"tx"));

@@ -143,7 +143,8 @@ impl AtomicBroadcast for AtomicBroadcastService {
     ) -> Result<Response<Self::DeliverStream>, Status> {
         let span = tracing::info_span!("deliver", peer = %peer(&request));
         let (tx, rx) = tokio::sync::mpsc::channel(deliver::RESPONSE_BUFFER);
-        let certificate = client_certificate(&request).map(|c| deliver::access::certificate_hash(&c));
+        let certificate =
+            client_certificate(&request).map(|c| deliver::access::certificate_hash(&c));
         let stream = deliver::DeliverStream::new(
             self.registrar.clone(),
             tx,

@@ -218,11 +218,7 @@ mod tests {
             (
                 keys::APPLICATION_GROUP,
                 "Org1",
-                org(
-                    "Org1MSP",
-                    vec![app_ca.pem()],
-                    vec![app_intermediate.pem()],
-                ),
+                org("Org1MSP", vec![app_ca.pem()], vec![app_intermediate.pem()]),
             ),
             // An idemix-like MSP and an organization without one add nothing.
             (

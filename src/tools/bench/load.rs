@@ -313,7 +313,15 @@ pub async fn run_load_with_fan_out(
         let stop = stop_deliver.clone();
         let reader = reader.clone();
         tokio::spawn(async move {
-            follow_blocks(&mut deliver_client, &channel, &reader, newest + 1, &tracker, stop).await
+            follow_blocks(
+                &mut deliver_client,
+                &channel,
+                &reader,
+                newest + 1,
+                &tracker,
+                stop,
+            )
+            .await
         })
     };
     let followers = FanOut::open(options, newest + 1, fan_out).await?;
@@ -718,7 +726,8 @@ impl FanOut {
             let stop = stop.clone();
             let reader = Reader::of(options);
             fan_out.tasks.push(tokio::spawn(async move {
-                if let Err(e) = count_blocks(client, &channel, &reader, start, &follower, stop).await
+                if let Err(e) =
+                    count_blocks(client, &channel, &reader, start, &follower, stop).await
                 {
                     follower.fail(e);
                 }

@@ -125,7 +125,14 @@ pub fn seek(
     behavior: SeekBehavior,
     content: SeekContentType,
 ) -> Envelope {
-    signed_seek(channel, start, stop, behavior, content, &Requester::default())
+    signed_seek(
+        channel,
+        start,
+        stop,
+        behavior,
+        content,
+        &Requester::default(),
+    )
 }
 
 /// Who asks for blocks: the identity that signs the request, and the SHA-256

@@ -63,9 +63,9 @@ impl DeliverAccess {
             .timestamp
             .as_ref()
             .ok_or("channel header in envelope must contain timestamp")?;
-        let sent = u64::try_from(timestamp.seconds)
-            .ok()
-            .map(|s| SystemTime::UNIX_EPOCH + Duration::new(s, timestamp.nanos.clamp(0, 999_999_999) as u32));
+        let sent = u64::try_from(timestamp.seconds).ok().map(|s| {
+            SystemTime::UNIX_EPOCH + Duration::new(s, timestamp.nanos.clamp(0, 999_999_999) as u32)
+        });
         let now = self.clock.wall();
         let apart = sent.map(|sent| match now.duration_since(sent) {
             Ok(behind) => behind,
