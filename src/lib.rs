@@ -11,6 +11,9 @@
 //! - [`fabric`]: Fabric's formats and config — the protos, blocks and
 //!   envelopes, channel config, config updates, genesis blocks, JSON, and
 //!   the node's orderer.yaml.
+//!
+//! Beside them, [`security`]: the channel's MSPs and policies (built with
+//! each channel config) and the node's signing identity.
 
 pub mod fabric;
 pub mod runtime;
