@@ -339,6 +339,42 @@ impl TestOrg {
         wrap(&self.fabric_msp_config())
     }
 
+    /// The orderer identity's MSP folder at `dir` (signcerts, keystore,
+    /// cacerts), as a node of this organization signs with it; returns
+    /// the `ORDERER_GENERAL_LOCALMSP*` variables that name it.
+    pub fn write_orderer_msp(&self, dir: &std::path::Path) -> Vec<(String, String)> {
+        use p256::pkcs8::EncodePrivateKey;
+        let key = self
+            .orderer
+            .key
+            .as_ref()
+            .expect("a P-256 identity")
+            .to_pkcs8_pem(p256::pkcs8::LineEnding::LF)
+            .expect("PKCS#8");
+        for (folder, file, content) in [
+            (
+                "signcerts",
+                "cert.pem",
+                self.orderer.certificate_pem.to_vec(),
+            ),
+            ("keystore", "priv_sk", key.as_bytes().to_vec()),
+            ("cacerts", "ca.pem", self.ca.pem().to_vec()),
+        ] {
+            std::fs::create_dir_all(dir.join(folder)).expect("MSP folder");
+            std::fs::write(dir.join(folder).join(file), content).expect("MSP file");
+        }
+        vec![
+            (
+                "ORDERER_GENERAL_LOCALMSPDIR".to_string(),
+                dir.display().to_string(),
+            ),
+            (
+                "ORDERER_GENERAL_LOCALMSPID".to_string(),
+                self.msp_id.clone(),
+            ),
+        ]
+    }
+
     /// The organization for a genesis profile.
     pub fn profile(&self) -> OrganizationProfile {
         OrganizationProfile {

@@ -34,11 +34,18 @@ impl Network {
         }
     }
 
-    async fn node(&self) -> TestNode {
+    fn profile(&self) -> ordo::fabric::channelconfig::genesis::GenesisProfile {
         let mut profile = profile(CHANNEL);
         profile.orderer_organizations = vec![self.orderer.profile()];
         profile.application_organizations = Some(vec![self.org1.profile()]);
-        TestNode::from_profile(&profile, vec![]).await
+        profile
+    }
+
+    /// A node of the ordering organization on the channel.
+    async fn node(&self) -> TestNode {
+        let msp = tempfile::tempdir().expect("tempdir");
+        let env = self.orderer.write_orderer_msp(&msp.path().join("msp"));
+        TestNode::from_profile(&self.profile(), env).await
     }
 }
 
@@ -253,13 +260,14 @@ async fn a_stream_ends_when_its_readers_certificate_expires() {
     use ordo::runtime::node::{Node, NodeOptions};
 
     let network = Network::new();
-    let mut profile = profile(CHANNEL);
-    profile.orderer_organizations = vec![network.orderer.profile()];
-    profile.application_organizations = Some(vec![network.org1.profile()]);
     let dir = tempfile::tempdir().expect("tempdir");
     let genesis = dir.path().join("genesis.block");
-    std::fs::write(&genesis, profile.genesis_block().encode_to_vec()).expect("write genesis");
-    let env = vec![
+    std::fs::write(&genesis, network.profile().genesis_block().encode_to_vec())
+        .expect("write genesis");
+    let mut env = network
+        .orderer
+        .write_orderer_msp(&dir.path().join("orderer-msp"));
+    env.extend([
         (
             "ORDERER_GENERAL_BOOTSTRAPMETHOD".to_string(),
             "file".to_string(),
@@ -268,7 +276,7 @@ async fn a_stream_ends_when_its_readers_certificate_expires() {
             "ORDERER_GENERAL_BOOTSTRAPFILE".to_string(),
             genesis.display().to_string(),
         ),
-    ];
+    ]);
     // The node's clock starts at the real time and moves only by hand.
     let (clock, hand) = Clock::manual();
     let options = NodeOptions {

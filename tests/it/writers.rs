@@ -39,6 +39,17 @@ impl Network {
         profile.application_organizations = Some(vec![self.org1.profile()]);
         profile
     }
+
+    /// A node of the first ordering organization on the channel.
+    async fn node(&self, extra_env: Vec<(String, String)>) -> TestNode {
+        let msp = tempfile::tempdir().expect("tempdir");
+        let mut env = self.orderer1.write_orderer_msp(&msp.path().join("msp"));
+        env.extend(extra_env);
+        let node = TestNode::from_profile(&self.profile(), env).await;
+        // The MSP folder was read at start.
+        drop(msp);
+        node
+    }
 }
 
 /// The channel's blocks as the ledger holds them.
@@ -75,7 +86,7 @@ fn tx_from(org: &ordo::security::testing::TestIdentity, data: &'static [u8]) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_write_and_strangers_expired_or_tampered_envelopes_are_refused() {
     let network = Network::new();
-    let node = TestNode::from_profile(&network.profile(), vec![]).await;
+    let node = network.node(vec![]).await;
 
     let stranger = TestCa::root("ca.Org1MSP").issue("Org1MSP", "User1@Org1MSP", &[CLIENT_OU]);
     let expired =
@@ -150,14 +161,12 @@ async fn members_write_and_strangers_expired_or_tampered_envelopes_are_refused()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_no_expiration_checks_an_expired_member_writes() {
     let network = Network::new();
-    let node = TestNode::from_profile(
-        &network.profile(),
-        vec![(
+    let node = network
+        .node(vec![(
             "ORDERER_GENERAL_AUTHENTICATION_NOEXPIRATIONCHECKS".into(),
             "true".into(),
-        )],
-    )
-    .await;
+        )])
+        .await;
     let expired =
         network
             .org1
@@ -188,7 +197,7 @@ fn batch_size_update(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_update_needs_a_majority_of_the_orderer_admins() {
     let network = Network::new();
-    let node = TestNode::from_profile(&network.profile(), vec![]).await;
+    let node = network.node(vec![]).await;
     let genesis = ChannelConfig::from_config_block(&stored_blocks(&node)[0]).expect("config");
     let update = batch_size_update(&genesis, 7);
 
@@ -239,4 +248,26 @@ async fn a_config_update_needs_a_majority_of_the_orderer_admins() {
     let next = ChannelConfig::from_config_block(&blocks[1]).expect("config");
     assert_eq!(next.sequence, 1);
     assert_eq!(next.batch_size.max_message_count, 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_outside_the_channels_organizations_changes_no_config() {
+    let network = Network::new();
+    // The node signs with an identity of its own CA, a member of no
+    // organization of the channel: its CONFIG envelope fails Writers.
+    let node = TestNode::from_profile(&network.profile(), vec![]).await;
+    let genesis = ChannelConfig::from_config_block(&stored_blocks(&node)[0]).expect("config");
+    let update = batch_size_update(&genesis, 7);
+    let both = network.orderer1.admin.as_update_signer(|a1| {
+        network.orderer2.admin.as_update_signer(|a2| {
+            signed_config_update_envelope(&update, &[a1.clone(), a2.clone()], a1)
+        })
+    });
+    let (status, info) = send_one(&node, both).await;
+    assert_eq!(status, Status::Forbidden, "{info}");
+    assert!(
+        info.starts_with("config update for existing channel did not pass final checks: "),
+        "{info}"
+    );
+    assert_eq!(node.height(CHANNEL), 1, "nothing was ordered");
 }

@@ -212,6 +212,7 @@ impl SoloChain {
         self.revalidating = true;
         let policies = self.policies.clone();
         let signer = self.signer.clone();
+        let filters = self.filters.clone();
         let channel = self.channel_id.clone();
         let Configure {
             message,
@@ -232,6 +233,14 @@ impl SoloChain {
                     let envelope = signer.sign_envelope(&proposed.envelope).map_err(|e| {
                         SubmitError::Unavailable(format!("cannot sign the config envelope: {e}"))
                     })?;
+                    filters
+                        .apply(&envelope, envelope.encoded_len(), &current)
+                        .map_err(|r| {
+                            SubmitError::Invalid(format!(
+                                "config update no longer valid: config update for existing channel did not pass final checks: {}",
+                                r.info
+                            ))
+                        })?;
                     Ok((envelope, proposed.config))
                 })
         });

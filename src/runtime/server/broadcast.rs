@@ -25,7 +25,7 @@ use crate::runtime::blockcutter::OrderedMessage;
 use crate::runtime::channel::ChannelHandle;
 use crate::runtime::consensus::{Configure, InflightPermit, Submit, SubmitError};
 use crate::runtime::metrics::{BroadcastRecorder, UNKNOWN};
-use crate::runtime::msgprocessor::{self, Classification, Rejection, Rule};
+use crate::runtime::msgprocessor::{self, Classification, Rejection};
 use crate::runtime::registrar::Registrar;
 use crate::security::signer::SigningIdentity;
 
@@ -317,7 +317,7 @@ impl BroadcastStream {
 ///
 /// The channel's filters (signatures among them) judge the client's update
 /// envelope; the CONFIG envelope made from it is the orderer's own, signed by
-/// the node's identity, and only its size is checked. Refusals carry Fabric's
+/// the node's identity, and passes the filters again. Refusals carry Fabric's
 /// wording of each stage.
 fn config_update(
     channel: Arc<ChannelHandle>,
@@ -344,8 +344,11 @@ fn config_update(
     let envelope = signer
         .sign_envelope(&proposed.envelope)
         .map_err(|e| Rejection::bad_request(format!("cannot sign the config envelope: {e}")))?;
+    // As Fabric: the CONFIG envelope passes the channel's filters too, so a
+    // node whose identity may not write the channel changes nothing.
     let encoded = envelope.encode_to_vec();
-    msgprocessor::SizeFilter
+    channel
+        .filters()
         .apply(&envelope, encoded.len(), &config)
         .map_err(|r| r.within("config update for existing channel did not pass final checks"))?;
     channel.warn_if_bound_below_batch(&proposed.config);
