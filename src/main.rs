@@ -14,6 +14,8 @@ use ordo::tools::bench::commands::{self as bench, BackpressureCommand, LoadComma
 use ordo::tools::client::broadcast::BroadcastOptions;
 use ordo::tools::client::commands;
 use ordo::tools::client::envelope::BlockPosition;
+use ordo::tools::client::identity::SigningIdentity;
+use ordo::tools::client::TlsOptions;
 
 #[derive(Parser)]
 #[command(
@@ -64,6 +66,8 @@ enum Command {
         fail_if_not_ready: bool,
         #[arg(long, default_value = "127.0.0.1:7050")]
         address: String,
+        #[command(flatten)]
+        reader: ReaderFlags,
     },
     /// Make a genesis config block from a profile of configtx.yaml (configtxgen).
     Genesis {
@@ -100,6 +104,8 @@ enum Command {
         output: PathBuf,
         #[arg(long, default_value = "127.0.0.1:7050")]
         address: String,
+        #[command(flatten)]
+        reader: ReaderFlags,
     },
     /// Load and stress tools.
     Bench {
@@ -118,6 +124,56 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:7050")]
         address: String,
     },
+}
+
+/// Who reads: the MSP identity that signs Deliver requests (a channel with
+/// organizations serves only its Readers) and TLS to the orderer.
+#[derive(clap::Args)]
+struct ReaderFlags {
+    /// Sign requests with the identity of this MSP folder (signcerts/, keystore/).
+    #[arg(long, requires = "msp_id")]
+    msp_dir: Option<PathBuf>,
+    #[arg(long, requires = "msp_dir")]
+    msp_id: Option<String>,
+    /// TLS: the CA certificate (PEM) of the orderer's TLS certificate.
+    #[arg(long)]
+    tls_ca_file: Option<PathBuf>,
+    /// TLS: the server name to verify (default: the address's host).
+    #[arg(long, requires = "tls_ca_file")]
+    tls_server_name: Option<String>,
+    /// Mutual TLS: client certificate and key (PEM).
+    #[arg(long, requires_all = ["tls_ca_file", "tls_client_key"])]
+    tls_client_cert: Option<PathBuf>,
+    #[arg(long, requires = "tls_client_cert")]
+    tls_client_key: Option<PathBuf>,
+}
+
+impl ReaderFlags {
+    fn client(self, address: String) -> Result<commands::DeliverClient> {
+        let read = |path: &PathBuf| {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+        };
+        let identity = match (self.msp_dir, self.msp_id) {
+            (Some(dir), Some(id)) => Some(SigningIdentity::from_msp_dir(&dir, &id)?),
+            _ => None,
+        };
+        let tls = match self.tls_ca_file {
+            Some(ca) => Some(TlsOptions {
+                ca_pem: read(&ca)?,
+                domain: self.tls_server_name,
+                client_identity: match (self.tls_client_cert, self.tls_client_key) {
+                    (Some(cert), Some(key)) => Some((read(&cert)?, read(&key)?)),
+                    _ => None,
+                },
+            }),
+            None => None,
+        };
+        Ok(commands::DeliverClient {
+            address,
+            tls,
+            identity,
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -329,7 +385,11 @@ async fn run(command: Command) -> Result<()> {
             stop,
             fail_if_not_ready,
             address,
-        } => commands::deliver::run(&address, &channel, start, stop, fail_if_not_ready).await?,
+            reader,
+        } => {
+            let client = reader.client(address)?;
+            commands::deliver::run(&client, &channel, start, stop, fail_if_not_ready).await?
+        }
         Command::Genesis {
             config_path,
             profile,
@@ -350,7 +410,11 @@ async fn run(command: Command) -> Result<()> {
             block,
             output,
             address,
-        } => commands::fetch::run(&address, &channel, &block, &output).await?,
+            reader,
+        } => {
+            let client = reader.client(address)?;
+            commands::fetch::run(&client, &channel, &block, &output).await?
+        }
         Command::Channel { command, admin } => {
             let target = commands::channel::AdminTarget {
                 address: &admin.address,

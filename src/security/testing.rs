@@ -343,26 +343,7 @@ impl TestOrg {
     /// cacerts), as a node of this organization signs with it; returns
     /// the `ORDERER_GENERAL_LOCALMSP*` variables that name it.
     pub fn write_orderer_msp(&self, dir: &std::path::Path) -> Vec<(String, String)> {
-        use p256::pkcs8::EncodePrivateKey;
-        let key = self
-            .orderer
-            .key
-            .as_ref()
-            .expect("a P-256 identity")
-            .to_pkcs8_pem(p256::pkcs8::LineEnding::LF)
-            .expect("PKCS#8");
-        for (folder, file, content) in [
-            (
-                "signcerts",
-                "cert.pem",
-                self.orderer.certificate_pem.to_vec(),
-            ),
-            ("keystore", "priv_sk", key.as_bytes().to_vec()),
-            ("cacerts", "ca.pem", self.ca.pem().to_vec()),
-        ] {
-            std::fs::create_dir_all(dir.join(folder)).expect("MSP folder");
-            std::fs::write(dir.join(folder).join(file), content).expect("MSP file");
-        }
+        self.write_msp(&self.orderer, dir);
         vec![
             (
                 "ORDERER_GENERAL_LOCALMSPDIR".to_string(),
@@ -373,6 +354,25 @@ impl TestOrg {
                 self.msp_id.clone(),
             ),
         ]
+    }
+
+    /// `who`'s MSP folder at `dir`: signcerts, keystore (PKCS#8), cacerts.
+    pub fn write_msp(&self, who: &TestIdentity, dir: &std::path::Path) {
+        use p256::pkcs8::EncodePrivateKey;
+        let key = who
+            .key
+            .as_ref()
+            .expect("a P-256 identity")
+            .to_pkcs8_pem(p256::pkcs8::LineEnding::LF)
+            .expect("PKCS#8");
+        for (folder, file, content) in [
+            ("signcerts", "cert.pem", who.certificate_pem.to_vec()),
+            ("keystore", "priv_sk", key.as_bytes().to_vec()),
+            ("cacerts", "ca.pem", self.ca.pem().to_vec()),
+        ] {
+            std::fs::create_dir_all(dir.join(folder)).expect("MSP folder");
+            std::fs::write(dir.join(folder).join(file), content).expect("MSP file");
+        }
     }
 
     /// The organization for a genesis profile.

@@ -347,3 +347,57 @@ async fn a_stream_ends_when_its_readers_certificate_expires() {
         Item::Status(Status::Forbidden as i32)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_commands_read_as_a_member_and_nobody_else_reads() {
+    let network = Network::new();
+    let node = network.node().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let msp = dir.path().join("user1");
+    network.org1.write_msp(&network.org1.client, &msp);
+    let address = node.address();
+    let output = dir.path().join("newest.block");
+    let fetch = |signed: bool| {
+        let mut args = vec![
+            "fetch".to_string(),
+            "--channel".into(),
+            CHANNEL.into(),
+            "--block".into(),
+            "newest".into(),
+            "--output".into(),
+            output.display().to_string(),
+            "--address".into(),
+            address.clone(),
+        ];
+        if signed {
+            args.extend([
+                "--msp-dir".into(),
+                msp.display().to_string(),
+                "--msp-id".into(),
+                "Org1MSP".into(),
+            ]);
+        }
+        args
+    };
+    let (ok, out, err) = run_ordo(&fetch(false)).await;
+    assert!(!ok, "{out}");
+    assert!(err.contains("FORBIDDEN"), "{err}");
+    let (ok, out, err) = run_ordo(&fetch(true)).await;
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("wrote block 0"), "{out}");
+
+    let (ok, out, err) = run_ordo(&[
+        "deliver",
+        "--channel",
+        CHANNEL,
+        "--address",
+        &address,
+        "--msp-dir",
+        &msp.display().to_string(),
+        "--msp-id",
+        "Org1MSP",
+    ])
+    .await;
+    assert!(ok, "{out}\n{err}");
+    assert!(out.starts_with("block 0 txs 1 hash "), "{out}");
+}

@@ -2,17 +2,17 @@
 
 use futures::StreamExt;
 
-use super::{open_deliver, status_name, CommandError};
+use super::{open_deliver, status_name, CommandError, DeliverClient};
 use crate::fabric::blockutil;
 use crate::fabric::protos::common::Status;
 use crate::fabric::protos::orderer::deliver_response::Type as DeliverItem;
-use crate::fabric::protos::orderer::seek_info::{SeekBehavior, SeekContentType};
-use crate::tools::client::envelope::{seek, BlockPosition};
+use crate::fabric::protos::orderer::seek_info::SeekBehavior;
+use crate::tools::client::envelope::BlockPosition;
 
 /// Prints blocks `start..=stop` of `channel` as they come; ends at the
 /// orderer's closing status, failing unless it is SUCCESS.
 pub async fn run(
-    address: &str,
+    client: &DeliverClient,
     channel: &str,
     start: BlockPosition,
     stop: BlockPosition,
@@ -23,8 +23,8 @@ pub async fn run(
     } else {
         SeekBehavior::BlockUntilReady
     };
-    let request = seek(channel, start, stop, behavior, SeekContentType::Block);
-    let mut responses = open_deliver(address, request).await?;
+    let request = client.seek(channel, start, stop, behavior);
+    let mut responses = open_deliver(client, request).await?;
     while let Some(item) = responses.next().await {
         let response = item.map_err(|source| CommandError::Stream {
             call: "deliver",

@@ -134,12 +134,54 @@ fn print_json(value: &serde_json::Value) -> Result<(), CommandError> {
     Ok(())
 }
 
-/// Sends one Deliver request to the orderer at `address`; the answers stream back.
+/// How a client command reaches an orderer's Deliver: its address, TLS, and
+/// the identity that signs its requests (a channel with organizations
+/// serves only its Readers).
+#[derive(Default)]
+pub struct DeliverClient {
+    pub address: String,
+    pub tls: Option<crate::tools::client::TlsOptions>,
+    pub identity: Option<crate::tools::client::identity::SigningIdentity>,
+}
+
+impl DeliverClient {
+    /// A seek for `start..=stop`, signed by the identity, bound to the TLS
+    /// client certificate if there is one.
+    fn seek(
+        &self,
+        channel: &str,
+        start: crate::tools::client::envelope::BlockPosition,
+        stop: crate::tools::client::envelope::BlockPosition,
+        behavior: crate::fabric::protos::orderer::seek_info::SeekBehavior,
+    ) -> crate::fabric::protos::common::Envelope {
+        use crate::tools::client::envelope::{signed_seek, tls_cert_hash, Requester};
+        let hash = self
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.client_identity.as_ref())
+            .and_then(|(certificate, _)| tls_cert_hash(certificate));
+        let requester = Requester {
+            identity: self.identity.as_ref(),
+            tls_cert_hash: hash.as_deref(),
+        };
+        signed_seek(
+            channel,
+            start,
+            stop,
+            behavior,
+            crate::fabric::protos::orderer::seek_info::SeekContentType::Block,
+            &requester,
+        )
+    }
+}
+
+/// Sends one Deliver request; the answers stream back.
 async fn open_deliver(
-    address: &str,
+    client: &DeliverClient,
     request: crate::fabric::protos::common::Envelope,
 ) -> Result<tonic::Streaming<crate::fabric::protos::orderer::DeliverResponse>, CommandError> {
-    let mut client = crate::tools::client::connect(address).await?;
+    let mut client =
+        crate::tools::client::connect_with(&client.address, client.tls.as_ref()).await?;
     let responses = client
         .deliver(tokio_stream::once(request))
         .await
