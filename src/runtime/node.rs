@@ -267,6 +267,7 @@ impl Node {
             // As Fabric: requests are bound to their TLS session when the
             // listener requires client certificates.
             mutual_tls: config.tls.as_ref().is_some_and(|t| t.client_auth_required),
+            expiration_checks: !config.no_expiration_checks,
             clock,
         };
         let service =

@@ -43,8 +43,13 @@ impl Network {
 
     /// A node of the ordering organization on the channel.
     async fn node(&self) -> TestNode {
+        self.node_with(Vec::new()).await
+    }
+
+    async fn node_with(&self, extra_env: Vec<(String, String)>) -> TestNode {
         let msp = tempfile::tempdir().expect("tempdir");
-        let env = self.orderer.write_orderer_msp(&msp.path().join("msp"));
+        let mut env = self.orderer.write_orderer_msp(&msp.path().join("msp"));
+        env.extend(extra_env);
         TestNode::from_profile(&self.profile(), env).await
     }
 }
@@ -400,4 +405,24 @@ async fn the_client_commands_read_as_a_member_and_nobody_else_reads() {
     .await;
     assert!(ok, "{out}\n{err}");
     assert!(out.starts_with("block 0 txs 1 hash "), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_expiration_checks_an_expired_member_reads() {
+    let network = Network::new();
+    let node = network
+        .node_with(vec![(
+            "ORDERER_GENERAL_AUTHENTICATION_NOEXPIRATIONCHECKS".into(),
+            "true".into(),
+        )])
+        .await;
+    let expired =
+        network
+            .org1
+            .ca
+            .issue_with("Org1MSP", "User9@Org1MSP", &[CLIENT_OU], Validity::Expired);
+    let mut client = node.client().await;
+    let got = deliver_envelope(&mut client, everything(Some(&expired))).await;
+    assert_eq!(got.status, Some(Status::Success));
+    assert_eq!(got.blocks.len(), 1);
 }

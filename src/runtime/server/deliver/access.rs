@@ -32,6 +32,9 @@ pub struct DeliverAccess {
     /// Whether the main listener requires client certificates (then every
     /// request must name its connection's certificate).
     pub mutual_tls: bool,
+    /// `General.Authentication.NoExpirationChecks` off: a session ends when
+    /// its requester's certificate expires.
+    pub expiration_checks: bool,
     pub clock: Clock,
 }
 
@@ -40,6 +43,7 @@ impl Default for DeliverAccess {
         DeliverAccess {
             time_window: DEFAULT_TIME_WINDOW,
             mutual_tls: false,
+            expiration_checks: true,
             clock: Clock::system(),
         }
     }
@@ -111,14 +115,17 @@ impl SessionAccess {
     pub fn new(
         envelope: &Envelope,
         channel: Arc<ChannelHandle>,
-        clock: Clock,
+        access: &DeliverAccess,
     ) -> Result<SessionAccess, String> {
         let signed = envelope_as_signed_data(envelope).map_err(|e| e.to_string())?;
-        let ends = signed.first().and_then(|s| expires_at(&s.identity));
+        let ends = signed
+            .first()
+            .filter(|_| access.expiration_checks)
+            .and_then(|s| expires_at(&s.identity));
         Ok(SessionAccess {
             envelope: envelope.clone(),
             channel,
-            clock,
+            clock: access.clock.clone(),
             ends,
             evaluated_at: None,
         })
@@ -172,6 +179,7 @@ mod tests {
         let access = DeliverAccess {
             time_window: Duration::from_secs(60),
             mutual_tls: false,
+            expiration_checks: true,
             clock: clock.clone(),
         };
         let now = unix_now(&clock);
@@ -195,6 +203,7 @@ mod tests {
         let access = DeliverAccess {
             time_window: Duration::from_secs(60),
             mutual_tls: true,
+            expiration_checks: true,
             clock: clock.clone(),
         };
         let now = unix_now(&clock);

@@ -193,8 +193,8 @@ impl DeliverStream {
         if let Some(reason) = unavailable(&channel.state(), best_effort) {
             return Err((Status::ServiceUnavailable, reason));
         }
-        let mut session = SessionAccess::new(envelope, channel.clone(), self.access.clock.clone())
-            .map_err(bad)?;
+        let mut session =
+            SessionAccess::new(envelope, channel.clone(), &self.access).map_err(bad)?;
         session
             .evaluate()
             .map_err(|reason| (Status::Forbidden, reason))?;
