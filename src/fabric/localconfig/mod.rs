@@ -629,30 +629,8 @@ fn bootstrap_method_text(g: &General) -> String {
 }
 
 fn server_tls(tls: &Tls, base_dir: &Path, keys: &TlsKeys) -> Result<ServerTls, ConfigError> {
-    let read = |key: &'static str, path: &str| -> Result<Vec<u8>, ConfigError> {
-        if path.trim().is_empty() {
-            return Err(invalid(
-                key,
-                format!("must name a PEM file when {} is true", keys.enabled),
-            ));
-        }
-        let full = base_dir.join(path);
-        let bytes = std::fs::read(&full)
-            .map_err(|e| invalid(key, format!("cannot read {}: {e}", full.display())))?;
-        if !String::from_utf8_lossy(&bytes).contains("-----BEGIN") {
-            return Err(invalid(
-                key,
-                format!("{} is not a PEM file", full.display()),
-            ));
-        }
-        Ok(bytes)
-    };
-    let mut client_root_cas_pem = Vec::new();
-    for path in &tls.client_root_cas {
-        client_root_cas_pem.extend(read(keys.client_root_cas, path)?);
-        client_root_cas_pem.push(b'\n');
-    }
-    if tls.client_auth_required && client_root_cas_pem.is_empty() {
+    let files = read_tls_files(tls, base_dir, keys)?;
+    if tls.client_auth_required && files.client_root_cas_pem.is_empty() {
         return Err(invalid(
             keys.client_root_cas,
             format!(
@@ -660,6 +638,17 @@ fn server_tls(tls: &Tls, base_dir: &Path, keys: &TlsKeys) -> Result<ServerTls, C
                 keys.client_auth_required
             ),
         ));
+    }
+    Ok(files)
+}
+
+/// The PEM files a TLS section names, each error naming its key.
+fn read_tls_files(tls: &Tls, base_dir: &Path, keys: &TlsKeys) -> Result<ServerTls, ConfigError> {
+    let read = |key: &'static str, path: &str| read_pem_file(key, keys.enabled, base_dir, path);
+    let mut client_root_cas_pem = Vec::new();
+    for path in &tls.client_root_cas {
+        client_root_cas_pem.extend(read(keys.client_root_cas, path)?);
+        client_root_cas_pem.push(b'\n');
     }
     Ok(ServerTls {
         certificate_pem: read(keys.certificate, &tls.certificate)?,
@@ -669,26 +658,21 @@ fn server_tls(tls: &Tls, base_dir: &Path, keys: &TlsKeys) -> Result<ServerTls, C
     })
 }
 
+const OPERATIONS_TLS_KEYS: TlsKeys = TlsKeys {
+    enabled: "Operations.TLS.Enabled",
+    certificate: "Operations.TLS.Certificate",
+    private_key: "Operations.TLS.PrivateKey",
+    client_auth_required: "Operations.TLS.ClientAuthRequired",
+    client_root_cas: "Operations.TLS.ClientRootCAs",
+};
+
 /// `Operations.TLS`, read when enabled. As in Fabric, `ClientAuthRequired`
 /// with no `ClientRootCAs` is allowed (no client can then authenticate).
 fn operations_tls(tls: &Tls, base_dir: &Path) -> Result<Option<ServerTls>, ConfigError> {
     if !tls.enabled {
         return Ok(None);
     }
-    let read = |key: &'static str, path: &str| {
-        read_pem_file(key, "Operations.TLS.Enabled", base_dir, path)
-    };
-    let mut client_root_cas_pem = Vec::new();
-    for path in &tls.client_root_cas {
-        client_root_cas_pem.extend(read("Operations.TLS.ClientRootCAs", path)?);
-        client_root_cas_pem.push(b'\n');
-    }
-    Ok(Some(ServerTls {
-        certificate_pem: read("Operations.TLS.Certificate", &tls.certificate)?,
-        private_key_pem: read("Operations.TLS.PrivateKey", &tls.private_key)?,
-        client_auth_required: tls.client_auth_required,
-        client_root_cas_pem,
-    }))
+    read_tls_files(tls, base_dir, &OPERATIONS_TLS_KEYS).map(Some)
 }
 
 fn read_pem_file(
