@@ -24,16 +24,10 @@ impl LedgerFactory {
         };
         std::fs::create_dir_all(dir.join(CHAINS_DIR)).map_err(io)?;
         let index = dir.join(INDEX_DIR);
-        let db = sled::Config::new()
-            .path(&index)
-            .cache_capacity(CACHE_BYTES)
-            // The index is flushed explicitly after every append.
-            .flush_every_ms(None)
-            .open()
-            .map_err(|source| LedgerError::Open {
-                path: index.display().to_string(),
-                source,
-            })?;
+        let db = open_index(&index).map_err(|source| LedgerError::Open {
+            path: index.display().to_string(),
+            source,
+        })?;
         Ok(LedgerFactory {
             dir: dir.to_path_buf(),
             db,
@@ -145,4 +139,36 @@ impl LedgerFactory {
 
 fn tree_name(channel: &str) -> String {
     format!("{TREE_PREFIX}{channel}")
+}
+
+/// How long opening the index waits for a previous opener's lock.
+const INDEX_LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Opens the sled index. A store closed in this process a moment ago may
+/// still be locked: sled's background threads drop their handles on the
+/// database shortly after the last `Db` is dropped, and they cannot be
+/// joined. So a lock held by someone is waited for, briefly, before it is
+/// reported.
+fn open_index(index: &Path) -> Result<sled::Db, sled::Error> {
+    let started = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(5);
+    loop {
+        let opened = sled::Config::new()
+            .path(index)
+            .cache_capacity(CACHE_BYTES)
+            // The index is flushed explicitly after every append.
+            .flush_every_ms(None)
+            .open();
+        match opened {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && started.elapsed() < INDEX_LOCK_PATIENCE =>
+            {
+                tracing::debug!(path = %index.display(), "index still locked; waiting");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(200));
+            }
+            other => return other,
+        }
+    }
 }
