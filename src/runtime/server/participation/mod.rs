@@ -373,28 +373,37 @@ async fn info(
     }
 }
 
-async fn join(State(api): State<Participation>, headers: HeaderMap, body: Body) -> Response {
-    if !form::is_form(&headers) {
-        return error(
+/// The one file part of a multipart request, decoded as `what`; a refusal
+/// (with Fabric's status and text) otherwise.
+async fn form_part<M: Message + Default>(
+    api: &Participation,
+    headers: &HeaderMap,
+    body: Body,
+    field: &str,
+    what: &str,
+) -> Result<M, Response> {
+    if !form::is_form(headers) {
+        return Err(error(
             StatusCode::BAD_REQUEST,
-            form::unsupported_content_type(&headers),
-        );
+            form::unsupported_content_type(headers),
+        ));
     }
-    if let Err(refusal) = negotiate(&headers) {
-        return refusal.into_response();
-    }
-    let bytes = match form::read_file_part(&headers, body, CONFIG_BLOCK_FIELD, api.max_body).await {
-        Ok(bytes) => bytes,
-        Err(message) => return error(StatusCode::BAD_REQUEST, message),
-    };
-    let block = match Block::decode(bytes) {
+    negotiate(headers).map_err(IntoResponse::into_response)?;
+    let bytes = form::read_file_part(headers, body, field, api.max_body)
+        .await
+        .map_err(|message| error(StatusCode::BAD_REQUEST, message))?;
+    M::decode(bytes).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("cannot unmarshal file part {field} into {what}: {e}"),
+        )
+    })
+}
+
+async fn join(State(api): State<Participation>, headers: HeaderMap, body: Body) -> Response {
+    let block: Block = match form_part(&api, &headers, body, CONFIG_BLOCK_FIELD, "a block").await {
         Ok(block) => block,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("cannot unmarshal file part {CONFIG_BLOCK_FIELD} into a block: {e}"),
-            )
-        }
+        Err(refusal) => return refusal,
     };
     if let Err(e) = validate_join_block(&block) {
         return error(StatusCode::BAD_REQUEST, format!("invalid join block: {e}"));
@@ -484,28 +493,10 @@ async fn fetch_block(
 }
 
 async fn update(State(api): State<Participation>, headers: HeaderMap, body: Body) -> Response {
-    if !form::is_form(&headers) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            form::unsupported_content_type(&headers),
-        );
-    }
-    if let Err(refusal) = negotiate(&headers) {
-        return refusal.into_response();
-    }
     let field = CONFIG_UPDATE_ENVELOPE_FIELD;
-    let bytes = match form::read_file_part(&headers, body, field, api.max_body).await {
-        Ok(bytes) => bytes,
-        Err(message) => return error(StatusCode::BAD_REQUEST, message),
-    };
-    let envelope = match Envelope::decode(bytes) {
+    let envelope: Envelope = match form_part(&api, &headers, body, field, "an envelope").await {
         Ok(envelope) => envelope,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("cannot unmarshal file part {field} into an envelope: {e}"),
-            )
-        }
+        Err(refusal) => return refusal,
     };
     let channel_id = match validate_update_envelope(&envelope) {
         Ok(id) => id,
