@@ -230,12 +230,12 @@ impl Node {
             .map(|t| tls(TlsSettings::http_listener(t)))
             .transpose()
             .map_err(|e| NodeError::OperationsTls(e.to_string()));
-        // Fabric's admin listener always requires a client certificate; the
-        // config refuses Admin.TLS without ClientAuthRequired.
+        // Fabric's admin listener always requires a client certificate (the
+        // config also refuses Admin.TLS without ClientAuthRequired).
         let admin_tls = config
             .admin_tls
             .as_ref()
-            .map(|t| tls(TlsSettings::http_listener(t)))
+            .map(|t| tls(TlsSettings::admin_listener(t)))
             .transpose()
             .map_err(|e| NodeError::AdminTls(e.to_string()));
         let (main_tls, operations_tls, admin_tls) = match (main_tls, operations_tls, admin_tls) {
@@ -257,10 +257,17 @@ impl Node {
                 });
             }
         };
-        let local_addr = listener.local_addr().map_err(|source| NodeError::Listen {
-            address: config.listen_address.clone(),
-            source,
-        })?;
+        let local_addr = match listener.local_addr() {
+            Ok(address) => address,
+            Err(source) => {
+                registrar.shutdown().await;
+                actors.stop().await;
+                return Err(NodeError::Listen {
+                    address: config.listen_address.clone(),
+                    source,
+                });
+            }
+        };
         let shutdown = CancellationToken::new();
         let deliver_access = DeliverAccess {
             time_window: config.authentication_time_window,

@@ -253,13 +253,31 @@ fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>,
 }
 
 /// The server's TLS material, read at load time.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerTls {
     pub certificate_pem: Vec<u8>,
     pub private_key_pem: Vec<u8>,
     pub client_auth_required: bool,
     /// Concatenated PEM of the client root CAs (empty: none).
     pub client_root_cas_pem: Vec<u8>,
+}
+
+/// Never prints the private key (a config may be logged or end in a panic).
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field(
+                "certificate_pem",
+                &String::from_utf8_lossy(&self.certificate_pem),
+            )
+            .field("private_key_pem", &"<redacted>")
+            .field("client_auth_required", &self.client_auth_required)
+            .field(
+                "client_root_cas_pem",
+                &String::from_utf8_lossy(&self.client_root_cas_pem),
+            )
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -717,7 +735,7 @@ pub fn parse_byte_size(text: &str) -> Option<usize> {
     number.checked_mul(factor)
 }
 
-fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+pub(super) fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key,
         reason: reason.into(),

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::duration::parse_go_duration;
-use super::{parse_byte_size, ConfigError, OrdererConfig, Tls};
+use super::{invalid, parse_byte_size, ConfigError, OrdererConfig, Tls};
 
 /// gRPC's default message limit, Fabric's `MaxRecvMsgSize`/`MaxSendMsgSize`.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 100 * 1024 * 1024;
@@ -426,13 +426,6 @@ fn message_size(key: &'static str, text: &str) -> Result<usize, ConfigError> {
             key,
             format!("{text:?} is not a size between 1 byte and 2 GB (e.g. 104857600)"),
         )),
-    }
-}
-
-fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key,
-        reason: reason.into(),
     }
 }
 

@@ -124,6 +124,17 @@ impl TlsSettings {
     }
 }
 
+impl TlsSettings {
+    /// The admin listener, `Admin.TLS`: a verified client certificate is
+    /// always required, whatever the config says, as Fabric's admin server
+    /// requires one.
+    pub fn admin_listener(tls: &ServerTls) -> Result<TlsSettings, TlsError> {
+        let mut settings = TlsSettings::http_listener(tls)?;
+        settings.client_auth = ClientAuth::Required;
+        Ok(settings)
+    }
+}
+
 /// Every certificate in PEM text.
 pub fn certificates_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
     CertificateDer::pem_slice_iter(pem)

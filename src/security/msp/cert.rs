@@ -18,6 +18,11 @@ use x509_parser::revocation_list::CertificateRevocationList;
 #[derive(Debug, Clone)]
 pub struct Cert {
     pub der: Bytes,
+    /// The signed part (TBSCertificate), DER: what makes two encodings of a
+    /// certificate the same certificate. The CA's signature around it can be
+    /// re-encoded (its high-S twin verifies too), so identities are compared
+    /// by this, as Fabric compares sanitized certificates.
+    pub signed_body: Bytes,
     /// Raw DER of the subject and issuer names (chains link by them).
     pub subject: Vec<u8>,
     pub issuer: Vec<u8>,
@@ -45,9 +50,14 @@ const KEY_CERT_SIGN: u16 = 1 << 5;
 impl Cert {
     /// Parses a DER certificate.
     pub fn from_der(der: Bytes) -> Result<Cert, String> {
-        let (_, x509) = X509Certificate::from_der(&der)
+        let (rest, x509) = X509Certificate::from_der(&der)
             .map_err(|e| format!("failed to parse x509 certificate: {e}"))?;
+        // As Go's parser: nothing may follow the certificate.
+        if !rest.is_empty() {
+            return Err("failed to parse x509 certificate: trailing data".into());
+        }
         let tbs = &x509.tbs_certificate;
+        let signed_body = Bytes::copy_from_slice(tbs.as_ref());
         let basic_constraints = tbs
             .basic_constraints()
             .map_err(|e| format!("invalid BasicConstraints extension: {e}"))?
@@ -84,6 +94,7 @@ impl Cert {
             subject_key_id,
             organizational_units,
             version: tbs.version.0,
+            signed_body,
             der,
         })
     }

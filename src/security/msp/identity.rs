@@ -17,6 +17,8 @@ use crate::fabric::protos::common::MspPrincipal;
 pub struct Identity {
     msp: Arc<Msp>,
     certificate: Bytes,
+    /// The certificate's signed part: identities are compared by it.
+    signed_body: Bytes,
     not_after: SystemTime,
     organizational_units: Vec<OuIdentifier>,
     /// The uncompressed P-256 point, verified with ring (about three times
@@ -37,6 +39,7 @@ impl Identity {
     pub(super) fn new(
         msp: Arc<Msp>,
         certificate: Bytes,
+        signed_body: Bytes,
         not_after: SystemTime,
         organizational_units: Vec<OuIdentifier>,
         point: Vec<u8>,
@@ -44,6 +47,7 @@ impl Identity {
         Identity {
             msp,
             certificate,
+            signed_body,
             not_after,
             organizational_units,
             key: UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, point.into()),
@@ -104,7 +108,7 @@ impl Identity {
             }
             Principal::Identity {
                 msp_id,
-                certificate,
+                signed_body,
             } => {
                 if *msp_id != self.msp.id {
                     return not(format!(
@@ -112,7 +116,7 @@ impl Identity {
                         self.msp.id
                     ));
                 }
-                if *certificate == self.certificate {
+                if *signed_body == self.signed_body {
                     return Ok(());
                 }
                 not("The identities do not match".into())
@@ -154,7 +158,7 @@ impl Identity {
         let not = |why: String| Err(MspError::Principal(why));
         match (role, &msp.node_ous) {
             (Role::Member, _) => Ok(()),
-            (Role::Admin, _) if msp.admins.contains(&self.certificate) => Ok(()),
+            (Role::Admin, _) if msp.admin_bodies.contains(&self.signed_body) => Ok(()),
             (Role::Admin, None) => not("This identity is not an admin".into()),
             (Role::Orderer, None) => not(format!("invalid MSP role type {}", 4)),
             (Role::Client | Role::Peer, None) => not(format!(
@@ -194,8 +198,9 @@ impl Identity {
         }
     }
 
-    /// Whether two identities are the same (same MSP, same certificate).
+    /// Whether two identities are the same (same MSP, same certificate
+    /// however its CA signature is encoded).
     pub fn same_as(&self, other: &Identity) -> bool {
-        self.msp.id == other.msp.id && self.certificate == other.certificate
+        self.msp.id == other.msp.id && self.signed_body == other.signed_body
     }
 }

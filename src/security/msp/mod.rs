@@ -199,6 +199,7 @@ impl MspManager {
         Ok(Identity::new(
             msp.clone(),
             cert.der.clone(),
+            cert.signed_body.clone(),
             cert.not_after_time(),
             organizational_units,
             point,

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use prost::Message;
 
-use super::cert::pem_to_der;
+use super::cert::{pem_to_der, Cert};
 use super::MspError;
 use crate::fabric::protos::common::{
     msp_identity_anonymity::MspIdentityAnonymityType, msp_principal::Classification,
@@ -42,10 +42,11 @@ pub enum Principal {
         msp_id: String,
         role: Role,
     },
-    /// One exact certificate (DER) of an MSP.
+    /// One certificate of an MSP, by its signed part (however its CA
+    /// signature is encoded).
     Identity {
         msp_id: String,
-        certificate: Bytes,
+        signed_body: Bytes,
     },
     OrganizationUnit {
         msp_id: String,
@@ -91,14 +92,16 @@ impl Principal {
             Ok(Classification::Identity) => {
                 let identity =
                     SerializedIdentity::decode(bytes).map_err(|e| bad("SerializedIdentity", e))?;
-                let certificate = pem_to_der(&identity.id_bytes).map_err(|e| {
-                    MspError::Principal(format!(
-                        "invalid identity principal, not a certificate: {e}"
-                    ))
-                })?;
+                let certificate = pem_to_der(&identity.id_bytes)
+                    .and_then(Cert::from_der)
+                    .map_err(|e| {
+                        MspError::Principal(format!(
+                            "invalid identity principal, not a certificate: {e}"
+                        ))
+                    })?;
                 Ok(Principal::Identity {
                     msp_id: identity.mspid,
-                    certificate,
+                    signed_body: certificate.signed_body,
                 })
             }
             Ok(Classification::OrganizationUnit) => {

@@ -57,6 +57,8 @@ pub(super) struct Msp {
     pub crls: Vec<Crl>,
     /// Admin certificates (DER), from `admincerts`.
     pub admins: Vec<Bytes>,
+    /// Their signed parts, which an identity is matched against.
+    pub admin_bodies: Vec<Bytes>,
     /// `organizational_unit_identifiers`: OU → certifiers identifiers.
     pub ou_identifiers: HashMap<String, Vec<Vec<u8>>>,
     /// Set when NodeOUs are enforced.
@@ -105,6 +107,7 @@ impl Msp {
                 .map(|crl| Crl::parse(crl).map_err(fail))
                 .collect::<Result<_, _>>()?,
             admins: Vec::new(),
+            admin_bodies: Vec::new(),
             ou_identifiers: HashMap::new(),
             node_ous: None,
             tls_certs: Vec::new(),
@@ -128,16 +131,16 @@ impl Msp {
             }
         }
         msp.node_ous = msp.node_ous_of(config).map_err(fail)?;
-        msp.admins = config
+        let admins = config
             .admins
             .iter()
             .enumerate()
             .map(|(i, pem)| {
-                Cert::from_pem(pem)
-                    .map(|c| c.der)
-                    .map_err(|e| fail(format!("admin certificate {i}: {e}")))
+                Cert::from_pem(pem).map_err(|e| fail(format!("admin certificate {i}: {e}")))
             })
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<Vec<_>, _>>()?;
+        msp.admin_bodies = admins.iter().map(|c| c.signed_body.clone()).collect();
+        msp.admins = admins.into_iter().map(|c| c.der).collect();
         if msp.admins.is_empty() && msp.node_ous.as_ref().is_none_or(|n| n.admin.is_none()) {
             return Err(fail(
                 "administrators must be declared when no admin ou classification is set".into(),

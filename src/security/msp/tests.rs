@@ -484,3 +484,80 @@ fn organizational_unit_identifiers_restrict_members_without_node_ous() {
         "{err}"
     );
 }
+
+/// The certificate of `who` with its CA signature replaced by the signature's
+/// other S (n - S): the same signed part, bytes that differ, and a CA
+/// signature that still verifies.
+fn with_twin_signature(who: &TestIdentity) -> Vec<u8> {
+    let der = super::cert::pem_to_der(&who.certificate_pem()).expect("PEM");
+    let (body, algorithm, signature) = yasna::parse_der(&der, |r| {
+        r.read_sequence(|r| {
+            let body = r.next().read_der()?;
+            let algorithm = r.next().read_der()?;
+            let (signature, _) = r.next().read_bitvec_bytes()?;
+            Ok((body, algorithm, signature))
+        })
+    })
+    .expect("a certificate");
+    let signature = p256::ecdsa::Signature::from_der(&signature).expect("ECDSA");
+    let (r, s) = signature.split_scalars();
+    let twin = p256::ecdsa::Signature::from_scalars(r, -*s).expect("the other S");
+    let twin = twin.to_der().as_bytes().to_vec();
+    yasna::construct_der(|w| {
+        w.write_sequence(|w| {
+            w.next().write_der(&body);
+            w.next().write_der(&algorithm);
+            w.next().write_bitvec_bytes(&twin, twin.len() * 8);
+        })
+    })
+}
+
+fn serialized(msp_id: &str, der: &[u8]) -> Vec<u8> {
+    let pem = pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()));
+    crate::fabric::protos::msp::SerializedIdentity {
+        mspid: msp_id.into(),
+        id_bytes: pem.into_bytes().into(),
+    }
+    .encode_to_vec()
+}
+
+#[test]
+fn one_certificate_encoded_two_ways_is_one_identity_and_trailing_bytes_are_refused() {
+    let org = TestOrg::new("Org1MSP");
+    let msps = manager(&[org.fabric_msp_config()]);
+    let original = identity(&msps, &org.client).expect("valid");
+    let twin_der = with_twin_signature(&org.client);
+    assert_ne!(twin_der, original.certificate_der(), "other bytes");
+    let twin = msps
+        .deserialize_identity(&serialized("Org1MSP", &twin_der))
+        .expect("the twin validates too");
+    assert!(original.same_as(&twin), "one signer, however encoded");
+
+    let mut trailing = original.certificate_der().to_vec();
+    trailing.extend_from_slice(&[0, 0, 0, 0]);
+    let err = msps
+        .deserialize_identity(&serialized("Org1MSP", &trailing))
+        .expect_err("trailing bytes");
+    assert!(err.to_string().contains("trailing data"), "{err}");
+}
+
+#[test]
+fn ou_identifiers_apply_with_node_ous_too() {
+    let org = TestOrg::new("Org1MSP");
+    let mut config = org.fabric_msp_config();
+    config.organizational_unit_identifiers = vec![FabricOuIdentifier {
+        certificate: org.ca.pem(),
+        organizational_unit_identifier: "sales".into(),
+    }];
+    let msps = manager(&[config]);
+    let err = identity(&msps, &org.client).expect_err("not in sales");
+    assert!(
+        err.to_string()
+            .contains("none of the identity's organizational units"),
+        "{err}"
+    );
+    let seller = org
+        .ca
+        .issue("Org1MSP", "Seller@Org1MSP", &[CLIENT_OU, "sales"]);
+    identity(&msps, &seller).expect("a client in sales");
+}

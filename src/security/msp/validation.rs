@@ -55,30 +55,30 @@ impl Msp {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let Some(node_ous) = &self.node_ous else {
-            // Without NodeOUs, the configured OU identifiers (if any) must
-            // include one of the identity's OUs.
-            if self.ou_identifiers.is_empty() {
-                return Ok(());
-            }
+        // The configured OU identifiers (if any) must include one of the
+        // identity's OUs, with or without NodeOUs (as Fabric's V1.4.2 rules).
+        if !self.ou_identifiers.is_empty() {
             let found = ous.iter().any(|ou| {
                 self.ou_identifiers
                     .get(&ou.organizational_unit)
                     .is_some_and(|ids| ids.contains(&ou.certifiers_identifier))
             });
-            if found {
-                return Ok(());
+            if !found {
+                if ous.is_empty() {
+                    return Err(
+                        "the identity certificate does not contain an Organizational Unit (OU)"
+                            .into(),
+                    );
+                }
+                return Err(format!(
+                    "none of the identity's organizational units [{}] are in MSP {}",
+                    names(),
+                    self.id
+                ));
             }
-            if ous.is_empty() {
-                return Err(
-                    "the identity certificate does not contain an Organizational Unit (OU)".into(),
-                );
-            }
-            return Err(format!(
-                "none of the identity's organizational units [{}] are in MSP {}",
-                names(),
-                self.id
-            ));
+        }
+        let Some(node_ous) = &self.node_ous else {
+            return Ok(());
         };
         // With NodeOUs, exactly one role OU (client, peer, admin, orderer).
         let mut roles = 0;

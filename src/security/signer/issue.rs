@@ -146,7 +146,14 @@ fn write_file(path: &Path, bytes: &[u8], secret: bool) -> Result<(), SignerError
         }
         #[cfg(not(unix))]
         let _ = secret;
-        std::io::Write::write_all(&mut options.open(path)?, bytes)
+        let mut file = options.open(path)?;
+        // `mode` applies only to a new file: an existing one is narrowed too.
+        #[cfg(unix)]
+        if secret {
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
+        std::io::Write::write_all(&mut file, bytes)
     };
     write().map_err(|source| SignerError::Write {
         path: path.to_path_buf(),
