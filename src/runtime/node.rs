@@ -402,17 +402,30 @@ impl Node {
             .set_service_status("", ServingStatus::NotServing)
             .await;
         self.shutdown.cancel();
+        // A server that misses the grace period is aborted, with its
+        // connections: dropping its handle alone would leave it running.
+        let grpc = self.server.abort_handle();
         match tokio::time::timeout(SERVER_STOP_GRACE, self.server).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "gRPC server ended with an error"),
             Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server task failed"),
-            Err(_) => tracing::warn!("gRPC connections did not close in time"),
-        }
-        for server in self.http_servers {
-            if let Ok(Ok(Err(e))) = tokio::time::timeout(SERVER_STOP_GRACE, server).await {
-                tracing::warn!(error = %e, "HTTP listener ended with an error");
+            Err(_) => {
+                tracing::warn!("gRPC connections did not close in time; closing them");
+                grpc.abort();
             }
         }
+        let http = self.http_servers.into_iter().map(|server| async move {
+            let abort = server.abort_handle();
+            match tokio::time::timeout(SERVER_STOP_GRACE, server).await {
+                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP listener ended with an error"),
+                Err(_) => {
+                    tracing::warn!("HTTP connections did not close in time; closing them");
+                    abort.abort();
+                }
+                _ => {}
+            }
+        });
+        futures::future::join_all(http).await;
         self.registrar.shutdown().await;
         self.actors.stop().await;
         tracing::info!("stopped; every accepted envelope is on disk");
