@@ -19,7 +19,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
-use crate::fabric::localconfig::{MetricsProvider, NodeConfig};
+use crate::fabric::localconfig::{MetricsProvider, NodeConfig, ServerTls};
 use crate::runtime::clock::Clock;
 use crate::runtime::consensus::{
     BlockPullerFactory, ClusterService, Consenters, NodeIdentity, NodeResources,
@@ -28,7 +28,7 @@ use crate::runtime::metrics::Metrics;
 use crate::runtime::registrar::{Registrar, RegistrarError};
 use crate::runtime::server::deliver::access::DeliverAccess;
 use crate::runtime::server::operations::HealthChecks;
-use crate::runtime::server::tls::{ListenerTls, TlsIncoming, TlsSettings};
+use crate::runtime::server::tls::{ListenerTls, TlsError, TlsIncoming, TlsSettings};
 use crate::runtime::server::trust::ChannelTlsTrust;
 use crate::runtime::server::{
     grpc_server, operations, participation, serve_http, serve_https, AtomicBroadcastService,
@@ -57,6 +57,17 @@ pub enum NodeError {
         address: String,
         source: std::io::Error,
     },
+}
+
+/// A listener's TLS, if its section is enabled; an error names the section.
+fn listener_tls(
+    tls: Option<&ServerTls>,
+    settings: fn(&ServerTls) -> Result<TlsSettings, TlsError>,
+    section: fn(String) -> NodeError,
+) -> Result<Option<Arc<ListenerTls>>, NodeError> {
+    tls.map(|tls| settings(tls).and_then(ListenerTls::new).map(Arc::new))
+        .transpose()
+        .map_err(|e| section(e.to_string()))
 }
 
 /// The actix system on a thread of its own, and the arbiters channels run on.
@@ -216,28 +227,23 @@ impl Node {
             }
         };
         registrar.wait_started().await;
-        let tls =
-            |settings: Result<TlsSettings, _>| settings.and_then(ListenerTls::new).map(Arc::new);
-        let main_tls = config
-            .tls
-            .as_ref()
-            .map(|t| tls(TlsSettings::main_listener(t)))
-            .transpose()
-            .map_err(|e| NodeError::Tls(e.to_string()));
-        let operations_tls = config
-            .operations_tls
-            .as_ref()
-            .map(|t| tls(TlsSettings::http_listener(t)))
-            .transpose()
-            .map_err(|e| NodeError::OperationsTls(e.to_string()));
+        let main_tls = listener_tls(
+            config.tls.as_ref(),
+            TlsSettings::main_listener,
+            NodeError::Tls,
+        );
+        let operations_tls = listener_tls(
+            config.operations_tls.as_ref(),
+            TlsSettings::http_listener,
+            NodeError::OperationsTls,
+        );
         // Fabric's admin listener always requires a client certificate (the
         // config also refuses Admin.TLS without ClientAuthRequired).
-        let admin_tls = config
-            .admin_tls
-            .as_ref()
-            .map(|t| tls(TlsSettings::admin_listener(t)))
-            .transpose()
-            .map_err(|e| NodeError::AdminTls(e.to_string()));
+        let admin_tls = listener_tls(
+            config.admin_tls.as_ref(),
+            TlsSettings::admin_listener,
+            NodeError::AdminTls,
+        );
         let (main_tls, operations_tls, admin_tls) = match (main_tls, operations_tls, admin_tls) {
             (Ok(main), Ok(operations), Ok(admin)) => (main, operations, admin),
             (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {

@@ -12,8 +12,8 @@ use super::{Rejection, Rule};
 use crate::fabric::channelconfig::{ChannelConfig, ConsensusState};
 use crate::fabric::protos::common::{Envelope, Status};
 use crate::security::policies::{
-    envelope_as_signed_data, CHANNEL_ORDERER_READERS, CHANNEL_ORDERER_WRITERS, CHANNEL_READERS,
-    CHANNEL_WRITERS,
+    envelope_as_signed_data, PolicyError, CHANNEL_ORDERER_READERS, CHANNEL_ORDERER_WRITERS,
+    CHANNEL_READERS, CHANNEL_WRITERS,
 };
 
 /// The policy an envelope must satisfy, in normal and in maintenance mode.
@@ -49,15 +49,13 @@ impl Rule for SigFilter {
             ConsensusState::Normal => self.normal,
             ConsensusState::Maintenance => self.maintenance,
         };
-        if !config.policy_manager.exists(policy) {
-            return Err(Rejection::bad_request(format!(
-                "could not find policy {policy}"
-            )));
-        }
         config
             .policy_manager
             .evaluate_signed_data(policy, &signed)
             .map_err(|e| {
+                if let PolicyError::NoSuchPolicy(_) = e {
+                    return Rejection::bad_request(format!("could not find policy {policy}"));
+                }
                 // Broadcast logs the refusal itself.
                 tracing::debug!(channel = %config.channel_id, %policy, error = %e, "signature filter evaluation failed");
                 Rejection {
