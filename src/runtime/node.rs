@@ -21,9 +21,8 @@ use tonic_health::ServingStatus;
 
 use crate::fabric::localconfig::{MetricsProvider, NodeConfig, ServerTls};
 use crate::runtime::clock::Clock;
-use crate::runtime::consensus::{
-    BlockPullerFactory, ClusterService, Consenters, NodeIdentity, NodeResources,
-};
+use crate::runtime::consensus::etcdraft::transport::NoCluster;
+use crate::runtime::consensus::{BlockPullerFactory, Consenters, NodeIdentity, NodeResources};
 use crate::runtime::metrics::Metrics;
 use crate::runtime::registrar::{Registrar, RegistrarError};
 use crate::runtime::server::deliver::access::DeliverAccess;
@@ -161,7 +160,7 @@ fn node_resources(config: &NodeConfig, clock: Clock, signer: SigningIdentity) ->
             endpoint: config.listen_address.clone(),
         },
         signer: Arc::new(signer),
-        cluster: ClusterService::default(),
+        cluster: Arc::new(NoCluster),
         wal_dir: config.wal_dir.clone(),
         snap_dir: config.snap_dir.clone(),
         block_puller: BlockPullerFactory::default(),

@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
-/// The two bounds of one channel.
+/// The two bounds of one channel. Clones share the same room.
+#[derive(Clone)]
 pub struct InflightRoom {
     envelopes: Arc<Semaphore>,
     bytes: Arc<Semaphore>,

@@ -8,6 +8,7 @@
 //! [`Consenters::register`] call (see `actors.md`, "Adding a consenter").
 
 mod blockcreator;
+pub mod etcdraft;
 pub mod inflight;
 mod resources;
 pub mod solo;
@@ -23,7 +24,7 @@ use tokio::sync::watch;
 
 pub use blockcreator::{BlockCreator, NextBlock};
 pub use inflight::{InflightPermit, InflightRoom, PermitsByBlock};
-pub use resources::{BlockPullerFactory, ClusterService, NodeIdentity, NodeResources};
+pub use resources::{BlockPullerFactory, NodeIdentity, NodeResources};
 pub use status::{ChainRole, ChainStatus, ConsensusRelation, ParticipationStatus, StatusPublisher};
 
 use crate::fabric::channelconfig::ChannelConfig;

@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::etcdraft::transport::{NoCluster, SharedTransportFactory};
 use crate::runtime::clock::Clock;
 use crate::security::signer::{CertificateAuthority, SignerError, SigningIdentity};
 
@@ -21,24 +22,21 @@ pub struct NodeIdentity {
     pub endpoint: String,
 }
 
-/// The node's `orderer.Cluster` service, shared by every channel (routed by
-/// channel). Empty until a replicated consenter needs it.
-#[derive(Debug, Clone, Default)]
-pub struct ClusterService {}
-
 /// Makes block pullers (Deliver clients of other orderers, used to catch up
 /// and to onboard). Empty until a replicated consenter needs it.
 #[derive(Debug, Clone, Default)]
 pub struct BlockPullerFactory {}
 
 /// Everything node-wide a consenter's `start_chain` receives.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NodeResources {
     pub identity: NodeIdentity,
     /// The node's signing identity (`General.LocalMSPDir`): signs every block
     /// the node writes and every CONFIG envelope it makes.
     pub signer: Arc<SigningIdentity>,
-    pub cluster: ClusterService,
+    /// Connects etcdraft chains to the other consenters of their channel
+    /// (the node's `orderer.Cluster` service, shared by every channel).
+    pub cluster: SharedTransportFactory,
     /// `Consensus.WALDir`: one folder per channel below it.
     pub wal_dir: PathBuf,
     /// `Consensus.SnapDir`: one folder per channel below it.
@@ -55,7 +53,7 @@ impl NodeResources {
         Ok(NodeResources {
             identity: NodeIdentity::default(),
             signer: Arc::new(signer),
-            cluster: ClusterService::default(),
+            cluster: Arc::new(NoCluster),
             wal_dir: dir.join("wal"),
             snap_dir: dir.join("snapshot"),
             block_puller: BlockPullerFactory::default(),

@@ -1,0 +1,4 @@
+//! The etcdraft consenter: a channel's consenters replicate its blocks with
+//! Raft (raft-rs), as Fabric's etcdraft does.
+
+pub mod transport;
