@@ -412,9 +412,19 @@ pub async fn wait_for_transactions(node: &TestNode, channel: &str, count: usize)
 
 /// Runs the `ordo` binary off the async runtime; returns (success, stdout, stderr).
 pub async fn run_ordo<S: AsRef<str>>(args: &[S]) -> (bool, String, String) {
+    run_ordo_in(None, args).await
+}
+
+/// [`run_ordo`] from the folder `dir` (relative paths in `args` start there).
+pub async fn run_ordo_in<S: AsRef<str>>(dir: Option<&Path>, args: &[S]) -> (bool, String, String) {
     let args: Vec<String> = args.iter().map(|a| a.as_ref().to_string()).collect();
+    let dir = dir.map(Path::to_path_buf);
     let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_ordo"))
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ordo"));
+        if let Some(dir) = dir {
+            command.current_dir(dir);
+        }
+        command
             .args(&args)
             .env("FABRIC_LOGGING_SPEC", "error")
             .output()

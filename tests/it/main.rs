@@ -12,6 +12,7 @@ mod conformance;
 mod consenter;
 mod crypto;
 mod deliver;
+mod etcdraft_cluster;
 mod node_config;
 mod operations;
 mod participation;
