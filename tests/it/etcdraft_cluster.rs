@@ -195,7 +195,7 @@ impl RaftNetwork {
         let node = self
             .path(ORDERER_ORG)
             .join(format!("orderers/{}.example.com", o.name));
-        let data = self.path(o.name);
+        let data = self.path(&format!("raft-data/{}", o.name));
         let p = |path: PathBuf| path.display().to_string();
         let server_crt = p(node.join("tls/server.crt"));
         let server_key = p(node.join("tls/server.key"));
@@ -862,14 +862,10 @@ async fn a_follower_forwards_broadcasts_and_every_node_delivers_the_same_chain()
         )
         .await;
         assert!(ok, "deliver from {}: {out}\n{err}", orderer.name);
-        let lines: Vec<String> = out
-            .lines()
-            .filter(|l| l.starts_with("block "))
-            .map(String::from)
-            .collect();
-        printed.push(lines);
+        printed.push(out);
     }
-    assert_eq!(printed[0].len(), blocks.len());
+    assert_eq!(printed[0].lines().count(), blocks.len(), "{}", printed[0]);
+    assert!(printed[0].lines().all(|l| l.starts_with("block ")));
     assert_eq!(printed[0], printed[1]);
     assert_eq!(printed[0], printed[2]);
 }
