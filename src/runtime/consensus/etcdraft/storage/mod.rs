@@ -636,3 +636,5 @@ impl raft::Storage for RaftStorage {
     }
 }
 
+#[cfg(test)]
+mod tests;
