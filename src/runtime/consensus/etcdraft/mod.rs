@@ -24,7 +24,6 @@ pub mod membership;
 pub mod options;
 mod outsider;
 mod proposer;
-#[path = "shim_storage.rs"]
 pub mod storage;
 #[cfg(test)]
 pub mod testing;
