@@ -133,6 +133,21 @@ pub fn last_config_index(block: &Block) -> Option<u64> {
     })
 }
 
+/// The consenter metadata an orderer put in the block (etcdraft's
+/// `BlockMetadata`, Kafka's offsets): the SIGNATURES slot's
+/// `OrdererBlockMetadata.consenter_metadata`, unwrapped from its `Metadata`.
+/// `None` when the block has none.
+pub fn consenter_metadata(block: &Block) -> Option<Bytes> {
+    let raw = block
+        .metadata
+        .as_ref()?
+        .metadata
+        .get(BlockMetadataIndex::Signatures as usize)?;
+    let obm = OrdererBlockMetadata::decode(Metadata::decode(raw.clone()).ok()?.value).ok()?;
+    let value = Metadata::decode(obm.consenter_metadata).ok()?.value;
+    (!value.is_empty()).then_some(value)
+}
+
 /// Whether the block is a config block: its single envelope is of type CONFIG
 /// (or the legacy ORDERER_TRANSACTION).
 pub fn is_config_block(block: &Block) -> bool {

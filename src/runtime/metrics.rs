@@ -134,6 +134,89 @@ pub struct Metrics {
     submission_wait: LatencyFamily,
     broadcast_to_block: LatencyFamily,
     chain_restarts: Family<ChannelLabel, Counter>,
+    etcdraft: EtcdRaftFamilies,
+}
+
+/// Fabric's etcdraft families (`consensus_etcdraft_*`), by channel.
+struct EtcdRaftFamilies {
+    is_leader: Family<ChannelLabel, Gauge>,
+    cluster_size: Family<ChannelLabel, Gauge>,
+    active_nodes: Family<ChannelLabel, Gauge>,
+    leader_changes: Family<ChannelLabel, Counter>,
+    committed_block_number: Family<ChannelLabel, Gauge>,
+    proposal_failures: Family<ChannelLabel, Counter>,
+    normal_proposals_received: Family<ChannelLabel, Counter>,
+    config_proposals_received: Family<ChannelLabel, Counter>,
+    data_persist_duration: LatencyFamily,
+}
+
+/// One channel's etcdraft metrics (zero for other consenters).
+#[derive(Debug, Clone)]
+pub struct EtcdRaftMetrics {
+    pub is_leader: Gauge,
+    pub cluster_size: Gauge,
+    pub active_nodes: Gauge,
+    pub leader_changes: Counter,
+    pub committed_block_number: Gauge,
+    pub proposal_failures: Counter,
+    pub normal_proposals_received: Counter,
+    pub config_proposals_received: Counter,
+    pub data_persist_duration: Histogram,
+}
+
+impl EtcdRaftFamilies {
+    fn new() -> EtcdRaftFamilies {
+        EtcdRaftFamilies {
+            is_leader: Family::default(),
+            cluster_size: Family::default(),
+            active_nodes: Family::default(),
+            leader_changes: Family::default(),
+            committed_block_number: Family::default(),
+            proposal_failures: Family::default(),
+            normal_proposals_received: Family::default(),
+            config_proposals_received: Family::default(),
+            data_persist_duration: Family::new_with_constructor(latency_histogram),
+        }
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        let sub = registry.sub_registry_with_prefix("consensus_etcdraft");
+        sub.register("is_leader", "The leadership status of the current node: 1 if it is the leader else 0.", self.is_leader.clone());
+        sub.register("cluster_size", "Number of nodes in this channel.", self.cluster_size.clone());
+        sub.register("active_nodes", "Number of active nodes in this channel.", self.active_nodes.clone());
+        sub.register("leader_changes", "The number of leader changes since process start.", self.leader_changes.clone());
+        sub.register("committed_block_number", "The block number of the latest block committed.", self.committed_block_number.clone());
+        sub.register("proposal_failures", "The number of proposal failures.", self.proposal_failures.clone());
+        sub.register("normal_proposals_received", "The total number of proposals received for normal type transactions.", self.normal_proposals_received.clone());
+        sub.register("config_proposals_received", "The total number of proposals received for config type transactions.", self.config_proposals_received.clone());
+        sub.register_with_unit("data_persist_duration", "The time taken for etcd/raft data to be persisted in storage (in seconds).", prometheus_client::registry::Unit::Seconds, self.data_persist_duration.clone());
+    }
+
+    fn channel(&self, label: &ChannelLabel) -> EtcdRaftMetrics {
+        EtcdRaftMetrics {
+            is_leader: self.is_leader.get_or_create(label).clone(),
+            cluster_size: self.cluster_size.get_or_create(label).clone(),
+            active_nodes: self.active_nodes.get_or_create(label).clone(),
+            leader_changes: self.leader_changes.get_or_create(label).clone(),
+            committed_block_number: self.committed_block_number.get_or_create(label).clone(),
+            proposal_failures: self.proposal_failures.get_or_create(label).clone(),
+            normal_proposals_received: self.normal_proposals_received.get_or_create(label).clone(),
+            config_proposals_received: self.config_proposals_received.get_or_create(label).clone(),
+            data_persist_duration: self.data_persist_duration.get_or_create(label).clone(),
+        }
+    }
+
+    fn forget(&self, label: &ChannelLabel) {
+        self.is_leader.remove(label);
+        self.cluster_size.remove(label);
+        self.active_nodes.remove(label);
+        self.leader_changes.remove(label);
+        self.committed_block_number.remove(label);
+        self.proposal_failures.remove(label);
+        self.normal_proposals_received.remove(label);
+        self.config_proposals_received.remove(label);
+        self.data_persist_duration.remove(label);
+    }
 }
 
 impl Metrics {
@@ -170,6 +253,7 @@ impl Metrics {
             submission_wait: Family::new_with_constructor(latency_histogram),
             broadcast_to_block: Family::new_with_constructor(latency_histogram),
             chain_restarts: Family::default(),
+            etcdraft: EtcdRaftFamilies::new(),
             registry: Mutex::new(Registry::default()),
         };
         // Fabric's help texts, so the two expositions read alike.
@@ -285,6 +369,7 @@ impl Metrics {
             "Restarts of the channel's actor tree by its supervisor",
             metrics.chain_restarts.clone(),
         );
+        metrics.etcdraft.register(&mut registry);
         *metrics
             .registry
             .lock()
@@ -340,6 +425,7 @@ impl Metrics {
             chain: actor("chain"),
             cutter: actor("cutter"),
             ledger: actor("ledger"),
+            proposer: actor("proposer"),
             blocks_inflight: self.blocks_inflight.get_or_create(&label).clone(),
             envelopes_inflight: self.envelopes_inflight.get_or_create(&label).clone(),
             bytes_inflight: self.bytes_inflight.get_or_create(&label).clone(),
@@ -349,6 +435,7 @@ impl Metrics {
             submission_wait: self.submission_wait.get_or_create(&label).clone(),
             broadcast_to_block: self.broadcast_to_block.get_or_create(&label).clone(),
             chain_restarts: self.chain_restarts.get_or_create(&label).clone(),
+            etcdraft: self.etcdraft.channel(&label),
         })
     }
 
@@ -376,7 +463,8 @@ impl Metrics {
         self.submission_wait.remove(&label);
         self.broadcast_to_block.remove(&label);
         self.chain_restarts.remove(&label);
-        for actor in ["chain", "cutter", "ledger"] {
+        self.etcdraft.forget(&label);
+        for actor in ["chain", "cutter", "ledger", "proposer"] {
             let labels = ActorLabels {
                 channel: channel.to_string(),
                 actor: actor.to_string(),
@@ -512,6 +600,8 @@ pub struct ChannelMetrics {
     pub chain: ActorMetrics,
     pub cutter: ActorMetrics,
     pub ledger: ActorMetrics,
+    /// etcdraft's ProposerActor (leader only).
+    pub proposer: ActorMetrics,
     pub blocks_inflight: Gauge,
     pub envelopes_inflight: Gauge,
     pub bytes_inflight: Gauge,
@@ -521,6 +611,7 @@ pub struct ChannelMetrics {
     pub submission_wait: Histogram,
     pub broadcast_to_block: Histogram,
     pub chain_restarts: Counter,
+    pub etcdraft: EtcdRaftMetrics,
 }
 
 impl ChannelMetrics {

@@ -165,6 +165,11 @@ fn node_resources(config: &NodeConfig, clock: Clock, signer: SigningIdentity) ->
         snap_dir: config.snap_dir.clone(),
         block_puller: BlockPullerFactory::default(),
         clock,
+        // Checked when the config was read.
+        raft_tick_override: crate::fabric::channelconfig::duration::parse_go_duration(
+            &config.raw.consensus.tick_interval_override,
+        )
+        .ok(),
     }
 }
 

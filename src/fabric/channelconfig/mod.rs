@@ -6,7 +6,7 @@
 //! ([`ChannelConfig::msp_manager`], [`ChannelConfig::policy_manager`]): a
 //! config whose MSPs or policies cannot be set up is invalid.
 
-mod duration;
+pub mod duration;
 pub mod genesis;
 mod parts;
 mod security;

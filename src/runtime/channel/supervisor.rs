@@ -163,6 +163,7 @@ impl ChannelSupervisor {
             filters: self.handle.filters().clone(),
             policies: self.handle.policies().clone(),
             metrics,
+            room: self.handle.inflight().clone(),
             status: self.handle.status_publisher().clone(),
             tree: tree.clone(),
         };

@@ -38,6 +38,19 @@ pub fn supervised_with(
     consenters: Consenters,
     room: InflightRoom,
 ) -> Supervised {
+    let (clock, hand) = Clock::manual();
+    supervised_on(profile, consenters, room, clock, |_| {}).with_clock(hand)
+}
+
+/// As [`supervised_with`], on `clock`, with the node's resources adjusted
+/// by `node` (an identity, a cluster): one node of a test cluster.
+pub fn supervised_on(
+    profile: GenesisProfile,
+    consenters: Consenters,
+    room: InflightRoom,
+    clock: Clock,
+    node: impl FnOnce(&mut NodeResources),
+) -> SupervisedNode {
     let dir = tempfile::tempdir().expect("tempdir");
     let factory = LedgerFactory::open(dir.path()).expect("open");
     let genesis = profile.genesis_block();
@@ -52,16 +65,34 @@ pub fn supervised_with(
         crate::runtime::metrics::ChannelMetrics::detached(&id),
     );
     let handle = Arc::new(handle);
-    let (clock, hand) = Clock::manual();
-    let mut node = NodeResources::for_dir(dir.path()).expect("node resources");
-    node.clock = clock;
+    let mut resources = NodeResources::for_dir(dir.path()).expect("node resources");
+    resources.clock = clock;
+    node(&mut resources);
     let supervisor =
-        ChannelSupervisor::new(handle.clone(), publisher, consenters, Arc::new(node)).start();
-    Supervised {
+        ChannelSupervisor::new(handle.clone(), publisher, consenters, Arc::new(resources)).start();
+    SupervisedNode {
         _dir: dir,
         handle,
         supervisor,
-        clock: hand,
+    }
+}
+
+/// A supervised channel on a clock the caller holds.
+pub struct SupervisedNode {
+    /// The ledger (and Raft storage) folder, removed with the value.
+    pub _dir: tempfile::TempDir,
+    pub handle: Arc<ChannelHandle>,
+    pub supervisor: Addr<ChannelSupervisor>,
+}
+
+impl SupervisedNode {
+    fn with_clock(self, clock: ManualClock) -> Supervised {
+        Supervised {
+            _dir: self._dir,
+            handle: self.handle,
+            supervisor: self.supervisor,
+            clock,
+        }
     }
 }
 

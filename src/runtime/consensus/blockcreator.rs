@@ -53,6 +53,20 @@ impl NextBlock {
     }
 }
 
+impl NextBlock {
+    /// The block over `batch` without the node's signature: a Raft leader
+    /// proposes it so, and every consenter signs the block it writes.
+    pub fn make_unsigned(self, batch: Batch) -> Block {
+        blockutil::new_block(
+            self.number,
+            self.previous_hash,
+            batch,
+            self.last_config,
+            Bytes::new(),
+        )
+    }
+}
+
 impl BlockCreator {
     /// Continues from the ledger's tip; `signer` signs every block.
     pub fn new(tip: &ChainTip, signer: Arc<SigningIdentity>) -> BlockCreator {

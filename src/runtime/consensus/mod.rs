@@ -11,6 +11,7 @@ mod blockcreator;
 pub mod etcdraft;
 pub mod inflight;
 mod resources;
+pub mod revalidation;
 pub mod solo;
 mod status;
 
@@ -173,6 +174,9 @@ pub struct ChainSupport {
     pub policies: Arc<dyn PolicyEvaluator>,
     /// The channel's metrics (mailbox depths, blocks in flight).
     pub metrics: Arc<ChannelMetrics>,
+    /// The channel's in-flight room, for submissions that arrive other than
+    /// through Broadcast (forwarded by another consenter).
+    pub room: InflightRoom,
     /// Where the chain publishes its role, leader and status.
     pub status: StatusPublisher,
     /// This generation of the channel's tree: each actor the consenter starts
@@ -223,6 +227,7 @@ impl Consenters {
     pub fn standard() -> Consenters {
         let mut consenters = Consenters::empty();
         consenters.register(solo::SoloConsenter);
+        consenters.register(etcdraft::EtcdRaftConsenter);
         consenters
     }
 

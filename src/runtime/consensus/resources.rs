@@ -43,6 +43,9 @@ pub struct NodeResources {
     pub snap_dir: PathBuf,
     pub block_puller: BlockPullerFactory,
     pub clock: Clock,
+    /// `Consensus.TickIntervalOverride`: replaces every etcdraft channel's
+    /// TickInterval.
+    pub raft_tick_override: Option<std::time::Duration>,
 }
 
 impl NodeResources {
@@ -58,6 +61,7 @@ impl NodeResources {
             snap_dir: dir.join("snapshot"),
             block_puller: BlockPullerFactory::default(),
             clock: Clock::system(),
+            raft_tick_override: None,
         })
     }
 }

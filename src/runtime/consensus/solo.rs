@@ -27,7 +27,6 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use bytes::Bytes;
-use prost::Message as _;
 use tokio::sync::{oneshot, watch};
 use tokio_stream::wrappers::WatchStream;
 
@@ -36,8 +35,8 @@ use super::{
     InflightPermit, NodeResources, PermitsByBlock, StartChain, Submit, SubmitError,
 };
 use crate::fabric::channelconfig::ChannelConfig;
-use crate::fabric::configtx::{self, PolicyEvaluator};
-use crate::fabric::protos::common::Envelope;
+use super::revalidation::{recheck_config, revalidate};
+use crate::fabric::configtx::PolicyEvaluator;
 use crate::runtime::blockcutter::{
     BatchCut, BatchTimeoutExpired, CutPending, CutterActor, CutterHandle, CutterOwner, Drain,
     Drained, Ordered, OrderedConfig, OrderedMessage,
@@ -221,38 +220,13 @@ impl SoloChain {
             ..
         } = msg;
         let check = tokio::task::spawn_blocking(move || {
-            configtx::last_update(&message.envelope)
-                .and_then(|update| {
-                    configtx::propose_config_update(&current, &update, policies.as_ref())
-                })
-                .map_err(|e| {
-                    tracing::warn!(%channel, reason = %e, "config update no longer valid under the current config");
-                    SubmitError::Invalid(format!("config update no longer valid: {e}"))
-                })
-                .and_then(|proposed| {
-                    let envelope = signer.sign_envelope(&proposed.envelope).map_err(|e| {
-                        SubmitError::Unavailable(format!("cannot sign the config envelope: {e}"))
-                    })?;
-                    filters
-                        .apply(&envelope, envelope.encoded_len(), &current)
-                        .map_err(|r| {
-                            SubmitError::Invalid(format!(
-                                "config update no longer valid: config update for existing channel did not pass final checks: {}",
-                                r.info
-                            ))
-                        })?;
-                    Ok((envelope, proposed.config))
-                })
+            recheck_config(&channel, &current, policies.as_ref(), &signer, &filters, &message)
         });
         ctx.spawn(check.into_actor(self).map(move |proposed, act, ctx| {
             act.revalidating = false;
             let outcome = match proposed {
                 _ if act.halting() => Err(act.unavailable()),
-                Ok(Ok((envelope, config))) => {
-                    let message = OrderedMessage {
-                        size: envelope.payload.len() + envelope.signature.len(),
-                        envelope: envelope.encode_to_vec().into(),
-                    };
+                Ok(Ok((message, config))) => {
                     act.order_config(message, Arc::new(config), permit, received, ctx)
                 }
                 Ok(Err(refused)) => Err(refused),
@@ -326,38 +300,6 @@ impl SoloChain {
         self.waiting.push_back(admission);
         self.admit(ctx);
     }
-}
-
-/// The second filter pass: the messages still valid under `config`, how many
-/// were dropped, and their bytes.
-fn revalidate(
-    channel: &str,
-    filters: &RuleSet,
-    config: &ChannelConfig,
-    messages: Vec<OrderedMessage>,
-) -> (Vec<OrderedMessage>, usize, usize) {
-    let mut kept = Vec::with_capacity(messages.len());
-    let (mut dropped, mut dropped_bytes) = (0, 0);
-    for message in messages {
-        // Fabric's second pass is ProcessNormalMsg again: maintenance mode first.
-        let verdict = crate::runtime::msgprocessor::check_normal_allowed(config)
-            .map_err(|r| r.info)
-            .and_then(|()| Envelope::decode(message.envelope.clone()).map_err(|e| e.to_string()))
-            .and_then(|env| {
-                filters
-                    .apply(&env, message.envelope.len(), config)
-                    .map_err(|r| r.info)
-            });
-        match verdict {
-            Ok(()) => kept.push(message),
-            Err(reason) => {
-                tracing::warn!(%channel, %reason, "message no longer valid under the new config; dropped");
-                dropped += 1;
-                dropped_bytes += message.envelope.len();
-            }
-        }
-    }
-    (kept, dropped, dropped_bytes)
 }
 
 fn answer_later(
@@ -572,6 +514,8 @@ impl Handler<InjectPanic> for SoloChain {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fabric::protos::common::Envelope;
+    use prost::Message as _;
     use crate::fabric::channelconfig::genesis::GenesisProfile;
     use crate::fabric::channelconfig::keys;
     use crate::fabric::configtx::compute::{compute_update, config_update_envelope};
@@ -708,6 +652,7 @@ mod tests {
 #[cfg(test)]
 mod admission {
     use super::*;
+    use prost::Message as _;
     use crate::fabric::channelconfig::genesis::GenesisProfile;
     use crate::runtime::channel::testing::{eventually, height_reaches, state_becomes, supervised};
     use crate::runtime::channel::ChannelState;

@@ -1,0 +1,81 @@
+//! The second look at a submission the config moved past: Fabric's
+//! re-validation of messages validated under an older config sequence, and
+//! of a config update another config overtook. Shared by the consenters;
+//! both run on the blocking pool (signature checks are CPU work).
+
+use prost::Message as _;
+
+use super::SubmitError;
+use crate::fabric::channelconfig::ChannelConfig;
+use crate::fabric::configtx::{self, PolicyEvaluator};
+use crate::fabric::protos::common::Envelope;
+use crate::runtime::blockcutter::OrderedMessage;
+use crate::runtime::msgprocessor::RuleSet;
+use crate::security::signer::SigningIdentity;
+
+/// The second filter pass: the messages still valid under `config`, how many
+/// were dropped, and their bytes.
+pub fn revalidate(
+    channel: &str,
+    filters: &RuleSet,
+    config: &ChannelConfig,
+    messages: Vec<OrderedMessage>,
+) -> (Vec<OrderedMessage>, usize, usize) {
+    let mut kept = Vec::with_capacity(messages.len());
+    let (mut dropped, mut dropped_bytes) = (0, 0);
+    for message in messages {
+        // Fabric's second pass is ProcessNormalMsg again: maintenance mode first.
+        let verdict = crate::runtime::msgprocessor::check_normal_allowed(config)
+            .map_err(|r| r.info)
+            .and_then(|()| Envelope::decode(message.envelope.clone()).map_err(|e| e.to_string()))
+            .and_then(|env| {
+                filters
+                    .apply(&env, message.envelope.len(), config)
+                    .map_err(|r| r.info)
+            });
+        match verdict {
+            Ok(()) => kept.push(message),
+            Err(reason) => {
+                tracing::warn!(%channel, %reason, "message no longer valid under the new config; dropped");
+                dropped += 1;
+                dropped_bytes += message.envelope.len();
+            }
+        }
+    }
+    (kept, dropped, dropped_bytes)
+}
+
+/// A config update checked again against `current`: the CONFIG envelope
+/// it makes now (signed by this node) and the config it makes, or why it no
+/// longer holds (`Invalid`: BAD_REQUEST).
+pub fn recheck_config(
+    channel: &str,
+    current: &ChannelConfig,
+    policies: &dyn PolicyEvaluator,
+    signer: &SigningIdentity,
+    filters: &RuleSet,
+    message: &OrderedMessage,
+) -> Result<(OrderedMessage, ChannelConfig), SubmitError> {
+    let proposed = configtx::last_update(&message.envelope)
+        .and_then(|update| configtx::propose_config_update(current, &update, policies))
+        .map_err(|e| {
+            tracing::warn!(%channel, reason = %e, "config update no longer valid under the current config");
+            SubmitError::Invalid(format!("config update no longer valid: {e}"))
+        })?;
+    let envelope = signer
+        .sign_envelope(&proposed.envelope)
+        .map_err(|e| SubmitError::Unavailable(format!("cannot sign the config envelope: {e}")))?;
+    filters
+        .apply(&envelope, envelope.encoded_len(), current)
+        .map_err(|r| {
+            SubmitError::Invalid(format!(
+                "config update no longer valid: config update for existing channel did not pass final checks: {}",
+                r.info
+            ))
+        })?;
+    let message = OrderedMessage {
+        size: envelope.payload.len() + envelope.signature.len(),
+        envelope: envelope.encode_to_vec().into(),
+    };
+    Ok((message, proposed.config))
+}
