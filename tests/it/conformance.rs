@@ -190,8 +190,14 @@ async fn a_solo_genesis_block_made_by_fabric_tools_boots_ordo() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_etcdraft_genesis_block_made_by_fabric_tools_is_read_whole() {
+    use bytes::Bytes;
+    use ordo::fabric::protos::common::Status;
+    use ordo::runtime::channel::ChannelState;
+    use ordo::runtime::consensus::{ChainRole, ConsensusRelation, ParticipationStatus};
+    use ordo::tools::client::envelope::signed_transaction;
+
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_, raft, _) = fabric_made_blocks(dir.path());
+    let (_, raft, client_identity) = fabric_made_blocks(dir.path());
     let node = TestNode::with_env(boot_from(&raft)).await;
     let channel = node
         .node
@@ -210,14 +216,50 @@ async fn an_etcdraft_genesis_block_made_by_fabric_tools_is_read_whole() {
         raft.options.as_ref().expect("options").max_inflight_blocks,
         5
     );
-    // The node runs; the channel waits for the etcdraft consenter, which this
-    // build does not have yet, and says so.
-    match channel.state() {
-        ordo::runtime::channel::ChannelState::Errored(reason) => {
-            assert!(reason.contains("etcdraft"), "{reason}")
-        }
-        other => panic!("expected errored until etcdraft lands, got {other:?}"),
-    }
+
+    // The block names three other nodes (127.0.0.1:7051-7053); this one is
+    // not among them. The channel starts, and the node says it follows the
+    // channel without ordering it: Fabric's consensusRelation "follower",
+    // "onboarding" until it has pulled the consenters' blocks.
+    let mut state = channel.subscribe_state();
+    tokio::time::timeout(
+        PATIENCE,
+        state.wait_for(|s| !matches!(s, ChannelState::Starting)),
+    )
+    .await
+    .expect("the channel starts in time")
+    .expect("state watch");
+    assert!(
+        matches!(channel.state(), ChannelState::Active),
+        "{:?}",
+        channel.state()
+    );
+    let status = channel.chain_status();
+    assert_eq!(status.relation, ConsensusRelation::Follower);
+    assert_eq!(status.status, ParticipationStatus::Onboarding);
+    assert_eq!(status.role, ChainRole::None);
+    let info = node.admin().info("pyraft").await.expect("info").json();
+    assert_eq!(info["consensusRelation"], "follower", "{info}");
+    assert_eq!(info["status"], "onboarding", "{info}");
+
+    // It does not order: a member's transaction is refused as unavailable.
+    let mut client = node.client().await;
+    let mut stream = BroadcastStream::open(&mut client).await;
+    stream
+        .send(signed_transaction(
+            "pyraft",
+            Bytes::from_static(b"to a node that is not a consenter"),
+            &client_identity,
+        ))
+        .await;
+    let answer = stream.next().await.expect("answer");
+    assert_eq!(
+        answer.status,
+        Status::ServiceUnavailable as i32,
+        "{}",
+        answer.info
+    );
+    assert!(answer.info.contains("not a consenter"), "{}", answer.info);
 }
 
 #[test]
