@@ -70,7 +70,7 @@ use crate::runtime::channel::tree::{ChildGuard, TreeMembership};
 use crate::runtime::clock::Clock;
 use crate::runtime::consensus::revalidation::{recheck_config, revalidate};
 use crate::runtime::consensus::{
-    Abort, BlockCreator, ChainRole, ChainStatus, ConsensusRelation, Configure, Halt,
+    Abort, BlockCreator, ChainRole, ChainStatus, Configure, ConsensusRelation, Halt,
     InflightPermit, InflightRoom, ParticipationStatus, PermitsByBlock, StatusPublisher, Submit,
     SubmitError,
 };
@@ -185,6 +185,10 @@ pub struct RaftChain {
     persisting: bool,
     /// The commit index moved without a hard state to persist it with.
     commit_unpersisted: bool,
+    /// What arrived for Raft while a `Ready` was being persisted: raft-rs
+    /// takes nothing between `ready` and `advance` (no message, tick or
+    /// proposal), so they are handed to it right after, together.
+    deferred: Vec<Deferred>,
 
     // Applying.
     /// The last Raft index handed to the block writer (or skipped).
@@ -245,6 +249,7 @@ impl RaftChain {
             leader: None,
             persisting: false,
             commit_unpersisted: false,
+            deferred: Vec::new(),
             applied_index,
             next_number,
             to_write: VecDeque::new(),
@@ -351,6 +356,7 @@ impl RaftChain {
                 .observe(started.elapsed().as_secs_f64());
             act.send(persisted_messages);
             act.advance(ready, ctx);
+            act.run_deferred(ctx);
             act.drive(ctx);
         }));
     }
@@ -366,6 +372,38 @@ impl RaftChain {
         let committed = light.take_committed_entries();
         self.apply(committed, ctx);
         self.node.advance_apply();
+    }
+
+    fn run_deferred(&mut self, ctx: &mut Context<Self>) {
+        for input in std::mem::take(&mut self.deferred) {
+            match input {
+                Deferred::Tick => self.tick(),
+                Deferred::Step(message) => self.step(message),
+                Deferred::Propose(propose) => self.propose(propose, ctx),
+                Deferred::Unreachable(peer) => self.node.report_unreachable(peer),
+            }
+        }
+    }
+
+    fn step(&mut self, message: raft::eraftpb::Message) {
+        let from = message.from;
+        if let Err(e) = self.node.step(message) {
+            tracing::debug!(channel = %self.channel_id, from, error = %e, "Raft message not taken");
+        }
+    }
+
+    fn tick(&mut self) {
+        self.node.tick();
+        if self.role == ChainRole::Leader {
+            let active = self
+                .node
+                .raft
+                .prs()
+                .iter()
+                .filter(|(&id, progress)| id == self.id || progress.recent_active)
+                .count();
+            self.metrics.etcdraft.active_nodes.set(active as i64);
+        }
     }
 
     fn send(&mut self, messages: Vec<raft::eraftpb::Message>) {
@@ -461,8 +499,7 @@ impl RaftChain {
             return;
         }
         let written = self.store.height() == self.next_number && !self.writing;
-        if self.applied_index < leadership.election_index || !written || !self.to_write.is_empty()
-        {
+        if self.applied_index < leadership.election_index || !written || !self.to_write.is_empty() {
             return;
         }
         let tip = self.store.tip();
@@ -546,7 +583,15 @@ impl RaftChain {
                     let _ = answer.send(outcome);
                 }
             }
-            kind => self.recheck(admission.messages, kind, admission.permit, admission.received, admission.answer, current, ctx),
+            kind => self.recheck(
+                admission.messages,
+                kind,
+                admission.permit,
+                admission.received,
+                admission.answer,
+                current,
+                ctx,
+            ),
         }
     }
 
@@ -574,10 +619,19 @@ impl RaftChain {
                 let Some(message) = messages.first() else {
                     return Ok(Rechecked::Config(None));
                 };
-                recheck_config(&channel, &current, policies.as_ref(), &signer, &filters, message)
-                    .map(|(message, config)| Rechecked::Config(Some((message, Arc::new(config)))))
+                recheck_config(
+                    &channel,
+                    &current,
+                    policies.as_ref(),
+                    &signer,
+                    &filters,
+                    message,
+                )
+                .map(|(message, config)| Rechecked::Config(Some((message, Arc::new(config)))))
             } else {
-                Ok(Rechecked::Normal(revalidate(&channel, &filters, &current, messages)))
+                Ok(Rechecked::Normal(revalidate(
+                    &channel, &filters, &current, messages,
+                )))
             }
         });
         ctx.spawn(check.into_actor(self).map(move |checked, act, ctx| {
@@ -667,7 +721,11 @@ impl RaftChain {
     // ---- Submissions ----
 
     /// Where a submission goes now.
-    fn route(&mut self, admission: Admission, ctx: &mut Context<Self>) -> Response<Result<(), SubmitError>> {
+    fn route(
+        &mut self,
+        admission: Admission,
+        ctx: &mut Context<Self>,
+    ) -> Response<Result<(), SubmitError>> {
         if self.halting() {
             return Response::reply(Err(self.halting_error()));
         }
@@ -841,6 +899,8 @@ impl RaftChain {
             self.to_write.push_back((entry.index, block));
         }
         self.write_blocks(ctx);
+        // A new leader whose log holds no block to write is ready now.
+        self.start_proposing(ctx);
     }
 
     /// Blocks this node proposed at or before `index`, or in an older term
@@ -888,7 +948,9 @@ impl RaftChain {
                 permit: InflightPermit::default(),
             });
         }
-        self.metrics.blocks_inflight.set(self.proposals.len() as i64);
+        self.metrics
+            .blocks_inflight
+            .set(self.proposals.len() as i64);
         self.send_on(ctx);
         self.admit(ctx);
     }
@@ -909,10 +971,8 @@ impl RaftChain {
                 .map(|(index, mut block)| {
                     let last_config = blockutil::last_config_index(&block).unwrap_or(0);
                     let consenter = membership.block_metadata(index).encode_to_vec();
-                    block.metadata = Some(blockutil::orderer_metadata(
-                        last_config,
-                        consenter.into(),
-                    ));
+                    block.metadata =
+                        Some(blockutil::orderer_metadata(last_config, consenter.into()));
                     signer.sign_block(&mut block).map(|()| block)
                 })
                 .collect::<Result<Vec<Block>, _>>()
@@ -929,7 +989,10 @@ impl RaftChain {
                 if let Err(gone) = act.ledger.append(block, Vec::new()) {
                     return act.fail(format!("the ledger is gone: {gone}"), ctx);
                 }
-                act.metrics.etcdraft.committed_block_number.set(number as i64);
+                act.metrics
+                    .etcdraft
+                    .committed_block_number
+                    .set(number as i64);
             }
             act.write_blocks(ctx);
             act.finish_halt(ctx);
@@ -966,6 +1029,14 @@ impl RaftChain {
                 }),
         );
     }
+}
+
+/// An input for Raft that waits for the `Ready` being persisted.
+enum Deferred {
+    Tick,
+    Step(raft::eraftpb::Message),
+    Propose(Propose),
+    Unreachable(u64),
 }
 
 enum Rechecked {
@@ -1034,17 +1105,11 @@ impl Handler<Tick> for RaftChain {
     type Result = ();
 
     fn handle(&mut self, _: Tick, ctx: &mut Context<Self>) {
-        self.node.tick();
-        if self.role == ChainRole::Leader {
-            let active = self
-                .node
-                .raft
-                .prs()
-                .iter()
-                .filter(|(&id, progress)| id == self.id || progress.recent_active)
-                .count();
-            self.metrics.etcdraft.active_nodes.set(active as i64);
+        if self.persisting {
+            self.deferred.push(Deferred::Tick);
+            return;
         }
+        self.tick();
         self.drive(ctx);
         self.send_on(ctx);
     }
@@ -1054,9 +1119,11 @@ impl Handler<Step> for RaftChain {
     type Result = ();
 
     fn handle(&mut self, msg: Step, ctx: &mut Context<Self>) {
-        if let Err(e) = self.node.step(msg.message) {
-            tracing::debug!(channel = %self.channel_id, from = msg.from, error = %e, "Raft message not taken");
+        if self.persisting {
+            self.deferred.push(Deferred::Step(msg.message));
+            return;
         }
+        self.step(msg.message);
         self.drive(ctx);
     }
 }
@@ -1066,6 +1133,9 @@ impl Handler<TransportEvent> for RaftChain {
 
     fn handle(&mut self, msg: TransportEvent, _: &mut Context<Self>) {
         match msg {
+            TransportEvent::Unreachable(peer) if self.persisting => {
+                self.deferred.push(Deferred::Unreachable(peer))
+            }
             TransportEvent::Unreachable(peer) => self.node.report_unreachable(peer),
         }
     }
@@ -1141,7 +1211,9 @@ impl Handler<ForwardedSubmit> for RaftChain {
         let take = async move { room.take_one(size).await };
         ctx.spawn(take.into_actor(self).map(move |permit, act, ctx| {
             let Ok(permit) = permit else {
-                let _ = answer.send(Err(SubmitError::Unavailable("the channel is closing".into())));
+                let _ = answer.send(Err(SubmitError::Unavailable(
+                    "the channel is closing".into(),
+                )));
                 return;
             };
             if act.leadership.is_none() || act.halting() {
@@ -1175,6 +1247,17 @@ impl Handler<Propose> for RaftChain {
     type Result = ();
 
     fn handle(&mut self, msg: Propose, ctx: &mut Context<Self>) {
+        if self.persisting {
+            self.deferred.push(Deferred::Propose(msg));
+            return;
+        }
+        self.propose(msg, ctx);
+        self.drive(ctx);
+    }
+}
+
+impl RaftChain {
+    fn propose(&mut self, msg: Propose, ctx: &mut Context<Self>) {
         let current_term = self.leadership.as_ref().map(|l| l.term);
         let config_seq = self.config.borrow().sequence;
         let envelopes = blockutil::entries(&msg.block).to_vec();
@@ -1212,7 +1295,9 @@ impl Handler<Propose> for RaftChain {
                     },
                 );
                 self.permits.hold(header.number, msg.permit);
-                self.metrics.blocks_inflight.set(self.proposals.len() as i64);
+                self.metrics
+                    .blocks_inflight
+                    .set(self.proposals.len() as i64);
             }
             Err(e) => {
                 tracing::warn!(channel = %self.channel_id, number = header.number, error = %e, "proposal dropped by Raft");
@@ -1231,7 +1316,6 @@ impl Handler<Propose> for RaftChain {
                 });
             }
         }
-        self.drive(ctx);
     }
 }
 

@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use actix::prelude::*;
 
+use crate::fabric::channelconfig::ChannelConfig;
 use crate::fabric::protos::common::Block;
 use crate::runtime::blockcutter::{
     BatchCut, BatchTimeoutExpired, CutPending, CutterActor, CutterHandle, CutterOwner, Drain,
@@ -28,7 +29,6 @@ use crate::runtime::channel::tree::{ChildGuard, TreeMembership};
 use crate::runtime::clock::Clock;
 use crate::runtime::consensus::{BlockCreator, InflightPermit};
 use crate::runtime::metrics::ChannelMetrics;
-use crate::fabric::channelconfig::ChannelConfig;
 
 /// A block made by the proposer of leadership `term`, for the chain to propose.
 #[derive(Message)]
@@ -84,12 +84,9 @@ impl ProposerHandle {
             cutter: cutter.clone(),
             chain,
             stopping: false,
-            _guard: guard,
+            guard: Some(guard),
         });
-        ProposerHandle {
-            cutter,
-            addr,
-        }
+        ProposerHandle { cutter, addr }
     }
 
     /// Stops proposing; what was pending comes back to the chain as `Propose`.
@@ -104,7 +101,8 @@ pub struct ProposerActor {
     cutter: CutterHandle,
     chain: Mailbox<Propose>,
     stopping: bool,
-    _guard: ChildGuard,
+    /// Retired when the proposer stops because it was told to.
+    guard: Option<ChildGuard>,
 }
 
 impl Actor for ProposerActor {
@@ -184,6 +182,11 @@ impl Handler<Drained> for ProposerActor {
     fn handle(&mut self, _: Drained, ctx: &mut Context<Self>) {
         // Queued behind every `BatchCut` of the drain, and blocks are made
         // with `ctx.wait`: everything pending has been handed back.
+        if self.stopping {
+            if let Some(guard) = self.guard.take() {
+                guard.retire();
+            }
+        }
         ctx.stop();
     }
 }
