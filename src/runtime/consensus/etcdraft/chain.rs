@@ -56,7 +56,7 @@ use tokio_stream::wrappers::WatchStream;
 
 use super::membership::Membership;
 use super::options::RaftOptions;
-use super::proposer::{Propose, ProposerHandle};
+use super::proposer::{Propose, ProposerHandle, ProposerStopped};
 use super::storage::{PersistBatch, RaftStorage};
 use super::transport::{ForwardedSubmit, RaftTransport, Step, TransportEvent};
 use crate::fabric::blockutil;
@@ -213,7 +213,15 @@ pub struct RaftChain {
     resending: bool,
 
     halt_waiters: Option<Vec<oneshot::Sender<()>>>,
+    /// Proposers told to stop that have not handed everything back yet.
+    draining_proposers: usize,
+    /// A halt waits this long for what was proposed to commit.
+    halt_grace_over: bool,
 }
+
+/// How long a halt waits for blocks already proposed to be committed and
+/// written (a leader without a quorum cannot commit them).
+const HALT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl RaftChain {
     pub fn new(
@@ -263,6 +271,8 @@ impl RaftChain {
             resend: VecDeque::new(),
             resending: false,
             halt_waiters: None,
+            draining_proposers: 0,
+            halt_grace_over: false,
         }
     }
 
@@ -458,6 +468,7 @@ impl RaftChain {
         tracing::info!(channel = %self.channel_id, node = self.id, leader = ?self.leader, "stepped down from leader");
         if let Some(proposer) = self.leadership.take().and_then(|l| l.proposer) {
             proposer.stop();
+            self.draining_proposers += 1;
         }
         self.config_in_flight = None;
         self.metrics.blocks_inflight.set(0);
@@ -510,6 +521,7 @@ impl RaftChain {
             term,
             creator,
             &config,
+            Mailbox::of(&ctx.address(), &self.metrics.chain),
             Mailbox::of(&ctx.address(), &self.metrics.chain),
             &self.tree,
             &self.metrics,
@@ -1007,11 +1019,21 @@ impl RaftChain {
         if !self.halting() || self.writing || !self.to_write.is_empty() {
             return;
         }
+        // What the leader accepted is proposed and written first, as a solo
+        // chain writes its pending batch (bounded by HALT_GRACE).
+        let settled = self.draining_proposers == 0 && self.proposals.is_empty();
+        if !settled && !self.halt_grace_over {
+            return;
+        }
         let Some(waiters) = self.halt_waiters.as_mut() else {
             return;
         };
         if waiters.is_empty() {
             return;
+        }
+        if !settled {
+            let envelopes: usize = self.proposals.values().map(|p| p.envelopes.len()).sum();
+            tracing::warn!(channel = %self.channel_id, blocks = self.proposals.len(), envelopes, "halting with proposed blocks not committed");
         }
         let waiters = std::mem::take(waiters);
         let ledger = self.ledger.clone();
@@ -1141,7 +1163,17 @@ impl Handler<TransportEvent> for RaftChain {
     }
 }
 
-crate::counted_handlers!(RaftChain: Submit, Configure, Propose);
+crate::counted_handlers!(RaftChain: Submit, Configure, Propose, ProposerStopped);
+
+impl Handler<ProposerStopped> for RaftChain {
+    type Result = ();
+
+    fn handle(&mut self, msg: ProposerStopped, ctx: &mut Context<Self>) {
+        tracing::debug!(channel = %self.channel_id, term = msg.term, "proposer stopped");
+        self.draining_proposers = self.draining_proposers.saturating_sub(1);
+        self.finish_halt(ctx);
+    }
+}
 
 impl Handler<Submit> for RaftChain {
     type Result = Response<Result<(), SubmitError>>;
@@ -1262,7 +1294,7 @@ impl RaftChain {
         let config_seq = self.config.borrow().sequence;
         let envelopes = blockutil::entries(&msg.block).to_vec();
         let header = msg.block.header.clone().unwrap_or_default();
-        if current_term != Some(msg.term) || self.halting() {
+        if current_term != Some(msg.term) {
             // Made by a proposer of a leadership that ended: send it on.
             self.resend.push_back(Resend {
                 messages: envelopes
@@ -1354,8 +1386,14 @@ impl Handler<Halt> for RaftChain {
         if first {
             if let Some(proposer) = self.leadership.as_mut().and_then(|l| l.proposer.take()) {
                 proposer.stop();
+                self.draining_proposers += 1;
             }
             self.admit(ctx);
+            let grace = self.clock.sleep(HALT_GRACE);
+            ctx.spawn(grace.into_actor(self).map(|(), act, ctx| {
+                act.halt_grace_over = true;
+                act.finish_halt(ctx);
+            }));
         }
         self.finish_halt(ctx);
         Box::pin(async move {

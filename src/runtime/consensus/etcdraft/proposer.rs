@@ -12,7 +12,8 @@
 //! - [`StopProposing`] (from the chain, on becomeFollower or halt): ask the
 //!   cutter to drain, so the pending batch comes back as `Propose` too (the
 //!   chain, no longer leader, sends its envelopes on to the new leader), then stop.
-//! - [`Drained`] (from the CutterActor): everything pending was cut: stop.
+//! - [`Drained`] (from the CutterActor): everything pending was cut: tell
+//!   the chain ([`ProposerStopped`]) and stop.
 
 use std::time::Instant;
 
@@ -41,6 +42,13 @@ pub struct Propose {
     pub received: Vec<Instant>,
 }
 
+/// The proposer of leadership `term` handed back everything and stopped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ProposerStopped {
+    pub term: u64,
+}
+
 /// Stop proposing: drain the cutter, hand back what was pending, stop.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -59,6 +67,7 @@ impl ProposerHandle {
         creator: BlockCreator,
         config: &ChannelConfig,
         chain: Mailbox<Propose>,
+        stopped: Mailbox<ProposerStopped>,
         tree: &TreeMembership,
         metrics: &ChannelMetrics,
         clock: Clock,
@@ -83,6 +92,7 @@ impl ProposerHandle {
             creator,
             cutter: cutter.clone(),
             chain,
+            stopped,
             stopping: false,
             guard: Some(guard),
         });
@@ -100,6 +110,7 @@ pub struct ProposerActor {
     creator: BlockCreator,
     cutter: CutterHandle,
     chain: Mailbox<Propose>,
+    stopped: Mailbox<ProposerStopped>,
     stopping: bool,
     /// Retired when the proposer stops because it was told to.
     guard: Option<ChildGuard>,
@@ -186,6 +197,7 @@ impl Handler<Drained> for ProposerActor {
             if let Some(guard) = self.guard.take() {
                 guard.retire();
             }
+            let _ = self.stopped.post(ProposerStopped { term: self.term });
         }
         ctx.stop();
     }
