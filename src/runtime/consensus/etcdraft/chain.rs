@@ -203,6 +203,11 @@ pub struct RaftChain {
     leadership: Option<Leadership>,
     /// Blocks this node proposed, by Raft index.
     proposals: BTreeMap<u64, Proposal>,
+    /// Envelopes (and their bytes) admitted to the cutter and not yet back
+    /// as a proposed block: the blocks they will make count as in flight
+    /// too, as in Fabric, where the cutter runs inside admission.
+    uncut_envelopes: usize,
+    uncut_bytes: usize,
     permits: PermitsByBlock,
     config_in_flight: Option<u64>,
     revalidating: bool,
@@ -264,6 +269,8 @@ impl RaftChain {
             writing: false,
             leadership: None,
             proposals: BTreeMap::new(),
+            uncut_envelopes: 0,
+            uncut_bytes: 0,
             permits: PermitsByBlock::default(),
             config_in_flight: None,
             revalidating: false,
@@ -527,6 +534,8 @@ impl RaftChain {
             &self.metrics,
             self.clock.clone(),
         );
+        self.uncut_envelopes = 0;
+        self.uncut_bytes = 0;
         tracing::info!(channel = %self.channel_id, node = self.id, term, next_block = tip.height, "leader ready: proposing");
         if let Some(leadership) = self.leadership.as_mut() {
             leadership.proposer = Some(proposer);
@@ -545,7 +554,17 @@ impl RaftChain {
         self.proposer().is_some()
             && !self.revalidating
             && self.config_in_flight.is_none()
-            && self.proposals.len() < self.options.max_inflight_blocks
+            && self.blocks_in_flight() < self.options.max_inflight_blocks
+    }
+
+    /// Blocks proposed and not yet applied, and the full blocks the cutter
+    /// will cut from what was admitted (a partial batch waiting for its
+    /// timeout does not count, as in Fabric).
+    fn blocks_in_flight(&self) -> usize {
+        let limits = self.config.borrow().batch_size;
+        let by_count = self.uncut_envelopes / (limits.max_message_count.max(1) as usize);
+        let by_bytes = self.uncut_bytes / (limits.preferred_max_bytes.max(1) as usize);
+        self.proposals.len() + by_count.max(by_bytes)
     }
 
     /// Admits waiting submissions in order, until one must wait again.
@@ -578,9 +597,22 @@ impl RaftChain {
         let up_to_date = admission.config_seq >= current.sequence;
         match admission.kind {
             Kind::Normal if up_to_date => {
+                let retry = admission
+                    .answer
+                    .is_none()
+                    .then(|| admission.messages.clone());
                 let outcome = self.order(admission.messages, admission.permit, admission.received);
-                if let Some(answer) = admission.answer {
-                    let _ = answer.send(outcome);
+                match (admission.answer, outcome, retry) {
+                    (Some(answer), outcome, _) => {
+                        let _ = answer.send(outcome);
+                    }
+                    (None, Err(_), Some(messages)) => self.resend.push_back(Resend {
+                        messages,
+                        config_seq: admission.config_seq,
+                        is_config: false,
+                        permit: InflightPermit::default(),
+                    }),
+                    (None, _, _) => {}
                 }
             }
             Kind::Config(Some(config)) if admission.config_seq == current.sequence => {
@@ -626,6 +658,9 @@ impl RaftChain {
         let signer = self.signer.clone();
         let channel = self.channel_id.clone();
         let is_config = matches!(kind, Kind::Config(_));
+        // Envelopes already answered SUCCESS are kept to send on if this
+        // node cannot admit them after all (shared bytes: no copy).
+        let retry = answer.is_none().then(|| messages.clone());
         let check = tokio::task::spawn_blocking(move || {
             if is_config {
                 let Some(message) = messages.first() else {
@@ -665,13 +700,24 @@ impl RaftChain {
                 Ok(Err(refused)) => Err(refused),
                 Err(e) => Err(SubmitError::Unavailable(format!("re-validation failed: {e}"))),
             };
-            match answer {
-                Some(answer) => {
+            match (answer, outcome) {
+                (Some(answer), outcome) => {
                     let _ = answer.send(outcome);
                 }
-                None => {
-                    if let Err(e) = outcome {
-                        tracing::warn!(channel = %act.channel_id, reason = %e, "an envelope sent on after a leader change was not ordered");
+                (None, Ok(())) => {}
+                (None, Err(SubmitError::Invalid(reason))) => {
+                    tracing::warn!(channel = %act.channel_id, %reason, "an envelope sent on after a leader change is no longer valid; dropped");
+                }
+                // Answered SUCCESS long ago: it must still reach a leader.
+                (None, Err(SubmitError::Unavailable(_))) => {
+                    if let Some(messages) = retry {
+                        act.resend.push_back(Resend {
+                            messages,
+                            config_seq: 0,
+                            is_config,
+                            permit: InflightPermit::default(),
+                        });
+                        act.send_on(ctx);
                     }
                 }
             }
@@ -691,6 +737,10 @@ impl RaftChain {
         let Some(proposer) = self.proposer() else {
             return Err(SubmitError::Unavailable("not the Raft leader".into()));
         };
+        let (count, bytes) = (
+            messages.len(),
+            messages.iter().map(|m| m.envelope.len()).sum::<usize>(),
+        );
         let ordered = Ordered {
             messages,
             permit,
@@ -700,7 +750,10 @@ impl RaftChain {
             .cutter
             .ordered
             .post(ordered)
-            .map_err(|gone| SubmitError::Unavailable(format!("the cutter is gone: {gone}")))
+            .map_err(|gone| SubmitError::Unavailable(format!("the cutter is gone: {gone}")))?;
+        self.uncut_envelopes += count;
+        self.uncut_bytes += bytes;
+        Ok(())
     }
 
     fn order_config(
@@ -784,6 +837,17 @@ impl RaftChain {
         messages: &[OrderedMessage],
         config_seq: u64,
     ) -> futures::future::BoxFuture<'static, Result<(), SubmitError>> {
+        let each = self.forward_each(leader, messages, config_seq);
+        Box::pin(async move { each.await.into_iter().collect() })
+    }
+
+    /// Sends `messages` to `leader`, in order; resolves with each one's answer.
+    fn forward_each(
+        &self,
+        leader: u64,
+        messages: &[OrderedMessage],
+        config_seq: u64,
+    ) -> futures::future::BoxFuture<'static, Vec<Result<(), SubmitError>>> {
         let mut answers = Vec::with_capacity(messages.len());
         for message in messages {
             let envelope = match Envelope::decode(message.envelope.clone()) {
@@ -803,12 +867,7 @@ impl RaftChain {
                 },
             ));
         }
-        Box::pin(async move {
-            for answer in futures::future::join_all(answers).await {
-                answer?;
-            }
-            Ok(())
-        })
+        Box::pin(futures::future::join_all(answers))
     }
 
     /// Envelopes answered SUCCESS that still need a leader: admitted here
@@ -842,21 +901,31 @@ impl RaftChain {
         let batches: Vec<Resend> = std::mem::take(&mut self.resend).into();
         let sends: Vec<_> = batches
             .iter()
-            .map(|r| self.forward(leader, &r.messages, r.config_seq))
+            .map(|r| self.forward_each(leader, &r.messages, r.config_seq))
             .collect();
         tracing::info!(channel = %self.channel_id, leader, batches = batches.len(), "sending envelopes on to the new leader");
         let all = futures::future::join_all(sends);
         ctx.spawn(all.into_actor(self).map(move |outcomes, act, _| {
             act.resending = false;
             let mut again = Vec::new();
-            for (resend, outcome) in batches.into_iter().zip(outcomes) {
-                match outcome {
-                    Ok(()) => {}
-                    Err(SubmitError::Invalid(reason)) => {
-                        tracing::warn!(channel = %act.channel_id, %reason, "the leader refused envelopes sent on after a leader change");
+            for (resend, answers) in batches.into_iter().zip(outcomes) {
+                // Only what the leader did not take goes again: an envelope
+                // it admitted must not be ordered twice.
+                let mut left = Vec::new();
+                for (message, answer) in resend.messages.into_iter().zip(answers) {
+                    match answer {
+                        Ok(()) => {}
+                        Err(SubmitError::Invalid(reason)) => {
+                            tracing::warn!(channel = %act.channel_id, %reason, "the leader refused an envelope sent on after a leader change");
+                        }
+                        Err(SubmitError::Unavailable(_)) => left.push(message),
                     }
-                    // Tried again on a later tick or leader change.
-                    Err(SubmitError::Unavailable(_)) => again.push(resend),
+                }
+                if !left.is_empty() {
+                    again.push(Resend {
+                        messages: left,
+                        ..resend
+                    });
                 }
             }
             for resend in again.into_iter().rev() {
@@ -889,15 +958,18 @@ impl RaftChain {
                     None
                 }
             };
-            self.settle_proposals(entry.index, entry.term, block.as_ref(), ctx);
-            let Some(block) = block else {
+            let stale = block
+                .as_ref()
+                .is_some_and(|b| blockutil::number(b) < self.next_number);
+            if stale {
+                tracing::warn!(channel = %self.channel_id, index = entry.index, "Raft entry holds a block number already written; skipped");
+            }
+            let written = if stale { None } else { block.as_ref() };
+            self.settle_proposals(entry.index, entry.term, written, ctx);
+            let Some(block) = block.filter(|_| !stale) else {
                 continue;
             };
             let number = blockutil::number(&block);
-            if number < self.next_number {
-                tracing::warn!(channel = %self.channel_id, index = entry.index, number, "Raft entry holds a block already written; skipped");
-                continue;
-            }
             if number > self.next_number {
                 return self.fail(
                     format!(
@@ -1291,10 +1363,20 @@ impl Handler<Propose> for RaftChain {
 impl RaftChain {
     fn propose(&mut self, msg: Propose, ctx: &mut Context<Self>) {
         let current_term = self.leadership.as_ref().map(|l| l.term);
-        let config_seq = self.config.borrow().sequence;
+        // The envelopes were validated when admitted, under this config or
+        // an older one: sent on, they are checked again if the config moved.
+        let config_seq = 0;
         let envelopes = blockutil::entries(&msg.block).to_vec();
         let header = msg.block.header.clone().unwrap_or_default();
-        if current_term != Some(msg.term) {
+        self.uncut_envelopes = self.uncut_envelopes.saturating_sub(envelopes.len());
+        self.uncut_bytes = self
+            .uncut_bytes
+            .saturating_sub(envelopes.iter().map(Bytes::len).sum());
+        // raft-rs forwards a follower's proposal to its leader: a block made
+        // on an old tip must never leave this node, so only the leader of
+        // the proposer's own term proposes.
+        let leading = self.node.raft.state == StateRole::Leader && self.node.raft.term == msg.term;
+        if current_term != Some(msg.term) || !leading {
             // Made by a proposer of a leadership that ended: send it on.
             self.resend.push_back(Resend {
                 messages: envelopes
@@ -1312,9 +1394,10 @@ impl RaftChain {
             return;
         }
         let data = msg.block.encode_to_vec();
+        let before = self.node.raft.raft_log.last_index();
         match self.node.propose(Vec::new(), data) {
-            Ok(()) => {
-                let index = self.node.raft.raft_log.last_index();
+            Ok(()) if self.node.raft.raft_log.last_index() == before + 1 => {
+                let index = before + 1;
                 self.proposals.insert(
                     index,
                     Proposal {
@@ -1331,8 +1414,12 @@ impl RaftChain {
                     .blocks_inflight
                     .set(self.proposals.len() as i64);
             }
-            Err(e) => {
-                tracing::warn!(channel = %self.channel_id, number = header.number, error = %e, "proposal dropped by Raft");
+            outcome => {
+                let reason = match outcome {
+                    Err(e) => e.to_string(),
+                    Ok(()) => "not appended to this node's log".to_string(),
+                };
+                tracing::warn!(channel = %self.channel_id, number = header.number, %reason, "proposal dropped by Raft");
                 self.metrics.etcdraft.proposal_failures.inc();
                 self.resend.push_back(Resend {
                     messages: envelopes

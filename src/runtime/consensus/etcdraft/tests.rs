@@ -346,47 +346,50 @@ async fn max_inflight_blocks_holds_submissions_until_blocks_commit() {
     for &f in &followers {
         cluster.network.cut(leader, f);
     }
-    let first = cluster.submit(leader, "first");
-    let first = tokio::time::timeout(Duration::from_secs(10), first)
-        .await
-        .expect("answered");
-    first.expect("admitted: one block may be in flight");
     let handle = cluster.node(leader).handle.clone();
+    // Five at once, each a block of its own: one block may be in flight.
+    let submissions: Vec<_> = (0..5)
+        .map(|i| {
+            let chain = handle.chain().expect("chain");
+            let envelope = crate::fabric::envelopeutil::testing::transaction(
+                CHANNEL,
+                Bytes::from(format!("envelope {i}")),
+            );
+            let submit = Submit {
+                messages: vec![OrderedMessage {
+                    size: envelope.payload.len() + envelope.signature.len(),
+                    envelope: envelope.encode_to_vec().into(),
+                }],
+                config_seq: handle.config().sequence,
+                permit: InflightPermit::default(),
+                received: Instant::now(),
+            };
+            tokio::spawn(async move { chain.submit.send(submit).await })
+        })
+        .collect();
+    let waiting = handle.clone();
+    crate::runtime::channel::testing::eventually("four submissions wait", move || {
+        waiting.metrics().submissions_waiting.get() == 4
+    })
+    .await;
     cluster
         .run_until("the first block is in flight", |_| {
             handle.metrics().blocks_inflight.get() == 1
         })
         .await;
-    // The second waits: one block in flight is the bound.
-    let second = {
-        let chain = handle.chain().expect("chain");
-        let envelope = crate::fabric::envelopeutil::testing::transaction(
-            CHANNEL,
-            Bytes::from_static(b"second"),
-        );
-        let submit = Submit {
-            messages: vec![OrderedMessage {
-                size: envelope.payload.len() + envelope.signature.len(),
-                envelope: envelope.encode_to_vec().into(),
-            }],
-            config_seq: handle.config().sequence,
-            permit: InflightPermit::default(),
-            received: Instant::now(),
-        };
-        tokio::spawn(async move { chain.submit.send(submit).await })
-    };
-    let waiting = handle.clone();
-    crate::runtime::channel::testing::eventually("the second submission waits", move || {
-        waiting.metrics().submissions_waiting.get() == 1
-    })
-    .await;
-    assert!(!second.is_finished());
-    // Commits resume: the block is written, the second is admitted.
+    assert_eq!(
+        submissions.iter().filter(|s| s.is_finished()).count(),
+        1,
+        "only the first was admitted"
+    );
+    // Commits resume: each block written lets the next submission in.
     cluster.network.heal();
-    cluster.heights_reach(&[1, 2, 3], 3).await;
-    let answered = second.await.expect("task").expect("mailbox");
-    answered.expect("admitted");
-    assert_eq!(cluster.same_chain_everywhere().len(), 2);
+    cluster.heights_reach(&[1, 2, 3], 6).await;
+    for submission in submissions {
+        let answered = submission.await.expect("task").expect("mailbox");
+        answered.expect("admitted");
+    }
+    assert_eq!(cluster.same_chain_everywhere().len(), 5);
 }
 
 #[actix_rt::test]
