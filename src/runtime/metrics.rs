@@ -181,15 +181,52 @@ impl EtcdRaftFamilies {
 
     fn register(&self, registry: &mut Registry) {
         let sub = registry.sub_registry_with_prefix("consensus_etcdraft");
-        sub.register("is_leader", "The leadership status of the current node: 1 if it is the leader else 0.", self.is_leader.clone());
-        sub.register("cluster_size", "Number of nodes in this channel.", self.cluster_size.clone());
-        sub.register("active_nodes", "Number of active nodes in this channel.", self.active_nodes.clone());
-        sub.register("leader_changes", "The number of leader changes since process start.", self.leader_changes.clone());
-        sub.register("committed_block_number", "The block number of the latest block committed.", self.committed_block_number.clone());
-        sub.register("proposal_failures", "The number of proposal failures.", self.proposal_failures.clone());
-        sub.register("normal_proposals_received", "The total number of proposals received for normal type transactions.", self.normal_proposals_received.clone());
-        sub.register("config_proposals_received", "The total number of proposals received for config type transactions.", self.config_proposals_received.clone());
-        sub.register_with_unit("data_persist_duration", "The time taken for etcd/raft data to be persisted in storage (in seconds).", prometheus_client::registry::Unit::Seconds, self.data_persist_duration.clone());
+        sub.register(
+            "is_leader",
+            "The leadership status of the current node: 1 if it is the leader else 0.",
+            self.is_leader.clone(),
+        );
+        sub.register(
+            "cluster_size",
+            "Number of nodes in this channel.",
+            self.cluster_size.clone(),
+        );
+        sub.register(
+            "active_nodes",
+            "Number of active nodes in this channel.",
+            self.active_nodes.clone(),
+        );
+        sub.register(
+            "leader_changes",
+            "The number of leader changes since process start.",
+            self.leader_changes.clone(),
+        );
+        sub.register(
+            "committed_block_number",
+            "The block number of the latest block committed.",
+            self.committed_block_number.clone(),
+        );
+        sub.register(
+            "proposal_failures",
+            "The number of proposal failures.",
+            self.proposal_failures.clone(),
+        );
+        sub.register(
+            "normal_proposals_received",
+            "The total number of proposals received for normal type transactions.",
+            self.normal_proposals_received.clone(),
+        );
+        sub.register(
+            "config_proposals_received",
+            "The total number of proposals received for config type transactions.",
+            self.config_proposals_received.clone(),
+        );
+        sub.register_with_unit(
+            "data_persist_duration",
+            "The time taken for etcd/raft data to be persisted in storage (in seconds).",
+            prometheus_client::registry::Unit::Seconds,
+            self.data_persist_duration.clone(),
+        );
     }
 
     fn channel(&self, label: &ChannelLabel) -> EtcdRaftMetrics {

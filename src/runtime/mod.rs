@@ -4,6 +4,7 @@
 pub mod blockcutter;
 pub mod channel;
 pub mod clock;
+pub mod cluster;
 pub mod consensus;
 pub mod ledger;
 pub mod logging;

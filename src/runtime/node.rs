@@ -21,7 +21,8 @@ use tonic_health::ServingStatus;
 
 use crate::fabric::localconfig::{MetricsProvider, NodeConfig, ServerTls};
 use crate::runtime::clock::Clock;
-use crate::runtime::consensus::etcdraft::transport::NoCluster;
+use crate::runtime::cluster::{Cluster, ClusterSettings, Reconnect};
+use crate::runtime::consensus::etcdraft::transport::SharedTransportFactory;
 use crate::runtime::consensus::{BlockPullerFactory, Consenters, NodeIdentity, NodeResources};
 use crate::runtime::metrics::Metrics;
 use crate::runtime::registrar::{Registrar, RegistrarError};
@@ -49,6 +50,10 @@ pub enum NodeError {
     OperationsTls(String),
     #[error("invalid TLS material (Admin.TLS): {0}")]
     AdminTls(String),
+    #[error("invalid TLS material (General.Cluster): {0}")]
+    ClusterTls(String),
+    #[error(transparent)]
+    Cluster(#[from] crate::runtime::cluster::ClusterError),
     #[error("General.LocalMSPDir: {0}")]
     LocalMsp(#[from] SignerError),
     #[error("cannot listen on {address}: {source}")]
@@ -153,14 +158,19 @@ impl Default for NodeOptions {
     }
 }
 
-fn node_resources(config: &NodeConfig, clock: Clock, signer: SigningIdentity) -> NodeResources {
+fn node_resources(
+    config: &NodeConfig,
+    clock: Clock,
+    signer: SigningIdentity,
+    cluster: SharedTransportFactory,
+) -> NodeResources {
     NodeResources {
         identity: NodeIdentity {
             tls_certificate: config.tls.as_ref().map(|t| t.certificate_pem.clone()),
             endpoint: config.listen_address.clone(),
         },
         signer: Arc::new(signer),
-        cluster: Arc::new(NoCluster),
+        cluster,
         wal_dir: config.wal_dir.clone(),
         snap_dir: config.snap_dir.clone(),
         block_puller: BlockPullerFactory::default(),
@@ -173,6 +183,54 @@ fn node_resources(config: &NodeConfig, clock: Clock, signer: SigningIdentity) ->
     }
 }
 
+/// Waits for a gRPC server to stop. One that misses the grace period is
+/// aborted, with its connections: dropping its handle alone would leave it
+/// running.
+async fn stop_grpc_server(server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>) {
+    let abort = server.abort_handle();
+    match tokio::time::timeout(SERVER_STOP_GRACE, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "gRPC server ended with an error"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server task failed"),
+        Err(_) => {
+            tracing::warn!("gRPC connections did not close in time; closing them");
+            abort.abort();
+        }
+    }
+}
+
+/// The cluster's own listener: mutual TLS, trusting `General.Cluster.RootCAs`
+/// and the TLS CAs of every channel's organizations.
+async fn serve_cluster(
+    cluster: &Cluster,
+    address: &str,
+    tls: Arc<ListenerTls>,
+    config: &NodeConfig,
+    registrar: &Arc<Registrar>,
+    shutdown: &CancellationToken,
+) -> Result<
+    (
+        SocketAddr,
+        tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    ),
+    NodeError,
+> {
+    let listen_error = |source| NodeError::Listen {
+        address: address.to_string(),
+        source,
+    };
+    let listener = TcpListener::bind(address).await.map_err(listen_error)?;
+    let local = listener.local_addr().map_err(listen_error)?;
+    registrar.observe(Arc::new(ChannelTlsTrust::new(tls.clone())));
+    let incoming = TlsIncoming::new(listener, tls, shutdown.clone());
+    let router = grpc_server(&config.grpc).add_service(cluster.service(true, shutdown.clone()));
+    let stopped = shutdown.clone().cancelled_owned();
+    Ok((
+        local,
+        tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped)),
+    ))
+}
+
 /// A started node. Stop it with [`Node::shutdown`].
 pub struct Node {
     local_addr: SocketAddr,
@@ -182,6 +240,10 @@ pub struct Node {
     registrar: Arc<Registrar>,
     shutdown: CancellationToken,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    /// Where the cluster service is served: its own listener or the main one.
+    cluster_addr: SocketAddr,
+    /// The cluster's own listener, when it has one.
+    cluster_server: Option<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
     actors: ActorSystem,
     /// `grpc.health.v1.Health` on the main listener.
     grpc_health: HealthReporter,
@@ -211,7 +273,23 @@ impl Node {
         let actors = ActorSystem::start(threads)?;
         let metrics =
             Metrics::with_exposition(config.metrics_provider == MetricsProvider::Prometheus);
-        let resources = Arc::new(node_resources(&config, options.clock, signer));
+        let cluster = match Cluster::new(ClusterSettings {
+            config: config.cluster.clone(),
+            grpc: config.grpc,
+            reconnect: Reconnect::default(),
+        }) {
+            Ok(cluster) => cluster,
+            Err(e) => {
+                actors.stop().await;
+                return Err(e.into());
+            }
+        };
+        let resources = Arc::new(node_resources(
+            &config,
+            options.clock,
+            signer,
+            Arc::new(cluster.clone()),
+        ));
         let clock = resources.clock.clone();
         let registrar = {
             let config = config.clone();
@@ -231,11 +309,35 @@ impl Node {
             }
         };
         registrar.wait_started().await;
-        let main_tls = listener_tls(
-            config.tls.as_ref(),
-            TlsSettings::main_listener,
-            NodeError::Tls,
-        );
+        let own_cluster_listener = config.cluster.listener.as_ref();
+        let main_tls = if own_cluster_listener.is_some() {
+            listener_tls(
+                config.tls.as_ref(),
+                TlsSettings::main_listener,
+                NodeError::Tls,
+            )
+        } else {
+            // Other orderers' Step streams come here, known by their
+            // client certificates.
+            config
+                .tls
+                .as_ref()
+                .map(|tls| {
+                    TlsSettings::main_listener_with_cluster(tls, &config.cluster.root_cas_pem)
+                        .and_then(ListenerTls::new)
+                        .map(Arc::new)
+                })
+                .transpose()
+                .map_err(|e| NodeError::Tls(e.to_string()))
+        };
+        let cluster_tls = own_cluster_listener
+            .map(|listener| {
+                TlsSettings::cluster_listener(listener, &config.cluster.root_cas_pem)
+                    .and_then(ListenerTls::new)
+                    .map(Arc::new)
+            })
+            .transpose()
+            .map_err(|e| NodeError::ClusterTls(e.to_string()));
         let operations_tls = listener_tls(
             config.operations_tls.as_ref(),
             TlsSettings::http_listener,
@@ -248,14 +350,17 @@ impl Node {
             TlsSettings::admin_listener,
             NodeError::AdminTls,
         );
-        let (main_tls, operations_tls, admin_tls) = match (main_tls, operations_tls, admin_tls) {
-            (Ok(main), Ok(operations), Ok(admin)) => (main, operations, admin),
-            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
-                registrar.shutdown().await;
-                actors.stop().await;
-                return Err(e);
-            }
-        };
+        let (main_tls, operations_tls, admin_tls, cluster_tls) =
+            match (main_tls, operations_tls, admin_tls, cluster_tls) {
+                (Ok(main), Ok(operations), Ok(admin), Ok(cluster)) => {
+                    (main, operations, admin, cluster)
+                }
+                (Err(e), _, _, _) | (_, Err(e), _, _) | (_, _, Err(e), _) | (_, _, _, Err(e)) => {
+                    registrar.shutdown().await;
+                    actors.stop().await;
+                    return Err(e);
+                }
+            };
         let listener = match TcpListener::bind(&config.listen_address).await {
             Ok(l) => l,
             Err(source) => {
@@ -293,7 +398,12 @@ impl Node {
         let (grpc_health, health_service) = tonic_health::server::health_reporter();
         let router = grpc_server(&config.grpc)
             .add_service(health_service)
-            .add_service(service.into_server_with(&config.grpc));
+            .add_service(service.into_server_with(&config.grpc))
+            .add_optional_service(
+                own_cluster_listener
+                    .is_none()
+                    .then(|| cluster.service(main_tls.is_some(), shutdown.clone())),
+            );
         let stopped = shutdown.clone().cancelled_owned();
         let server = match &main_tls {
             Some(tls) => {
@@ -308,6 +418,30 @@ impl Node {
             }
         };
         tracing::info!(address = %local_addr, tls = config.tls.is_some(), channels = ?registrar.channel_ids(), "ordo is serving AtomicBroadcast");
+        let (cluster_addr, cluster_server) = match (own_cluster_listener, cluster_tls) {
+            (Some(listener), Some(tls)) => {
+                match serve_cluster(
+                    &cluster,
+                    listener.address.as_str(),
+                    tls,
+                    &config,
+                    &registrar,
+                    &shutdown,
+                )
+                .await
+                {
+                    Ok((address, server)) => (address, Some(server)),
+                    Err(e) => {
+                        shutdown.cancel();
+                        registrar.shutdown().await;
+                        actors.stop().await;
+                        return Err(e);
+                    }
+                }
+            }
+            _ => (local_addr, None),
+        };
+        tracing::info!(address = %cluster_addr, own_listener = cluster_server.is_some(), "ordo is serving the cluster service");
 
         let health_checks = Arc::new(HealthChecks::default());
         let mut http_servers = Vec::new();
@@ -361,6 +495,8 @@ impl Node {
             registrar,
             shutdown,
             server,
+            cluster_addr,
+            cluster_server,
             actors,
             grpc_health,
             health_checks,
@@ -370,6 +506,12 @@ impl Node {
     /// The address gRPC listens on (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address the cluster service (`orderer.Cluster`) listens on: its
+    /// own listener's, or the main one's.
+    pub fn cluster_addr(&self) -> SocketAddr {
+        self.cluster_addr
     }
 
     /// The admin listener's address, if it has one.
@@ -412,18 +554,10 @@ impl Node {
             .set_service_status("", ServingStatus::NotServing)
             .await;
         self.shutdown.cancel();
-        // A server that misses the grace period is aborted, with its
-        // connections: dropping its handle alone would leave it running.
-        let grpc = self.server.abort_handle();
-        match tokio::time::timeout(SERVER_STOP_GRACE, self.server).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "gRPC server ended with an error"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server task failed"),
-            Err(_) => {
-                tracing::warn!("gRPC connections did not close in time; closing them");
-                grpc.abort();
-            }
-        }
+        let grpc = std::iter::once(self.server)
+            .chain(self.cluster_server)
+            .map(stop_grpc_server);
+        futures::future::join_all(grpc).await;
         let http = self.http_servers.into_iter().map(|server| async move {
             let abort = server.abort_handle();
             match tokio::time::timeout(SERVER_STOP_GRACE, server).await {

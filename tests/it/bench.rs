@@ -170,6 +170,79 @@ async fn the_backpressure_sweep_writes_its_csv_and_chart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backpressure_sweep_runs_on_three_etcdraft_nodes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_dir = dir.path().join("sweep");
+    let out_path = out_dir.display().to_string();
+    // MaxInflightBlocks belongs to etcdraft: refused for solo before anything starts.
+    let (ok, _, err) = run_ordo(&[
+        "bench",
+        "backpressure",
+        "--max-inflight-blocks",
+        "5",
+        "--output-dir",
+        &out_path,
+    ])
+    .await;
+    assert!(!ok && err.contains("etcdraft"), "{err}");
+
+    let (ok, out, err) = run_ordo(&[
+        "bench",
+        "backpressure",
+        "--consenter",
+        "etcdraft",
+        "--nodes",
+        "3",
+        "--max-inflight-blocks",
+        "5",
+        "--streams",
+        "2",
+        "--count",
+        "400",
+        "--size",
+        "256",
+        "--sample-ms",
+        "20",
+        "--output-dir",
+        &out_path,
+    ])
+    .await;
+    assert!(ok, "{out}\n{err}");
+    let settings = std::fs::read_to_string(out_dir.join("settings.csv")).expect("settings.csv");
+    let rows: Vec<Vec<&str>> = settings.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 2, "{settings}");
+    let column = |name: &str| {
+        let index = rows[0]
+            .iter()
+            .position(|c| *c == name)
+            .unwrap_or_else(|| panic!("no column {name}: {settings}"));
+        rows[1][index]
+    };
+    for (name, value) in [
+        ("max_inflight_envelopes", "2048"),
+        ("streams", "2"),
+        ("sent", "400"),
+        ("acknowledged", "400"),
+        ("delivered", "400"),
+        ("undelivered", "0"),
+        ("refused", "0"),
+        ("nodes", "3"),
+        ("max_inflight_blocks", "5"),
+        ("passed", "true"),
+    ] {
+        assert_eq!(column(name), value, "{name}: {settings}");
+    }
+    for name in ["leader_rss_mb", "max_follower_rss_mb"] {
+        let mb: f64 = column(name).parse().expect("MB");
+        assert!(mb > 1.0, "{name}: {settings}");
+    }
+    let samples = std::fs::read_to_string(out_dir.join("samples.csv")).expect("samples.csv");
+    assert!(samples.lines().count() > 1, "{samples}");
+    let svg = std::fs::read_to_string(out_dir.join("backpressure.svg")).expect("svg");
+    assert!(svg.contains("etcdraft on 3 nodes") && svg.contains("MaxInflightBlocks"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_channel_with_an_organization_its_signed_load_passes_and_strangers_are_forbidden() {
     // The load's identity, written out as an MSP folder, is the channel's
     // application organization.

@@ -6,6 +6,7 @@ mod bench;
 mod bootstrap;
 mod broadcast;
 mod cli;
+mod cluster;
 mod common;
 mod config_update;
 mod conformance;

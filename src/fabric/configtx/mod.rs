@@ -100,6 +100,8 @@ pub enum ConfigUpdateError {
     Maintenance(String),
     #[error("consensus-type migration from {from} to {to} is not supported by this orderer: a running channel cannot switch consenters")]
     MigrationUnsupported { from: String, to: String },
+    #[error("etcdraft consenter set changes are not supported by this orderer yet: {0}")]
+    ConsenterSetChange(String),
 }
 
 /// Evaluates a modification policy against an update's signatures.

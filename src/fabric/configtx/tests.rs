@@ -684,3 +684,59 @@ fn an_update_that_breaks_an_msp_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn etcdraft_consenters_keep_their_places() {
+    use crate::fabric::protos::etcdraft::{ConfigMetadata, Consenter};
+    let consenter = |port: u32, cert: &'static str| Consenter {
+        host: "127.0.0.1".into(),
+        port,
+        client_tls_cert: Bytes::from_static(cert.as_bytes()),
+        server_tls_cert: Bytes::from_static(cert.as_bytes()),
+    };
+    let metadata = |consenters: Vec<Consenter>| -> Bytes {
+        ConfigMetadata {
+            consenters,
+            options: None,
+        }
+        .encode_to_vec()
+        .into()
+    };
+    let mut profile = GenesisProfile::embedded("raftchannel", vec![]);
+    profile.consensus_type = "etcdraft".into();
+    profile.consensus_metadata = metadata(vec![consenter(7051, "a"), consenter(7052, "b")]);
+    let current = ChannelConfig::from_config_block(&profile.genesis_block()).expect("config");
+    let with = |consenters: Vec<Consenter>| {
+        let mut config = current.config.clone();
+        set_value(
+            &mut config,
+            crate::fabric::channelconfig::keys::CONSENSUS_TYPE,
+            &ConsensusType {
+                r#type: "etcdraft".into(),
+                state: 0,
+                metadata: metadata(consenters),
+            },
+        );
+        update_to(&current, &config)
+    };
+    // A renewed certificate keeps the consenter where it is.
+    propose(
+        &current,
+        &with(vec![consenter(7051, "a2"), consenter(7052, "b")]),
+    )
+    .expect("certificate renewal");
+    for changed in [
+        vec![
+            consenter(7051, "a"),
+            consenter(7052, "b"),
+            consenter(7053, "c"),
+        ],
+        vec![consenter(7051, "a")],
+        vec![consenter(7052, "b"), consenter(7051, "a")],
+    ] {
+        assert!(matches!(
+            propose(&current, &with(changed)),
+            Err(ConfigUpdateError::ConsenterSetChange(_))
+        ));
+    }
+}

@@ -108,6 +108,39 @@ pub fn check_next_config(
             to: next.consensus_type.clone(),
         });
     }
+    same_consenters(current, next)?;
+    Ok(())
+}
+
+/// An etcdraft channel keeps its consenters: each keeps its place in the
+/// list and its host and port (its certificates may be renewed). Adding,
+/// removing or moving a consenter is a Raft membership change, which this
+/// orderer does not make yet; it would otherwise give Raft ids to the
+/// wrong nodes.
+fn same_consenters(current: &ChannelConfig, next: &ChannelConfig) -> Result<(), ConfigUpdateError> {
+    let (Some(now), Some(then)) = (&current.orderer.etcdraft, &next.orderer.etcdraft) else {
+        return Ok(());
+    };
+    let refused = ConfigUpdateError::ConsenterSetChange;
+    if now.consenters.len() != then.consenters.len() {
+        return Err(refused(format!(
+            "the update has {} consenters, the channel {}",
+            then.consenters.len(),
+            now.consenters.len()
+        )));
+    }
+    for (i, (a, b)) in now.consenters.iter().zip(&then.consenters).enumerate() {
+        if (a.host.as_str(), a.port) != (b.host.as_str(), b.port) {
+            return Err(refused(format!(
+                "consenter {} would move from {}:{} to {}:{}",
+                i + 1,
+                a.host,
+                a.port,
+                b.host,
+                b.port
+            )));
+        }
+    }
     Ok(())
 }
 

@@ -386,6 +386,80 @@ pub struct NodeConfig {
     /// General.Authentication.TimeWindow: how far a Deliver request's
     /// timestamp may be from the node's clock.
     pub authentication_time_window: std::time::Duration,
+    /// General.Cluster: how this node talks to the other consenters.
+    pub cluster: ClusterConfig,
+}
+
+/// `General.Cluster`, read at load time: the streams to and from the other
+/// consenters of the node's etcdraft channels.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Raft messages queued per remote consenter and channel
+    /// (`SendBufferSize`; zero: 100).
+    pub send_buffer_size: usize,
+    /// How long a connection to another orderer may take to set up.
+    pub dial_timeout: std::time::Duration,
+    /// The node as a TLS client of other orderers; `None` without
+    /// General.TLS (plaintext HTTP/2).
+    pub client_tls: Option<ClusterClientTls>,
+    /// The cluster's own listener; `None`: the cluster service is served on
+    /// the main listener.
+    pub listener: Option<ClusterListener>,
+    /// `RootCAs`, concatenated PEM: the CAs of other orderers' TLS
+    /// certificates, trusted for their listeners and their client
+    /// certificates.
+    pub root_cas_pem: Vec<u8>,
+}
+
+/// What the node presents to, and trusts of, other orderers' listeners.
+#[derive(Clone)]
+pub struct ClusterClientTls {
+    /// `ClientCertificate`, or General.TLS.Certificate when it and
+    /// `ClientPrivateKey` are empty (as Fabric).
+    pub certificate_pem: Vec<u8>,
+    pub private_key_pem: Vec<u8>,
+    /// General.Cluster.RootCAs and General.TLS.RootCAs, concatenated PEM.
+    pub server_root_cas_pem: Vec<u8>,
+}
+
+/// Never prints the private key.
+impl std::fmt::Debug for ClusterClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterClientTls")
+            .field(
+                "certificate_pem",
+                &String::from_utf8_lossy(&self.certificate_pem),
+            )
+            .field("private_key_pem", &"<redacted>")
+            .field(
+                "server_root_cas_pem",
+                &String::from_utf8_lossy(&self.server_root_cas_pem),
+            )
+            .finish()
+    }
+}
+
+/// The cluster's own listener: `ListenAddress`, `ListenPort`,
+/// `ServerCertificate` and `ServerPrivateKey`. Mutual TLS, always.
+#[derive(Clone)]
+pub struct ClusterListener {
+    pub address: String,
+    pub certificate_pem: Vec<u8>,
+    pub private_key_pem: Vec<u8>,
+}
+
+/// Never prints the private key.
+impl std::fmt::Debug for ClusterListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterListener")
+            .field("address", &self.address)
+            .field(
+                "certificate_pem",
+                &String::from_utf8_lossy(&self.certificate_pem),
+            )
+            .field("private_key_pem", &"<redacted>")
+            .finish()
+    }
 }
 
 /// `General.LocalMSPDir` and `General.LocalMSPID`: the MSP folder of the
@@ -531,12 +605,8 @@ impl NodeConfig {
         if raw.file_ledger.location.trim().is_empty() {
             return Err(invalid("FileLedger.Location", "must not be empty"));
         }
-        let listen_address = if g.listen_address.contains(':') && !g.listen_address.starts_with('[')
-        {
-            format!("[{}]:{}", g.listen_address, g.listen_port)
-        } else {
-            format!("{}:{}", g.listen_address, g.listen_port)
-        };
+        let listen_address = host_port(&g.listen_address, g.listen_port);
+        let cluster = cluster_config(&raw, tls.as_ref(), &settings, base_dir)?;
         let max_join_body_bytes = parse_byte_size(&raw.channel_participation.max_request_body_size)
             .ok_or_else(|| {
                 invalid(
@@ -569,9 +639,110 @@ impl NodeConfig {
             grpc: settings.grpc,
             metrics_provider: settings.metrics_provider,
             authentication_time_window: settings.authentication_time_window,
+            cluster,
             raw,
         })
     }
+}
+
+/// `host:port`, with an IPv6 host in brackets.
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// The default of `General.Cluster.SendBufferSize`, also used for zero.
+const DEFAULT_SEND_BUFFER_SIZE: usize = 100;
+
+fn cluster_config(
+    raw: &OrdererConfig,
+    tls: Option<&ServerTls>,
+    settings: &support::Settings,
+    base_dir: &Path,
+) -> Result<ClusterConfig, ConfigError> {
+    let c = &raw.general.cluster;
+    const ENABLED: &str = "General.TLS.Enabled";
+    let read = |key: &'static str, path: &str| read_pem_file(key, ENABLED, base_dir, path);
+    let mut root_cas_pem = Vec::new();
+    for path in c.root_cas.iter().filter(|p| !p.trim().is_empty()) {
+        root_cas_pem.extend(read("General.Cluster.RootCAs", path)?);
+        root_cas_pem.push(b'\n');
+    }
+    let client_tls = match tls {
+        None => None,
+        Some(tls) => {
+            let (certificate, key) = (c.client_certificate.trim(), c.client_private_key.trim());
+            let (certificate_pem, private_key_pem) = match (certificate.is_empty(), key.is_empty())
+            {
+                // As Fabric: the node's server certificate is its client one too.
+                (true, true) => (tls.certificate_pem.clone(), tls.private_key_pem.clone()),
+                (false, false) => (
+                    read("General.Cluster.ClientCertificate", certificate)?,
+                    read("General.Cluster.ClientPrivateKey", key)?,
+                ),
+                (true, false) => {
+                    return Err(invalid(
+                        "General.Cluster.ClientCertificate",
+                        "must be given with General.Cluster.ClientPrivateKey",
+                    ))
+                }
+                (false, true) => {
+                    return Err(invalid(
+                        "General.Cluster.ClientPrivateKey",
+                        "must be given with General.Cluster.ClientCertificate",
+                    ))
+                }
+            };
+            let mut server_root_cas_pem = root_cas_pem.clone();
+            // The built-in file names General.TLS.RootCAs that may not
+            // exist; the other orderers' certificates are also known from
+            // the channels' configs, so one that cannot be read is skipped.
+            for path in raw
+                .general
+                .tls
+                .root_cas
+                .iter()
+                .filter(|p| !p.trim().is_empty())
+            {
+                match read("General.TLS.RootCAs", path) {
+                    Ok(pem) => {
+                        server_root_cas_pem.extend(pem);
+                        server_root_cas_pem.push(b'\n');
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "a CA of General.TLS.RootCAs is not trusted for other orderers")
+                    }
+                }
+            }
+            Some(ClusterClientTls {
+                certificate_pem,
+                private_key_pem,
+                server_root_cas_pem,
+            })
+        }
+    };
+    let listener = if settings.cluster_listener {
+        Some(ClusterListener {
+            address: host_port(c.listen_address.trim(), c.listen_port),
+            certificate_pem: read("General.Cluster.ServerCertificate", &c.server_certificate)?,
+            private_key_pem: read("General.Cluster.ServerPrivateKey", &c.server_private_key)?,
+        })
+    } else {
+        None
+    };
+    Ok(ClusterConfig {
+        send_buffer_size: match c.send_buffer_size {
+            0 => DEFAULT_SEND_BUFFER_SIZE,
+            n => n as usize,
+        },
+        dial_timeout: settings.cluster_dial_timeout,
+        client_tls,
+        listener,
+        root_cas_pem,
+    })
 }
 
 /// The keys of one TLS section, for messages that name the key at fault.
@@ -942,6 +1113,86 @@ mod tests {
         );
     }
 
+    #[test]
+    fn general_cluster_is_read() {
+        let cfg = NodeConfig::load_with_env(None, vars(&[])).expect("default loads");
+        assert_eq!(cfg.cluster.send_buffer_size, 100);
+        assert_eq!(cfg.cluster.dial_timeout, Duration::from_secs(5));
+        assert!(cfg.cluster.client_tls.is_none(), "no TLS, plaintext");
+        assert!(cfg.cluster.listener.is_none());
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (file, text) in [
+            ("server.crt", "-----BEGIN CERTIFICATE-----\nserver\n"),
+            ("server.key", "-----BEGIN PRIVATE KEY-----\nserver\n"),
+            ("client.crt", "-----BEGIN CERTIFICATE-----\nclient\n"),
+            ("client.key", "-----BEGIN PRIVATE KEY-----\nclient\n"),
+            ("ca.crt", "-----BEGIN CERTIFICATE-----\nca\n"),
+        ] {
+            std::fs::write(dir.path().join(file), text).expect("write");
+        }
+        let yaml = "General:
+  TLS:
+    Enabled: true
+    Certificate: server.crt
+    PrivateKey: server.key
+    RootCAs: [ca.crt, missing.crt]
+  Cluster:
+    SendBufferSize: 0
+    DialTimeout: 2s
+    RootCAs: [ca.crt]
+";
+        let load = |extra: &[(&str, &str)]| NodeConfig::from_yaml(yaml, dir.path(), vars(extra));
+        let cfg = load(&[]).expect("loads");
+        assert_eq!(cfg.cluster.send_buffer_size, 100, "zero is the default");
+        assert_eq!(cfg.cluster.dial_timeout, Duration::from_secs(2));
+        assert!(String::from_utf8_lossy(&cfg.cluster.root_cas_pem).contains("ca"));
+        let client = cfg.cluster.client_tls.expect("client TLS");
+        // As Fabric: the server's certificate, when the cluster names none.
+        assert!(String::from_utf8_lossy(&client.certificate_pem).contains("server"));
+        // Cluster.RootCAs and the readable General.TLS.RootCAs.
+        assert_eq!(
+            String::from_utf8_lossy(&client.server_root_cas_pem)
+                .matches("ca\n")
+                .count(),
+            2
+        );
+
+        let cfg = load(&[
+            ("ORDERER_GENERAL_CLUSTER_CLIENTCERTIFICATE", "client.crt"),
+            ("ORDERER_GENERAL_CLUSTER_CLIENTPRIVATEKEY", "client.key"),
+        ])
+        .expect("loads");
+        let client = cfg.cluster.client_tls.expect("client TLS");
+        assert!(String::from_utf8_lossy(&client.certificate_pem).contains("client"));
+        assert!(String::from_utf8_lossy(&client.private_key_pem).contains("client"));
+        let err = load(&[("ORDERER_GENERAL_CLUSTER_CLIENTCERTIFICATE", "client.crt")])
+            .expect_err("a certificate without its key");
+        assert!(
+            err.to_string().contains("General.Cluster.ClientPrivateKey"),
+            "{err}"
+        );
+
+        let listener = [
+            ("ORDERER_GENERAL_CLUSTER_LISTENADDRESS", "0.0.0.0"),
+            ("ORDERER_GENERAL_CLUSTER_LISTENPORT", "7051"),
+            ("ORDERER_GENERAL_CLUSTER_SERVERCERTIFICATE", "server.crt"),
+            ("ORDERER_GENERAL_CLUSTER_SERVERPRIVATEKEY", "server.key"),
+        ];
+        let cfg = load(&listener).expect("loads");
+        let own = cfg.cluster.listener.expect("a listener of its own");
+        assert_eq!(own.address, "0.0.0.0:7051");
+        let err = load(&listener[..3]).expect_err("three of four");
+        assert!(
+            err.to_string().contains("General.Cluster.ServerPrivateKey"),
+            "{err}"
+        );
+        let mut plaintext = listener.to_vec();
+        plaintext.push(("ORDERER_GENERAL_TLS_ENABLED", "false"));
+        let err = load(&plaintext).expect_err("no TLS");
+        assert!(err.to_string().contains("General.TLS.Enabled"), "{err}");
+    }
+
     /// Fabric 3.1's sample orderer.yaml, every key in its layout.
     const FABRIC_SAMPLE: &str = include_str!("../../../tests/fixtures/fabric-3.1-orderer.yaml");
 
@@ -1090,11 +1341,6 @@ mod tests {
                 "General.Profile.Enabled",
             ),
             (
-                "ORDERER_GENERAL_CLUSTER_LISTENPORT",
-                "7051",
-                "General.Cluster.ListenPort",
-            ),
-            (
                 "ORDERER_DEBUG_BROADCASTTRACEDIR",
                 "/tmp/trace",
                 "Debug.BroadcastTraceDir",
@@ -1135,6 +1381,12 @@ mod tests {
                 "ORDERER_GENERAL_CLUSTER_DIALTIMEOUT",
                 "5",
                 "General.Cluster.DialTimeout",
+            ),
+            // The cluster's own listener needs all four of its keys.
+            (
+                "ORDERER_GENERAL_CLUSTER_LISTENPORT",
+                "7051",
+                "General.Cluster.ListenAddress",
             ),
         ] {
             if key == "General.Cluster.DialTimeout" {

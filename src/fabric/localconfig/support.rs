@@ -59,6 +59,10 @@ pub(super) struct Settings {
     pub grpc: GrpcServerSettings,
     pub metrics_provider: MetricsProvider,
     pub authentication_time_window: Duration,
+    /// `General.Cluster.DialTimeout` (zero or absent: 5s).
+    pub cluster_dial_timeout: Duration,
+    /// `General.Cluster` names a listener of its own (all four of its keys).
+    pub cluster_listener: bool,
 }
 
 pub(super) fn check(raw: &OrdererConfig) -> Result<Settings, ConfigError> {
@@ -130,7 +134,7 @@ pub(super) fn check(raw: &OrdererConfig) -> Result<Settings, ConfigError> {
         ));
     }
 
-    check_cluster(raw)?;
+    let (cluster_dial_timeout, cluster_listener) = check_cluster(raw)?;
 
     handshake_shift("General.TLS.TLSHandshakeTimeShift", &g.tls)?;
     handshake_shift("Admin.TLS.TLSHandshakeTimeShift", &raw.admin.tls)?;
@@ -182,12 +186,22 @@ pub(super) fn check(raw: &OrdererConfig) -> Result<Settings, ConfigError> {
         grpc,
         metrics_provider,
         authentication_time_window,
+        cluster_dial_timeout,
+        cluster_listener,
     })
 }
 
-fn check_cluster(raw: &OrdererConfig) -> Result<(), ConfigError> {
+/// `General.Cluster.DialTimeout` when zero or absent (Fabric's default).
+const DEFAULT_CLUSTER_DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The dial timeout, and whether the cluster service has a listener of its
+/// own.
+fn check_cluster(raw: &OrdererConfig) -> Result<(Duration, bool), ConfigError> {
     let c = &raw.general.cluster;
-    duration("General.Cluster.DialTimeout", &c.dial_timeout)?;
+    let dial_timeout = or_default(
+        duration("General.Cluster.DialTimeout", &c.dial_timeout)?,
+        DEFAULT_CLUSTER_DIAL_TIMEOUT,
+    );
     duration("General.Cluster.RPCTimeout", &c.rpc_timeout)?;
     duration(
         "General.Cluster.ReplicationPullTimeout",
@@ -228,8 +242,8 @@ fn check_cluster(raw: &OrdererConfig) -> Result<(), ConfigError> {
             ))
         }
     }
-    // A listener of its own for intra-cluster traffic needs the cluster
-    // service to serve on it.
+    // A listener of its own is named by all four keys, or none (as Fabric
+    // requires); without them the cluster service shares the main listener.
     let separate: [(&'static str, bool); 4] = [
         (
             "General.Cluster.ListenAddress",
@@ -245,14 +259,28 @@ fn check_cluster(raw: &OrdererConfig) -> Result<(), ConfigError> {
             !c.server_private_key.trim().is_empty(),
         ),
     ];
-    if let Some((key, _)) = separate.iter().find(|(_, set)| *set) {
-        return Err(unsupported(
+    let given = separate.iter().filter(|(_, set)| *set).count();
+    if given != 0 && given != separate.len() {
+        let (key, _) = separate
+            .iter()
+            .find(|(_, set)| !*set)
+            .copied()
+            .unwrap_or(separate[0]);
+        return Err(invalid(
             key,
-            "Ordo has no separate intra-cluster listener; leave ListenAddress, ListenPort, \
-             ServerCertificate and ServerPrivateKey of General.Cluster empty",
+            "ListenAddress, ListenPort, ServerCertificate and ServerPrivateKey of \
+             General.Cluster name the cluster's own listener together: give all four or none",
         ));
     }
-    Ok(())
+    let listener = given == separate.len();
+    if listener && !raw.general.tls.enabled {
+        return Err(invalid(
+            "General.Cluster.ListenPort",
+            "a listener of the cluster's own needs General.TLS.Enabled: other orderers are \
+             known there by their TLS client certificates",
+        ));
+    }
+    Ok((dial_timeout, listener))
 }
 
 fn check_bccsp(raw: &OrdererConfig) -> Result<(), ConfigError> {

@@ -326,6 +326,10 @@ impl Handler<StopCutter> for CutterActor {
     type Result = ();
 
     fn handle(&mut self, _: StopCutter, ctx: &mut Context<Self>) {
+        // Its owner stops it: the owner reports if that was not planned.
+        if let Some(guard) = self.guard.take() {
+            guard.retire();
+        }
         ctx.stop();
     }
 }

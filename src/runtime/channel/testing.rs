@@ -39,13 +39,14 @@ pub fn supervised_with(
     room: InflightRoom,
 ) -> Supervised {
     let (clock, hand) = Clock::manual();
-    supervised_on(profile, consenters, room, clock, |_| {}).with_clock(hand)
+    supervised_on(&profile.genesis_block(), consenters, room, clock, |_| {}).with_clock(hand)
 }
 
-/// As [`supervised_with`], on `clock`, with the node's resources adjusted
-/// by `node` (an identity, a cluster): one node of a test cluster.
+/// As [`supervised_with`] from `genesis`, on `clock`, with the node's
+/// resources adjusted by `node` (an identity, a cluster): one node of a
+/// test cluster.
 pub fn supervised_on(
-    profile: GenesisProfile,
+    genesis: &crate::fabric::protos::common::Block,
     consenters: Consenters,
     room: InflightRoom,
     clock: Clock,
@@ -53,10 +54,9 @@ pub fn supervised_on(
 ) -> SupervisedNode {
     let dir = tempfile::tempdir().expect("tempdir");
     let factory = LedgerFactory::open(dir.path()).expect("open");
-    let genesis = profile.genesis_block();
-    let config = ChannelConfig::from_config_block(&genesis).expect("config");
+    let config = ChannelConfig::from_config_block(genesis).expect("config");
     let id = config.channel_id.clone();
-    let store = factory.create_store(&id, &genesis).expect("create");
+    let store = factory.create_store(&id, genesis).expect("create");
     let (handle, publisher) = ChannelHandle::new(
         store,
         config,

@@ -97,6 +97,7 @@ impl TreeMembership {
         ChildGuard {
             child,
             tree: self.clone(),
+            retired: false,
         }
     }
 
@@ -141,6 +142,7 @@ impl FailureReporter {
 pub struct ChildGuard {
     child: &'static str,
     tree: TreeMembership,
+    retired: bool,
 }
 
 impl ChildGuard {
@@ -152,10 +154,20 @@ impl ChildGuard {
     pub fn report_failure(&self, reason: impl Into<String>) {
         self.tree.report_failure(self.child, reason);
     }
+
+    /// The child stops on purpose while the tree goes on (an etcdraft
+    /// proposer when its node stops leading, the cutter its owner stopped):
+    /// nothing is reported.
+    pub fn retire(mut self) {
+        self.retired = true;
+    }
 }
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
+        if self.retired {
+            return;
+        }
         self.tree.alive.reports.stopped.do_send(ChildStopped {
             generation: self.tree.alive.generation,
             child: self.child,

@@ -30,12 +30,12 @@ use bytes::Bytes;
 use tokio::sync::{oneshot, watch};
 use tokio_stream::wrappers::WatchStream;
 
+use super::revalidation::{recheck_config, revalidate};
 use super::{
     Abort, BlockCreator, ChainHandle, ChainStatus, ChainSupport, Configure, Consenter, Halt,
     InflightPermit, NodeResources, PermitsByBlock, StartChain, Submit, SubmitError,
 };
 use crate::fabric::channelconfig::ChannelConfig;
-use super::revalidation::{recheck_config, revalidate};
 use crate::fabric::configtx::PolicyEvaluator;
 use crate::runtime::blockcutter::{
     BatchCut, BatchTimeoutExpired, CutPending, CutterActor, CutterHandle, CutterOwner, Drain,
@@ -220,7 +220,14 @@ impl SoloChain {
             ..
         } = msg;
         let check = tokio::task::spawn_blocking(move || {
-            recheck_config(&channel, &current, policies.as_ref(), &signer, &filters, &message)
+            recheck_config(
+                &channel,
+                &current,
+                policies.as_ref(),
+                &signer,
+                &filters,
+                &message,
+            )
         });
         ctx.spawn(check.into_actor(self).map(move |proposed, act, ctx| {
             act.revalidating = false;
@@ -514,15 +521,15 @@ impl Handler<InjectPanic> for SoloChain {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fabric::protos::common::Envelope;
-    use prost::Message as _;
     use crate::fabric::channelconfig::genesis::GenesisProfile;
     use crate::fabric::channelconfig::keys;
     use crate::fabric::configtx::compute::{compute_update, config_update_envelope};
     use crate::fabric::configtx::{propose_config_update, ChannelPolicies};
+    use crate::fabric::protos::common::Envelope;
     use crate::fabric::protos::orderer::BatchSize;
     use crate::runtime::channel::testing::{state_becomes, supervised};
     use crate::runtime::channel::ChannelState;
+    use prost::Message as _;
 
     fn batch_update(from: &ChannelConfig, count: u32, absolute: u32) -> Envelope {
         let mut updated = from.config.clone();
@@ -652,10 +659,10 @@ mod tests {
 #[cfg(test)]
 mod admission {
     use super::*;
-    use prost::Message as _;
     use crate::fabric::channelconfig::genesis::GenesisProfile;
     use crate::runtime::channel::testing::{eventually, height_reaches, state_becomes, supervised};
     use crate::runtime::channel::ChannelState;
+    use prost::Message as _;
 
     fn message(data: &'static [u8]) -> OrderedMessage {
         let envelope =

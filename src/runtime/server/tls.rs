@@ -30,7 +30,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::fabric::localconfig::ServerTls;
+use crate::fabric::localconfig::{ClusterListener, ServerTls};
 
 /// A client that has not finished its handshake by then is dropped (Fabric's
 /// default gRPC connection timeout).
@@ -125,6 +125,41 @@ impl TlsSettings {
 }
 
 impl TlsSettings {
+    /// The main listener when it also serves the cluster service: other
+    /// orderers are known there by their client certificates, so every
+    /// client is asked for one (verified when sent, against ClientRootCAs,
+    /// `cluster_roots_pem` and the channels' CAs) but need not send one:
+    /// Broadcast and Deliver clients without a certificate keep working.
+    pub fn main_listener_with_cluster(
+        tls: &ServerTls,
+        cluster_roots_pem: &[u8],
+    ) -> Result<TlsSettings, TlsError> {
+        let mut settings = TlsSettings::main_listener(tls)?;
+        settings
+            .client_roots
+            .extend(certificates_from_pem(cluster_roots_pem).map_err(TlsError::ClientRoot)?);
+        if settings.client_auth == ClientAuth::None {
+            settings.client_auth = ClientAuth::Optional;
+        }
+        Ok(settings)
+    }
+
+    /// The cluster's own listener (`General.Cluster.ServerCertificate`):
+    /// mutual TLS, with `General.Cluster.RootCAs` (`roots_pem`) and the
+    /// channels' CAs trusted for client certificates.
+    pub fn cluster_listener(
+        listener: &ClusterListener,
+        roots_pem: &[u8],
+    ) -> Result<TlsSettings, TlsError> {
+        Ok(TlsSettings {
+            certificate_pem: listener.certificate_pem.clone(),
+            private_key_pem: listener.private_key_pem.clone(),
+            client_roots: certificates_from_pem(roots_pem).map_err(TlsError::ClientRoot)?,
+            client_auth: ClientAuth::Required,
+            alpn: vec![b"h2".to_vec()],
+        })
+    }
+
     /// The admin listener, `Admin.TLS`: a verified client certificate is
     /// always required, whatever the config says, as Fabric's admin server
     /// requires one.

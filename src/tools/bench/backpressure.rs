@@ -1,32 +1,54 @@
-//! `ordo bench backpressure`: how a node's in-flight bound holds under load.
+//! `ordo bench backpressure`: how a node's in-flight bounds hold under load.
 //!
-//! For each setting of a sweep — the node's bound on envelopes held between
-//! Broadcast and the ledger (`General.Backpressure.MaxInflightEnvelopes`) and
-//! the client's number of Broadcast streams — it starts a fresh node (this
-//! same binary, `ordo start`, on a scratch ledger), runs the load tool against
-//! it, and samples the node's metrics and memory as it goes. Out come a CSV of
-//! the samples, a CSV of one row per setting, and an SVG chart. Every setting
-//! must deliver every envelope: nothing may be lost or refused.
+//! For each setting of a sweep it starts fresh nodes of this same binary
+//! (`ordo start`, scratch folders; see [`network`]), runs the load tool
+//! against the one that orders, and samples that node's metrics and every
+//! node's memory as it goes. Out come a CSV of the samples, a CSV of one row
+//! per setting, and an SVG chart. Every setting must deliver every envelope:
+//! nothing may be lost or refused.
+//!
+//! The axes of the sweep: the client's number of Broadcast streams, the
+//! nodes' bound on envelopes held between Broadcast and the ledger
+//! (`General.Backpressure.MaxInflightEnvelopes`), and, for an etcdraft
+//! channel on N nodes, the channel's bound on blocks proposed and not yet
+//! written (`Options.MaxInflightBlocks`), under which the Raft leader stops
+//! admitting submissions.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::load::{run_load, LoadOptions, LoadReport};
-use crate::runtime::registrar::EMBEDDED_CHANNEL;
 
 mod chart;
+mod network;
+
+pub use network::SweepConsenter;
+use network::{metrics_text, NetworkSetting, CHANNEL};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackpressureError {
+    #[error("invalid sweep: {0}")]
+    Options(String),
     #[error("cannot start the node: {0}")]
     Start(String),
     #[error("the node did not become healthy within {0:?}")]
     NotReady(Duration),
+    #[error("node {node} exited while starting ({status}); its last log lines:\n{log}")]
+    NodeExited {
+        node: usize,
+        status: String,
+        log: String,
+    },
+    #[error("no Raft leader within {patience:?}; the nodes' last log lines:\n{logs}")]
+    NoLeader { patience: Duration, logs: String },
+    #[error(transparent)]
+    Crypto(#[from] crate::tools::crypto::CryptoError),
+    #[error("cannot make the genesis block: {0}")]
+    Genesis(String),
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
@@ -41,8 +63,11 @@ pub enum BackpressureError {
 /// The sweep.
 #[derive(Debug, Clone)]
 pub struct SweepOptions {
+    pub consenter: SweepConsenter,
     /// Values of MaxInflightEnvelopes.
     pub inflight: Vec<u32>,
+    /// Values of the etcdraft channel's MaxInflightBlocks (etcdraft only).
+    pub max_inflight_blocks: Vec<u32>,
     /// Numbers of Broadcast streams.
     pub streams: Vec<u32>,
     /// Envelopes per setting.
@@ -54,7 +79,55 @@ pub struct SweepOptions {
     pub binary: PathBuf,
 }
 
-/// One sample of a running setting.
+impl SweepOptions {
+    /// Every setting, in the order they run.
+    fn settings(&self) -> Result<Vec<Setting>, BackpressureError> {
+        let invalid = |reason: &str| Err(BackpressureError::Options(reason.into()));
+        let blocks: Vec<Option<u32>> = match self.consenter {
+            SweepConsenter::Solo if !self.max_inflight_blocks.is_empty() => {
+                return invalid("MaxInflightBlocks is an etcdraft option: sweep it with etcdraft")
+            }
+            SweepConsenter::Solo => vec![None],
+            SweepConsenter::EtcdRaft { nodes: 0 } => {
+                return invalid("an etcdraft channel needs at least one node")
+            }
+            SweepConsenter::EtcdRaft { .. } if self.max_inflight_blocks.is_empty() => {
+                return invalid("etcdraft needs at least one MaxInflightBlocks value")
+            }
+            SweepConsenter::EtcdRaft { .. } => {
+                self.max_inflight_blocks.iter().copied().map(Some).collect()
+            }
+        };
+        if self.inflight.is_empty() || self.streams.is_empty() {
+            return invalid("needs at least one MaxInflightEnvelopes value and one stream count");
+        }
+        if self.max_inflight_blocks.contains(&0) {
+            return invalid("MaxInflightBlocks must be at least 1");
+        }
+        Ok(blocks
+            .iter()
+            .flat_map(|&max_inflight_blocks| {
+                self.inflight.iter().flat_map(move |&inflight| {
+                    self.streams.iter().map(move |&streams| Setting {
+                        inflight,
+                        max_inflight_blocks,
+                        streams,
+                    })
+                })
+            })
+            .collect())
+    }
+}
+
+/// One point of the sweep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Setting {
+    inflight: u32,
+    max_inflight_blocks: Option<u32>,
+    streams: u32,
+}
+
+/// One sample of a running setting, from the node under load.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Sample {
     pub seconds: f64,
@@ -65,38 +138,63 @@ pub struct Sample {
     pub submissions_waiting: f64,
     /// Mean wait of the submissions that got room during the interval.
     pub mean_wait_ms: f64,
+    /// Resident memory of the node under load (the Raft leader).
     pub rss_mb: f64,
+    /// The largest resident memory among the other nodes (0 with none).
+    pub max_follower_rss_mb: f64,
 }
 
 /// One setting's result.
 #[derive(Debug, Clone)]
 pub struct SettingResult {
     pub inflight: u32,
+    /// The etcdraft channel's MaxInflightBlocks (`None`: solo).
+    pub max_inflight_blocks: Option<u32>,
+    pub nodes: usize,
     pub streams: u32,
     pub report: LoadReport,
     pub samples: Vec<Sample>,
+    /// The highest resident memory sampled on any node.
     pub peak_rss_mb: f64,
+    /// The highest resident memory sampled on the node under load.
+    pub leader_rss_mb: f64,
+    /// The highest resident memory sampled on any other node (`None`: no
+    /// other node).
+    pub max_follower_rss_mb: Option<f64>,
     pub mean_wait_ms: f64,
+    /// Nodes that were no longer running at the end of the run, with how
+    /// they ended.
+    pub lost_nodes: Vec<(usize, String)>,
+    /// Whether the node under load still led the channel at the end (always
+    /// true for solo).
+    pub leader_kept: bool,
 }
 
 impl SettingResult {
     pub fn label(&self) -> String {
-        format!("inflight {} / {} streams", self.inflight, self.streams)
+        match self.max_inflight_blocks {
+            Some(blocks) => format!(
+                "blocks {blocks} / inflight {} / {} streams",
+                self.inflight, self.streams
+            ),
+            None => format!("inflight {} / {} streams", self.inflight, self.streams),
+        }
+    }
+
+    /// Everything was delivered and no node was lost.
+    pub fn passed(&self) -> bool {
+        self.report.passed() && self.lost_nodes.is_empty()
     }
 }
 
 /// Runs the sweep and writes `samples.csv`, `settings.csv` and
 /// `backpressure.svg` into the output folder.
 pub async fn run_sweep(options: &SweepOptions) -> Result<Vec<SettingResult>, BackpressureError> {
+    let settings = options.settings()?;
     std::fs::create_dir_all(&options.output_dir).map_err(|source| BackpressureError::Write {
         path: options.output_dir.clone(),
         source,
     })?;
-    let settings: Vec<(u32, u32)> = options
-        .inflight
-        .iter()
-        .flat_map(|&i| options.streams.iter().map(move |&s| (i, s)))
-        .collect();
     let progress = ProgressBar::new(settings.len() as u64 * options.count);
     progress.set_style(
         ProgressStyle::with_template(
@@ -105,10 +203,9 @@ pub async fn run_sweep(options: &SweepOptions) -> Result<Vec<SettingResult>, Bac
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut results = Vec::new();
-    for (index, &(inflight, streams)) in settings.iter().enumerate() {
-        progress.set_message(format!("inflight {inflight}, {streams} streams"));
+    for (index, &setting) in settings.iter().enumerate() {
         let base = index as u64 * options.count;
-        let result = run_setting(options, inflight, streams, &progress, base).await?;
+        let result = run_setting(options, setting, &progress, base).await?;
         progress.set_position(base + options.count);
         results.push(result);
     }
@@ -120,85 +217,45 @@ pub async fn run_sweep(options: &SweepOptions) -> Result<Vec<SettingResult>, Bac
     Ok(results)
 }
 
-/// A node started for one setting; stopped when dropped.
-struct NodeProcess {
-    child: Child,
-    grpc: String,
-    operations: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> Result<u16, BackpressureError> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| BackpressureError::Start(e.to_string()))
-}
-
-async fn start_node(binary: &Path, inflight: u32) -> Result<NodeProcess, BackpressureError> {
-    let dir = tempfile::tempdir().map_err(|e| BackpressureError::Start(e.to_string()))?;
-    let (grpc, operations) = (free_port()?, free_port()?);
-    let child = Command::new(binary)
-        .arg("start")
-        .env("ORDERER_GENERAL_LISTENPORT", grpc.to_string())
-        .env("ORDERER_GENERAL_BOOTSTRAPMETHOD", "embedded")
-        .env(
-            "ORDERER_GENERAL_BACKPRESSURE_MAXINFLIGHTENVELOPES",
-            inflight.to_string(),
-        )
-        .env("ORDERER_ADMIN_LISTENADDRESS", "")
-        .env(
-            "ORDERER_OPERATIONS_LISTENADDRESS",
-            format!("127.0.0.1:{operations}"),
-        )
-        .env("ORDERER_FILELEDGER_LOCATION", dir.path().join("ledger"))
-        .env("FABRIC_LOGGING_SPEC", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| BackpressureError::Start(format!("{}: {e}", binary.display())))?;
-    let node = NodeProcess {
-        child,
-        grpc: format!("127.0.0.1:{grpc}"),
-        operations: format!("http://127.0.0.1:{operations}"),
-        _dir: dir,
-    };
-    let patience = Duration::from_secs(30);
-    let deadline = Instant::now() + patience;
-    let health = format!("{}/healthz", node.operations);
-    loop {
-        if let Ok(response) = reqwest::get(&health).await {
-            if response.status().is_success() {
-                return Ok(node);
-            }
-        }
-        if Instant::now() > deadline {
-            return Err(BackpressureError::NotReady(patience));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn run_setting(
     options: &SweepOptions,
-    inflight: u32,
-    streams: u32,
+    setting: Setting,
     progress: &ProgressBar,
     progress_base: u64,
 ) -> Result<SettingResult, BackpressureError> {
-    let node = start_node(&options.binary, inflight).await?;
+    let nodes = options.consenter.nodes();
+    let describe = match setting.max_inflight_blocks {
+        Some(blocks) => format!(
+            "{nodes} etcdraft nodes, MaxInflightBlocks {blocks}, inflight {}, {} streams",
+            setting.inflight, setting.streams
+        ),
+        None => format!("inflight {}, {} streams", setting.inflight, setting.streams),
+    };
+    progress.set_message(if setting.max_inflight_blocks.is_some() {
+        format!("{describe}: waiting for a Raft leader")
+    } else {
+        describe.clone()
+    });
+    let mut network = network::start(
+        &options.binary,
+        NetworkSetting {
+            consenter: options.consenter,
+            max_inflight_envelopes: setting.inflight,
+            max_inflight_blocks: setting.max_inflight_blocks,
+        },
+    )
+    .await?;
+    if setting.max_inflight_blocks.is_some() {
+        progress.set_message(format!("{describe}: load on node {}", network.leader));
+    }
+    let leader = network.leader();
+    let metrics_url = leader.metrics_url();
     let samples = Arc::new(Mutex::new(Vec::<Sample>::new()));
     let stop = tokio_util::sync::CancellationToken::new();
     let sampler = {
-        let url = format!("{}/metrics", node.operations);
-        let pid = node.child.id();
+        let url = metrics_url.clone();
+        let pid = leader.pid();
+        let followers = network.follower_pids();
         let samples = samples.clone();
         let stop = stop.clone();
         let every = options.sample_every;
@@ -228,6 +285,10 @@ async fn run_setting(
                                     0.0
                                 },
                                 rss_mb: rss_mb(pid),
+                                max_follower_rss_mb: followers
+                                    .iter()
+                                    .map(|&p| rss_mb(p))
+                                    .fold(0.0, f64::max),
                             });
                     }
                     previous = Some((now, scrape));
@@ -240,36 +301,62 @@ async fn run_setting(
         })
     };
     let load = LoadOptions {
-        address: node.grpc.clone(),
-        channel: EMBEDDED_CHANNEL.into(),
+        address: leader.grpc.clone(),
+        channel: CHANNEL.into(),
         count: options.count,
-        streams,
+        streams: setting.streams,
         size: options.size,
-        tls: None,
-        identity: None,
+        tls: network.tls.clone(),
+        identity: network.identity.clone(),
         deliver_timeout: Duration::from_secs(30),
         rate: None,
     };
     let report = run_load(&load).await;
     // One more interval so the tail of the run is sampled.
     tokio::time::sleep(options.sample_every).await;
-    let final_scrape = scrape(&format!("{}/metrics", node.operations)).await;
+    let final_metrics = metrics_text(&metrics_url).await;
     stop.cancel();
     let _ = sampler.await;
-    drop(node);
+    let lost_nodes = network.exited();
+    let leader_kept = setting.max_inflight_blocks.is_none()
+        || final_metrics
+            .as_deref()
+            .is_some_and(|text| network::leads(text, CHANNEL));
+    drop(network);
     let report = report?;
+    for (node, status) in &lost_nodes {
+        tracing::warn!(node, %status, "a node ended during the run");
+    }
+    if !leader_kept {
+        tracing::warn!(
+            "the node under load no longer leads the channel: the leader changed during the run, and its samples cover only part of it"
+        );
+    }
     let samples = std::mem::take(&mut *samples.lock().unwrap_or_else(PoisonError::into_inner));
-    let peak_rss_mb = samples.iter().map(|s| s.rss_mb).fold(0.0, f64::max);
-    let mean_wait_ms = final_scrape
+    let leader_rss_mb = samples.iter().map(|s| s.rss_mb).fold(0.0, f64::max);
+    let max_follower_rss_mb = (nodes > 1).then(|| {
+        samples
+            .iter()
+            .map(|s| s.max_follower_rss_mb)
+            .fold(0.0, f64::max)
+    });
+    let mean_wait_ms = final_metrics
+        .map(|text| parse_scrape(&text))
         .filter(|s| s.wait_count > 0.0)
         .map_or(0.0, |s| s.wait_sum / s.wait_count * 1000.0);
     Ok(SettingResult {
-        inflight,
-        streams,
+        inflight: setting.inflight,
+        max_inflight_blocks: setting.max_inflight_blocks,
+        nodes,
+        streams: setting.streams,
         report,
         samples,
-        peak_rss_mb,
+        peak_rss_mb: leader_rss_mb.max(max_follower_rss_mb.unwrap_or(0.0)),
+        leader_rss_mb,
+        max_follower_rss_mb,
         mean_wait_ms,
+        lost_nodes,
+        leader_kept,
     })
 }
 
@@ -336,15 +423,20 @@ fn create(path: &Path) -> Result<std::io::BufWriter<std::fs::File>, Backpressure
         })
 }
 
+/// An optional number as a CSV cell: empty when there is none.
+fn cell<T: std::fmt::Display>(value: Option<T>) -> String {
+    value.map_or_else(String::new, |v| v.to_string())
+}
+
 fn write_samples(path: &Path, results: &[SettingResult]) -> Result<(), BackpressureError> {
     let mut out = create(path)?;
     let mut write = || -> std::io::Result<()> {
-        writeln!(out, "max_inflight_envelopes,streams,seconds,envelopes_per_second,blocks_inflight,envelopes_inflight,submissions_waiting,mean_wait_ms,rss_mb")?;
+        writeln!(out, "max_inflight_envelopes,streams,seconds,envelopes_per_second,blocks_inflight,envelopes_inflight,submissions_waiting,mean_wait_ms,rss_mb,nodes,max_inflight_blocks,max_follower_rss_mb")?;
         for r in results {
             for s in &r.samples {
                 writeln!(
                     out,
-                    "{},{},{:.3},{:.1},{},{},{},{:.3},{:.1}",
+                    "{},{},{:.3},{:.1},{},{},{},{:.3},{:.1},{},{},{}",
                     r.inflight,
                     r.streams,
                     s.seconds,
@@ -353,7 +445,10 @@ fn write_samples(path: &Path, results: &[SettingResult]) -> Result<(), Backpress
                     s.envelopes_inflight,
                     s.submissions_waiting,
                     s.mean_wait_ms,
-                    s.rss_mb
+                    s.rss_mb,
+                    r.nodes,
+                    cell(r.max_inflight_blocks),
+                    cell((r.nodes > 1).then(|| format!("{:.1}", s.max_follower_rss_mb))),
                 )?;
             }
         }
@@ -365,10 +460,12 @@ fn write_samples(path: &Path, results: &[SettingResult]) -> Result<(), Backpress
     })
 }
 
+/// One row per setting. The columns added for etcdraft come after the
+/// solo sweep's, before `passed`, which stays last.
 fn write_settings(path: &Path, results: &[SettingResult]) -> Result<(), BackpressureError> {
     let mut out = create(path)?;
     let mut write = || -> std::io::Result<()> {
-        writeln!(out, "max_inflight_envelopes,streams,sent,acknowledged,delivered,undelivered,refused,acked_per_second,delivered_per_second,ack_p50_ms,ack_p99_ms,delivery_p50_ms,delivery_p99_ms,mean_wait_ms,peak_rss_mb,max_blocks_inflight,max_submissions_waiting,passed")?;
+        writeln!(out, "max_inflight_envelopes,streams,sent,acknowledged,delivered,undelivered,refused,acked_per_second,delivered_per_second,ack_p50_ms,ack_p99_ms,delivery_p50_ms,delivery_p99_ms,mean_wait_ms,peak_rss_mb,max_blocks_inflight,max_submissions_waiting,nodes,max_inflight_blocks,leader_rss_mb,max_follower_rss_mb,passed")?;
         for r in results {
             let rep = &r.report;
             let refused: u64 = rep.errors.values().map(|(n, _)| n).sum();
@@ -377,7 +474,7 @@ fn write_settings(path: &Path, results: &[SettingResult]) -> Result<(), Backpres
             let max = |f: fn(&Sample) -> f64| r.samples.iter().map(f).fold(0.0, f64::max);
             writeln!(
                 out,
-                "{},{},{},{},{},{},{},{:.0},{:.0},{:.2},{:.2},{:.2},{:.2},{:.3},{:.1},{},{},{}",
+                "{},{},{},{},{},{},{},{:.0},{:.0},{:.2},{:.2},{:.2},{:.2},{:.3},{:.1},{},{},{},{},{:.1},{},{}",
                 r.inflight,
                 r.streams,
                 rep.sent,
@@ -395,7 +492,11 @@ fn write_settings(path: &Path, results: &[SettingResult]) -> Result<(), Backpres
                 r.peak_rss_mb,
                 max(|s| s.blocks_inflight),
                 max(|s| s.submissions_waiting),
-                rep.passed()
+                r.nodes,
+                cell(r.max_inflight_blocks),
+                r.leader_rss_mb,
+                cell(r.max_follower_rss_mb.map(|mb| format!("{mb:.1}"))),
+                r.passed()
             )?;
         }
         out.flush()
@@ -423,6 +524,53 @@ mod tests {
         assert_eq!(s.succeeded, 15.0);
         assert_eq!(s.blocks_inflight, 2.0);
         assert_eq!((s.wait_sum, s.wait_count), (0.5, 4.0));
+    }
+
+    fn sweep(consenter: SweepConsenter, max_inflight_blocks: Vec<u32>) -> SweepOptions {
+        SweepOptions {
+            consenter,
+            inflight: vec![2048],
+            max_inflight_blocks,
+            streams: vec![1, 4],
+            count: 10,
+            size: 10,
+            sample_every: Duration::from_millis(10),
+            output_dir: PathBuf::new(),
+            binary: PathBuf::new(),
+        }
+    }
+
+    #[test]
+    fn an_etcdraft_sweep_runs_each_max_inflight_blocks_with_each_stream_count() {
+        let settings = sweep(SweepConsenter::EtcdRaft { nodes: 3 }, vec![1, 5])
+            .settings()
+            .expect("valid");
+        let points: Vec<_> = settings
+            .iter()
+            .map(|s| (s.max_inflight_blocks, s.streams))
+            .collect();
+        assert_eq!(
+            points,
+            [(Some(1), 1), (Some(1), 4), (Some(5), 1), (Some(5), 4)]
+        );
+        assert!(settings.iter().all(|s| s.inflight == 2048));
+        let solo = sweep(SweepConsenter::Solo, vec![])
+            .settings()
+            .expect("valid");
+        assert!(solo.iter().all(|s| s.max_inflight_blocks.is_none()));
+    }
+
+    #[test]
+    fn sweeps_that_cannot_run_are_refused() {
+        for (consenter, blocks) in [
+            (SweepConsenter::Solo, vec![5]),
+            (SweepConsenter::EtcdRaft { nodes: 3 }, vec![]),
+            (SweepConsenter::EtcdRaft { nodes: 3 }, vec![0]),
+            (SweepConsenter::EtcdRaft { nodes: 0 }, vec![5]),
+        ] {
+            let err = sweep(consenter, blocks).settings().expect_err("refused");
+            assert!(matches!(err, BackpressureError::Options(_)), "{err}");
+        }
     }
 
     #[test]

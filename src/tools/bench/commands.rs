@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::backpressure::{run_sweep, BackpressureError, SweepOptions};
+use super::backpressure::{run_sweep, BackpressureError, SweepConsenter, SweepOptions};
 use super::load::{run_load_with_fan_out, LoadError, LoadOptions, LoadReport, Percentiles};
 use crate::tools::client::commands::{read, CommandError};
 use crate::tools::client::identity::{IdentityError, SigningIdentity};
@@ -29,8 +29,10 @@ pub enum BenchError {
         acknowledged: u64,
         undelivered: u64,
     },
-    #[error("{0} setting(s) lost or refused envelopes")]
+    #[error("{0} setting(s) lost or refused envelopes, or lost a node")]
     SettingsFailed(usize),
+    #[error("{0}")]
+    Usage(String),
 }
 
 /// `ordo bench load` as typed: where to send, how much, and who signs over
@@ -199,12 +201,39 @@ fn print_load_report(options: &LoadOptions, report: &LoadReport) {
     println!("{}", report.json());
 }
 
+/// The consenter of the swept channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ConsenterKind {
+    /// One node, the embedded solo channel, plaintext.
+    Solo,
+    /// `--nodes` orderers over TLS, one etcdraft channel; the load goes to
+    /// the Raft leader.
+    Etcdraft,
+}
+
+/// The MaxInflightEnvelopes values a solo sweep runs when none are given.
+const SOLO_INFLIGHT: [u32; 4] = [64, 512, 4096, 32768];
+/// The MaxInflightBlocks values an etcdraft sweep runs when none are given.
+const ETCDRAFT_MAX_INFLIGHT_BLOCKS: [u32; 4] = [1, 5, 20, 100];
+
 /// `ordo bench backpressure` as typed.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BackpressureCommand {
-    /// Values of General.Backpressure.MaxInflightEnvelopes.
-    #[arg(long, value_delimiter = ',', default_value = "64,512,4096,32768")]
-    pub inflight: Vec<u32>,
+    /// The consenter of the channel under load.
+    #[arg(long, value_enum, default_value_t = ConsenterKind::Solo)]
+    pub consenter: ConsenterKind,
+    /// Orderers of the channel (etcdraft; solo runs one).
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
+    /// Values of General.Backpressure.MaxInflightEnvelopes [default: solo
+    /// 64,512,4096,32768; etcdraft the node's default].
+    #[arg(long, value_delimiter = ',')]
+    pub inflight: Option<Vec<u32>>,
+    /// Values of the etcdraft channel's Options.MaxInflightBlocks: the
+    /// Raft leader's bound on blocks proposed and not yet written
+    /// [default: 1,5,20,100].
+    #[arg(long, value_delimiter = ',')]
+    pub max_inflight_blocks: Option<Vec<u32>>,
     /// Numbers of Broadcast streams.
     #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
     pub streams: Vec<u32>,
@@ -223,8 +252,35 @@ pub struct BackpressureCommand {
 /// Runs the sweep with nodes of this very binary, prints one line per
 /// setting, and fails if any setting lost or refused envelopes.
 pub async fn backpressure(command: BackpressureCommand) -> Result<(), BenchError> {
+    let usage = |reason: &str| Err(BenchError::Usage(reason.into()));
+    let consenter = match command.consenter {
+        ConsenterKind::Solo if command.nodes != 1 => {
+            return usage("solo runs one node: use --consenter etcdraft for --nodes")
+        }
+        ConsenterKind::Solo if command.max_inflight_blocks.is_some() => {
+            return usage("--max-inflight-blocks applies to etcdraft: add --consenter etcdraft")
+        }
+        ConsenterKind::Solo => SweepConsenter::Solo,
+        ConsenterKind::Etcdraft => SweepConsenter::EtcdRaft {
+            nodes: command.nodes,
+        },
+    };
+    let inflight = command.inflight.unwrap_or_else(|| match consenter {
+        SweepConsenter::Solo => SOLO_INFLIGHT.to_vec(),
+        SweepConsenter::EtcdRaft { .. } => {
+            vec![crate::fabric::localconfig::Backpressure::default().max_inflight_envelopes]
+        }
+    });
+    let max_inflight_blocks = match consenter {
+        SweepConsenter::Solo => Vec::new(),
+        SweepConsenter::EtcdRaft { .. } => command
+            .max_inflight_blocks
+            .unwrap_or_else(|| ETCDRAFT_MAX_INFLIGHT_BLOCKS.to_vec()),
+    };
     let options = SweepOptions {
-        inflight: command.inflight,
+        consenter,
+        inflight,
+        max_inflight_blocks,
         streams: command.streams,
         count: command.count,
         size: command.size,
@@ -233,28 +289,48 @@ pub async fn backpressure(command: BackpressureCommand) -> Result<(), BenchError
         binary: std::env::current_exe().map_err(BenchError::Binary)?,
     };
     let results = run_sweep(&options).await?;
-    println!(
-        "{:>10} {:>8} {:>12} {:>10} {:>10} {:>12} {:>10} {:>7}",
-        "inflight", "streams", "acked/s", "ack p99", "wait ms", "deliv p99", "peak MB", "passed"
+    let etcdraft = matches!(consenter, SweepConsenter::EtcdRaft { .. });
+    if etcdraft {
+        print!("{:>7} ", "blocks");
+    }
+    print!(
+        "{:>10} {:>8} {:>12} {:>10} {:>10} {:>12} {:>10}",
+        "inflight", "streams", "acked/s", "ack p99", "wait ms", "deliv p99", "peak MB"
     );
+    if etcdraft {
+        print!(" {:>11}", "follower MB");
+    }
+    println!(" {:>7}", "passed");
     for r in &results {
-        println!(
-            "{:>10} {:>8} {:>12.0} {:>10.2} {:>10.3} {:>12.2} {:>10.1} {:>7}",
+        if etcdraft {
+            print!("{:>7} ", r.max_inflight_blocks.unwrap_or(0));
+        }
+        print!(
+            "{:>10} {:>8} {:>12.0} {:>10.2} {:>10.3} {:>12.2} {:>10.1}",
             r.inflight,
             r.streams,
             r.report.acked_per_second(),
             r.report.ack_latency_ms.map_or(0.0, |p| p.p99),
             r.mean_wait_ms,
             r.report.delivery_latency_ms.map_or(0.0, |p| p.p99),
-            r.peak_rss_mb,
-            r.report.passed()
+            r.leader_rss_mb,
         );
+        if etcdraft {
+            print!(" {:>11.1}", r.max_follower_rss_mb.unwrap_or(0.0));
+        }
+        println!(" {:>7}", r.passed());
+        for (node, status) in &r.lost_nodes {
+            println!("  node {node} ended during the run: {status}");
+        }
+        if !r.leader_kept {
+            println!("  the Raft leader changed during the run: the samples cover part of it");
+        }
     }
     println!(
         "wrote {}/samples.csv, settings.csv and backpressure.svg",
         options.output_dir.display()
     );
-    let failed = results.iter().filter(|r| !r.report.passed()).count();
+    let failed = results.iter().filter(|r| !r.passed()).count();
     if failed > 0 {
         return Err(BenchError::SettingsFailed(failed));
     }

@@ -56,7 +56,7 @@ use tokio_stream::wrappers::WatchStream;
 
 use super::membership::Membership;
 use super::options::RaftOptions;
-use super::proposer::{Propose, ProposerHandle};
+use super::proposer::{Propose, ProposerHandle, ProposerStopped};
 use super::storage::{PersistBatch, RaftStorage};
 use super::transport::{ForwardedSubmit, RaftTransport, Step, TransportEvent};
 use crate::fabric::blockutil;
@@ -70,7 +70,7 @@ use crate::runtime::channel::tree::{ChildGuard, TreeMembership};
 use crate::runtime::clock::Clock;
 use crate::runtime::consensus::revalidation::{recheck_config, revalidate};
 use crate::runtime::consensus::{
-    Abort, BlockCreator, ChainRole, ChainStatus, ConsensusRelation, Configure, Halt,
+    Abort, BlockCreator, ChainRole, ChainStatus, Configure, ConsensusRelation, Halt,
     InflightPermit, InflightRoom, ParticipationStatus, PermitsByBlock, StatusPublisher, Submit,
     SubmitError,
 };
@@ -185,6 +185,10 @@ pub struct RaftChain {
     persisting: bool,
     /// The commit index moved without a hard state to persist it with.
     commit_unpersisted: bool,
+    /// What arrived for Raft while a `Ready` was being persisted: raft-rs
+    /// takes nothing between `ready` and `advance` (no message, tick or
+    /// proposal), so they are handed to it right after, together.
+    deferred: Vec<Deferred>,
 
     // Applying.
     /// The last Raft index handed to the block writer (or skipped).
@@ -199,6 +203,11 @@ pub struct RaftChain {
     leadership: Option<Leadership>,
     /// Blocks this node proposed, by Raft index.
     proposals: BTreeMap<u64, Proposal>,
+    /// Envelopes (and their bytes) admitted to the cutter and not yet back
+    /// as a proposed block: the blocks they will make count as in flight
+    /// too, as in Fabric, where the cutter runs inside admission.
+    uncut_envelopes: usize,
+    uncut_bytes: usize,
     permits: PermitsByBlock,
     config_in_flight: Option<u64>,
     revalidating: bool,
@@ -209,7 +218,15 @@ pub struct RaftChain {
     resending: bool,
 
     halt_waiters: Option<Vec<oneshot::Sender<()>>>,
+    /// Proposers told to stop that have not handed everything back yet.
+    draining_proposers: usize,
+    /// A halt waits this long for what was proposed to commit.
+    halt_grace_over: bool,
 }
+
+/// How long a halt waits for blocks already proposed to be committed and
+/// written (a leader without a quorum cannot commit them).
+const HALT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl RaftChain {
     pub fn new(
@@ -245,12 +262,15 @@ impl RaftChain {
             leader: None,
             persisting: false,
             commit_unpersisted: false,
+            deferred: Vec::new(),
             applied_index,
             next_number,
             to_write: VecDeque::new(),
             writing: false,
             leadership: None,
             proposals: BTreeMap::new(),
+            uncut_envelopes: 0,
+            uncut_bytes: 0,
             permits: PermitsByBlock::default(),
             config_in_flight: None,
             revalidating: false,
@@ -258,6 +278,8 @@ impl RaftChain {
             resend: VecDeque::new(),
             resending: false,
             halt_waiters: None,
+            draining_proposers: 0,
+            halt_grace_over: false,
         }
     }
 
@@ -351,6 +373,7 @@ impl RaftChain {
                 .observe(started.elapsed().as_secs_f64());
             act.send(persisted_messages);
             act.advance(ready, ctx);
+            act.run_deferred(ctx);
             act.drive(ctx);
         }));
     }
@@ -366,6 +389,38 @@ impl RaftChain {
         let committed = light.take_committed_entries();
         self.apply(committed, ctx);
         self.node.advance_apply();
+    }
+
+    fn run_deferred(&mut self, ctx: &mut Context<Self>) {
+        for input in std::mem::take(&mut self.deferred) {
+            match input {
+                Deferred::Tick => self.tick(),
+                Deferred::Step(message) => self.step(message),
+                Deferred::Propose(propose) => self.propose(propose, ctx),
+                Deferred::Unreachable(peer) => self.node.report_unreachable(peer),
+            }
+        }
+    }
+
+    fn step(&mut self, message: raft::eraftpb::Message) {
+        let from = message.from;
+        if let Err(e) = self.node.step(message) {
+            tracing::debug!(channel = %self.channel_id, from, error = %e, "Raft message not taken");
+        }
+    }
+
+    fn tick(&mut self) {
+        self.node.tick();
+        if self.role == ChainRole::Leader {
+            let active = self
+                .node
+                .raft
+                .prs()
+                .iter()
+                .filter(|(&id, progress)| id == self.id || progress.recent_active)
+                .count();
+            self.metrics.etcdraft.active_nodes.set(active as i64);
+        }
     }
 
     fn send(&mut self, messages: Vec<raft::eraftpb::Message>) {
@@ -420,6 +475,7 @@ impl RaftChain {
         tracing::info!(channel = %self.channel_id, node = self.id, leader = ?self.leader, "stepped down from leader");
         if let Some(proposer) = self.leadership.take().and_then(|l| l.proposer) {
             proposer.stop();
+            self.draining_proposers += 1;
         }
         self.config_in_flight = None;
         self.metrics.blocks_inflight.set(0);
@@ -461,8 +517,7 @@ impl RaftChain {
             return;
         }
         let written = self.store.height() == self.next_number && !self.writing;
-        if self.applied_index < leadership.election_index || !written || !self.to_write.is_empty()
-        {
+        if self.applied_index < leadership.election_index || !written || !self.to_write.is_empty() {
             return;
         }
         let tip = self.store.tip();
@@ -474,10 +529,13 @@ impl RaftChain {
             creator,
             &config,
             Mailbox::of(&ctx.address(), &self.metrics.chain),
+            Mailbox::of(&ctx.address(), &self.metrics.chain),
             &self.tree,
             &self.metrics,
             self.clock.clone(),
         );
+        self.uncut_envelopes = 0;
+        self.uncut_bytes = 0;
         tracing::info!(channel = %self.channel_id, node = self.id, term, next_block = tip.height, "leader ready: proposing");
         if let Some(leadership) = self.leadership.as_mut() {
             leadership.proposer = Some(proposer);
@@ -496,7 +554,17 @@ impl RaftChain {
         self.proposer().is_some()
             && !self.revalidating
             && self.config_in_flight.is_none()
-            && self.proposals.len() < self.options.max_inflight_blocks
+            && self.blocks_in_flight() < self.options.max_inflight_blocks
+    }
+
+    /// Blocks proposed and not yet applied, and the full blocks the cutter
+    /// will cut from what was admitted (a partial batch waiting for its
+    /// timeout does not count, as in Fabric).
+    fn blocks_in_flight(&self) -> usize {
+        let limits = self.config.borrow().batch_size;
+        let by_count = self.uncut_envelopes / (limits.max_message_count.max(1) as usize);
+        let by_bytes = self.uncut_bytes / (limits.preferred_max_bytes.max(1) as usize);
+        self.proposals.len() + by_count.max(by_bytes)
     }
 
     /// Admits waiting submissions in order, until one must wait again.
@@ -529,9 +597,22 @@ impl RaftChain {
         let up_to_date = admission.config_seq >= current.sequence;
         match admission.kind {
             Kind::Normal if up_to_date => {
+                let retry = admission
+                    .answer
+                    .is_none()
+                    .then(|| admission.messages.clone());
                 let outcome = self.order(admission.messages, admission.permit, admission.received);
-                if let Some(answer) = admission.answer {
-                    let _ = answer.send(outcome);
+                match (admission.answer, outcome, retry) {
+                    (Some(answer), outcome, _) => {
+                        let _ = answer.send(outcome);
+                    }
+                    (None, Err(_), Some(messages)) => self.resend.push_back(Resend {
+                        messages,
+                        config_seq: admission.config_seq,
+                        is_config: false,
+                        permit: InflightPermit::default(),
+                    }),
+                    (None, _, _) => {}
                 }
             }
             Kind::Config(Some(config)) if admission.config_seq == current.sequence => {
@@ -546,7 +627,15 @@ impl RaftChain {
                     let _ = answer.send(outcome);
                 }
             }
-            kind => self.recheck(admission.messages, kind, admission.permit, admission.received, admission.answer, current, ctx),
+            kind => self.recheck(
+                admission.messages,
+                kind,
+                admission.permit,
+                admission.received,
+                admission.answer,
+                current,
+                ctx,
+            ),
         }
     }
 
@@ -569,15 +658,27 @@ impl RaftChain {
         let signer = self.signer.clone();
         let channel = self.channel_id.clone();
         let is_config = matches!(kind, Kind::Config(_));
+        // Envelopes already answered SUCCESS are kept to send on if this
+        // node cannot admit them after all (shared bytes: no copy).
+        let retry = answer.is_none().then(|| messages.clone());
         let check = tokio::task::spawn_blocking(move || {
             if is_config {
                 let Some(message) = messages.first() else {
                     return Ok(Rechecked::Config(None));
                 };
-                recheck_config(&channel, &current, policies.as_ref(), &signer, &filters, message)
-                    .map(|(message, config)| Rechecked::Config(Some((message, Arc::new(config)))))
+                recheck_config(
+                    &channel,
+                    &current,
+                    policies.as_ref(),
+                    &signer,
+                    &filters,
+                    message,
+                )
+                .map(|(message, config)| Rechecked::Config(Some((message, Arc::new(config)))))
             } else {
-                Ok(Rechecked::Normal(revalidate(&channel, &filters, &current, messages)))
+                Ok(Rechecked::Normal(revalidate(
+                    &channel, &filters, &current, messages,
+                )))
             }
         });
         ctx.spawn(check.into_actor(self).map(move |checked, act, ctx| {
@@ -599,13 +700,24 @@ impl RaftChain {
                 Ok(Err(refused)) => Err(refused),
                 Err(e) => Err(SubmitError::Unavailable(format!("re-validation failed: {e}"))),
             };
-            match answer {
-                Some(answer) => {
+            match (answer, outcome) {
+                (Some(answer), outcome) => {
                     let _ = answer.send(outcome);
                 }
-                None => {
-                    if let Err(e) = outcome {
-                        tracing::warn!(channel = %act.channel_id, reason = %e, "an envelope sent on after a leader change was not ordered");
+                (None, Ok(())) => {}
+                (None, Err(SubmitError::Invalid(reason))) => {
+                    tracing::warn!(channel = %act.channel_id, %reason, "an envelope sent on after a leader change is no longer valid; dropped");
+                }
+                // Answered SUCCESS long ago: it must still reach a leader.
+                (None, Err(SubmitError::Unavailable(_))) => {
+                    if let Some(messages) = retry {
+                        act.resend.push_back(Resend {
+                            messages,
+                            config_seq: 0,
+                            is_config,
+                            permit: InflightPermit::default(),
+                        });
+                        act.send_on(ctx);
                     }
                 }
             }
@@ -625,6 +737,10 @@ impl RaftChain {
         let Some(proposer) = self.proposer() else {
             return Err(SubmitError::Unavailable("not the Raft leader".into()));
         };
+        let (count, bytes) = (
+            messages.len(),
+            messages.iter().map(|m| m.envelope.len()).sum::<usize>(),
+        );
         let ordered = Ordered {
             messages,
             permit,
@@ -634,7 +750,10 @@ impl RaftChain {
             .cutter
             .ordered
             .post(ordered)
-            .map_err(|gone| SubmitError::Unavailable(format!("the cutter is gone: {gone}")))
+            .map_err(|gone| SubmitError::Unavailable(format!("the cutter is gone: {gone}")))?;
+        self.uncut_envelopes += count;
+        self.uncut_bytes += bytes;
+        Ok(())
     }
 
     fn order_config(
@@ -667,7 +786,11 @@ impl RaftChain {
     // ---- Submissions ----
 
     /// Where a submission goes now.
-    fn route(&mut self, admission: Admission, ctx: &mut Context<Self>) -> Response<Result<(), SubmitError>> {
+    fn route(
+        &mut self,
+        admission: Admission,
+        ctx: &mut Context<Self>,
+    ) -> Response<Result<(), SubmitError>> {
         if self.halting() {
             return Response::reply(Err(self.halting_error()));
         }
@@ -714,6 +837,17 @@ impl RaftChain {
         messages: &[OrderedMessage],
         config_seq: u64,
     ) -> futures::future::BoxFuture<'static, Result<(), SubmitError>> {
+        let each = self.forward_each(leader, messages, config_seq);
+        Box::pin(async move { each.await.into_iter().collect() })
+    }
+
+    /// Sends `messages` to `leader`, in order; resolves with each one's answer.
+    fn forward_each(
+        &self,
+        leader: u64,
+        messages: &[OrderedMessage],
+        config_seq: u64,
+    ) -> futures::future::BoxFuture<'static, Vec<Result<(), SubmitError>>> {
         let mut answers = Vec::with_capacity(messages.len());
         for message in messages {
             let envelope = match Envelope::decode(message.envelope.clone()) {
@@ -733,12 +867,7 @@ impl RaftChain {
                 },
             ));
         }
-        Box::pin(async move {
-            for answer in futures::future::join_all(answers).await {
-                answer?;
-            }
-            Ok(())
-        })
+        Box::pin(futures::future::join_all(answers))
     }
 
     /// Envelopes answered SUCCESS that still need a leader: admitted here
@@ -772,21 +901,31 @@ impl RaftChain {
         let batches: Vec<Resend> = std::mem::take(&mut self.resend).into();
         let sends: Vec<_> = batches
             .iter()
-            .map(|r| self.forward(leader, &r.messages, r.config_seq))
+            .map(|r| self.forward_each(leader, &r.messages, r.config_seq))
             .collect();
         tracing::info!(channel = %self.channel_id, leader, batches = batches.len(), "sending envelopes on to the new leader");
         let all = futures::future::join_all(sends);
         ctx.spawn(all.into_actor(self).map(move |outcomes, act, _| {
             act.resending = false;
             let mut again = Vec::new();
-            for (resend, outcome) in batches.into_iter().zip(outcomes) {
-                match outcome {
-                    Ok(()) => {}
-                    Err(SubmitError::Invalid(reason)) => {
-                        tracing::warn!(channel = %act.channel_id, %reason, "the leader refused envelopes sent on after a leader change");
+            for (resend, answers) in batches.into_iter().zip(outcomes) {
+                // Only what the leader did not take goes again: an envelope
+                // it admitted must not be ordered twice.
+                let mut left = Vec::new();
+                for (message, answer) in resend.messages.into_iter().zip(answers) {
+                    match answer {
+                        Ok(()) => {}
+                        Err(SubmitError::Invalid(reason)) => {
+                            tracing::warn!(channel = %act.channel_id, %reason, "the leader refused an envelope sent on after a leader change");
+                        }
+                        Err(SubmitError::Unavailable(_)) => left.push(message),
                     }
-                    // Tried again on a later tick or leader change.
-                    Err(SubmitError::Unavailable(_)) => again.push(resend),
+                }
+                if !left.is_empty() {
+                    again.push(Resend {
+                        messages: left,
+                        ..resend
+                    });
                 }
             }
             for resend in again.into_iter().rev() {
@@ -819,15 +958,18 @@ impl RaftChain {
                     None
                 }
             };
-            self.settle_proposals(entry.index, entry.term, block.as_ref(), ctx);
-            let Some(block) = block else {
+            let stale = block
+                .as_ref()
+                .is_some_and(|b| blockutil::number(b) < self.next_number);
+            if stale {
+                tracing::warn!(channel = %self.channel_id, index = entry.index, "Raft entry holds a block number already written; skipped");
+            }
+            let written = if stale { None } else { block.as_ref() };
+            self.settle_proposals(entry.index, entry.term, written, ctx);
+            let Some(block) = block.filter(|_| !stale) else {
                 continue;
             };
             let number = blockutil::number(&block);
-            if number < self.next_number {
-                tracing::warn!(channel = %self.channel_id, index = entry.index, number, "Raft entry holds a block already written; skipped");
-                continue;
-            }
             if number > self.next_number {
                 return self.fail(
                     format!(
@@ -841,6 +983,8 @@ impl RaftChain {
             self.to_write.push_back((entry.index, block));
         }
         self.write_blocks(ctx);
+        // A new leader whose log holds no block to write is ready now.
+        self.start_proposing(ctx);
     }
 
     /// Blocks this node proposed at or before `index`, or in an older term
@@ -888,7 +1032,9 @@ impl RaftChain {
                 permit: InflightPermit::default(),
             });
         }
-        self.metrics.blocks_inflight.set(self.proposals.len() as i64);
+        self.metrics
+            .blocks_inflight
+            .set(self.proposals.len() as i64);
         self.send_on(ctx);
         self.admit(ctx);
     }
@@ -909,10 +1055,8 @@ impl RaftChain {
                 .map(|(index, mut block)| {
                     let last_config = blockutil::last_config_index(&block).unwrap_or(0);
                     let consenter = membership.block_metadata(index).encode_to_vec();
-                    block.metadata = Some(blockutil::orderer_metadata(
-                        last_config,
-                        consenter.into(),
-                    ));
+                    block.metadata =
+                        Some(blockutil::orderer_metadata(last_config, consenter.into()));
                     signer.sign_block(&mut block).map(|()| block)
                 })
                 .collect::<Result<Vec<Block>, _>>()
@@ -929,7 +1073,10 @@ impl RaftChain {
                 if let Err(gone) = act.ledger.append(block, Vec::new()) {
                     return act.fail(format!("the ledger is gone: {gone}"), ctx);
                 }
-                act.metrics.etcdraft.committed_block_number.set(number as i64);
+                act.metrics
+                    .etcdraft
+                    .committed_block_number
+                    .set(number as i64);
             }
             act.write_blocks(ctx);
             act.finish_halt(ctx);
@@ -944,11 +1091,21 @@ impl RaftChain {
         if !self.halting() || self.writing || !self.to_write.is_empty() {
             return;
         }
+        // What the leader accepted is proposed and written first, as a solo
+        // chain writes its pending batch (bounded by HALT_GRACE).
+        let settled = self.draining_proposers == 0 && self.proposals.is_empty();
+        if !settled && !self.halt_grace_over {
+            return;
+        }
         let Some(waiters) = self.halt_waiters.as_mut() else {
             return;
         };
         if waiters.is_empty() {
             return;
+        }
+        if !settled {
+            let envelopes: usize = self.proposals.values().map(|p| p.envelopes.len()).sum();
+            tracing::warn!(channel = %self.channel_id, blocks = self.proposals.len(), envelopes, "halting with proposed blocks not committed");
         }
         let waiters = std::mem::take(waiters);
         let ledger = self.ledger.clone();
@@ -966,6 +1123,14 @@ impl RaftChain {
                 }),
         );
     }
+}
+
+/// An input for Raft that waits for the `Ready` being persisted.
+enum Deferred {
+    Tick,
+    Step(raft::eraftpb::Message),
+    Propose(Propose),
+    Unreachable(u64),
 }
 
 enum Rechecked {
@@ -1034,17 +1199,11 @@ impl Handler<Tick> for RaftChain {
     type Result = ();
 
     fn handle(&mut self, _: Tick, ctx: &mut Context<Self>) {
-        self.node.tick();
-        if self.role == ChainRole::Leader {
-            let active = self
-                .node
-                .raft
-                .prs()
-                .iter()
-                .filter(|(&id, progress)| id == self.id || progress.recent_active)
-                .count();
-            self.metrics.etcdraft.active_nodes.set(active as i64);
+        if self.persisting {
+            self.deferred.push(Deferred::Tick);
+            return;
         }
+        self.tick();
         self.drive(ctx);
         self.send_on(ctx);
     }
@@ -1054,9 +1213,11 @@ impl Handler<Step> for RaftChain {
     type Result = ();
 
     fn handle(&mut self, msg: Step, ctx: &mut Context<Self>) {
-        if let Err(e) = self.node.step(msg.message) {
-            tracing::debug!(channel = %self.channel_id, from = msg.from, error = %e, "Raft message not taken");
+        if self.persisting {
+            self.deferred.push(Deferred::Step(msg.message));
+            return;
         }
+        self.step(msg.message);
         self.drive(ctx);
     }
 }
@@ -1066,12 +1227,25 @@ impl Handler<TransportEvent> for RaftChain {
 
     fn handle(&mut self, msg: TransportEvent, _: &mut Context<Self>) {
         match msg {
+            TransportEvent::Unreachable(peer) if self.persisting => {
+                self.deferred.push(Deferred::Unreachable(peer))
+            }
             TransportEvent::Unreachable(peer) => self.node.report_unreachable(peer),
         }
     }
 }
 
-crate::counted_handlers!(RaftChain: Submit, Configure, Propose);
+crate::counted_handlers!(RaftChain: Submit, Configure, Propose, ProposerStopped);
+
+impl Handler<ProposerStopped> for RaftChain {
+    type Result = ();
+
+    fn handle(&mut self, msg: ProposerStopped, ctx: &mut Context<Self>) {
+        tracing::debug!(channel = %self.channel_id, term = msg.term, "proposer stopped");
+        self.draining_proposers = self.draining_proposers.saturating_sub(1);
+        self.finish_halt(ctx);
+    }
+}
 
 impl Handler<Submit> for RaftChain {
     type Result = Response<Result<(), SubmitError>>;
@@ -1141,7 +1315,9 @@ impl Handler<ForwardedSubmit> for RaftChain {
         let take = async move { room.take_one(size).await };
         ctx.spawn(take.into_actor(self).map(move |permit, act, ctx| {
             let Ok(permit) = permit else {
-                let _ = answer.send(Err(SubmitError::Unavailable("the channel is closing".into())));
+                let _ = answer.send(Err(SubmitError::Unavailable(
+                    "the channel is closing".into(),
+                )));
                 return;
             };
             if act.leadership.is_none() || act.halting() {
@@ -1175,11 +1351,32 @@ impl Handler<Propose> for RaftChain {
     type Result = ();
 
     fn handle(&mut self, msg: Propose, ctx: &mut Context<Self>) {
+        if self.persisting {
+            self.deferred.push(Deferred::Propose(msg));
+            return;
+        }
+        self.propose(msg, ctx);
+        self.drive(ctx);
+    }
+}
+
+impl RaftChain {
+    fn propose(&mut self, msg: Propose, ctx: &mut Context<Self>) {
         let current_term = self.leadership.as_ref().map(|l| l.term);
-        let config_seq = self.config.borrow().sequence;
+        // The envelopes were validated when admitted, under this config or
+        // an older one: sent on, they are checked again if the config moved.
+        let config_seq = 0;
         let envelopes = blockutil::entries(&msg.block).to_vec();
         let header = msg.block.header.clone().unwrap_or_default();
-        if current_term != Some(msg.term) || self.halting() {
+        self.uncut_envelopes = self.uncut_envelopes.saturating_sub(envelopes.len());
+        self.uncut_bytes = self
+            .uncut_bytes
+            .saturating_sub(envelopes.iter().map(Bytes::len).sum());
+        // raft-rs forwards a follower's proposal to its leader: a block made
+        // on an old tip must never leave this node, so only the leader of
+        // the proposer's own term proposes.
+        let leading = self.node.raft.state == StateRole::Leader && self.node.raft.term == msg.term;
+        if current_term != Some(msg.term) || !leading {
             // Made by a proposer of a leadership that ended: send it on.
             self.resend.push_back(Resend {
                 messages: envelopes
@@ -1197,9 +1394,10 @@ impl Handler<Propose> for RaftChain {
             return;
         }
         let data = msg.block.encode_to_vec();
+        let before = self.node.raft.raft_log.last_index();
         match self.node.propose(Vec::new(), data) {
-            Ok(()) => {
-                let index = self.node.raft.raft_log.last_index();
+            Ok(()) if self.node.raft.raft_log.last_index() == before + 1 => {
+                let index = before + 1;
                 self.proposals.insert(
                     index,
                     Proposal {
@@ -1212,10 +1410,16 @@ impl Handler<Propose> for RaftChain {
                     },
                 );
                 self.permits.hold(header.number, msg.permit);
-                self.metrics.blocks_inflight.set(self.proposals.len() as i64);
+                self.metrics
+                    .blocks_inflight
+                    .set(self.proposals.len() as i64);
             }
-            Err(e) => {
-                tracing::warn!(channel = %self.channel_id, number = header.number, error = %e, "proposal dropped by Raft");
+            outcome => {
+                let reason = match outcome {
+                    Err(e) => e.to_string(),
+                    Ok(()) => "not appended to this node's log".to_string(),
+                };
+                tracing::warn!(channel = %self.channel_id, number = header.number, %reason, "proposal dropped by Raft");
                 self.metrics.etcdraft.proposal_failures.inc();
                 self.resend.push_back(Resend {
                     messages: envelopes
@@ -1231,7 +1435,6 @@ impl Handler<Propose> for RaftChain {
                 });
             }
         }
-        self.drive(ctx);
     }
 }
 
@@ -1270,8 +1473,14 @@ impl Handler<Halt> for RaftChain {
         if first {
             if let Some(proposer) = self.leadership.as_mut().and_then(|l| l.proposer.take()) {
                 proposer.stop();
+                self.draining_proposers += 1;
             }
             self.admit(ctx);
+            let grace = self.clock.sleep(HALT_GRACE);
+            ctx.spawn(grace.into_actor(self).map(|(), act, ctx| {
+                act.halt_grace_over = true;
+                act.finish_halt(ctx);
+            }));
         }
         self.finish_halt(ctx);
         Box::pin(async move {

@@ -7,7 +7,10 @@ pub struct TracingDrain;
 
 /// The logger a channel's RawNode gets.
 pub fn raft_logger(channel: &str) -> slog::Logger {
-    slog::Logger::root(TracingDrain.fuse(), slog::o!("channel" => channel.to_string()))
+    slog::Logger::root(
+        TracingDrain.fuse(),
+        slog::o!("channel" => channel.to_string()),
+    )
 }
 
 struct Fields(String);

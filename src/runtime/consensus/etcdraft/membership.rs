@@ -40,7 +40,10 @@ pub struct Membership {
 
 impl Membership {
     /// The membership as of `last_block`, the newest block of the ledger.
-    pub fn read(config: &EtcdRaftConfig, last_block: &Block) -> Result<Membership, MembershipError> {
+    pub fn read(
+        config: &EtcdRaftConfig,
+        last_block: &Block,
+    ) -> Result<Membership, MembershipError> {
         let number = blockutil::number(last_block);
         let consenters = &config.consenters;
         let Some(raw) = blockutil::consenter_metadata(last_block) else {
@@ -176,7 +179,8 @@ mod tests {
             next_consenter_id: 8,
             raft_index: 42,
         };
-        let block = blockutil::new_block(5, Bytes::new(), vec![], 0, recorded.encode_to_vec().into());
+        let block =
+            blockutil::new_block(5, Bytes::new(), vec![], 0, recorded.encode_to_vec().into());
         let m = Membership::read(&config, &block).expect("read");
         assert_eq!(m.ids(), vec![4, 2, 7]);
         assert_eq!((m.next_consenter_id, m.applied_index), (8, 42));

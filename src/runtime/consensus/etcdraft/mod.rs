@@ -65,7 +65,10 @@ fn start_error(reason: impl std::fmt::Display) -> ConsensusError {
     }
 }
 
-async fn start(support: ChainSupport, node: Arc<NodeResources>) -> Result<ChainHandle, ConsensusError> {
+async fn start(
+    support: ChainSupport,
+    node: Arc<NodeResources>,
+) -> Result<ChainHandle, ConsensusError> {
     let channel = support.channel_id.clone();
     let config = support.config.borrow().clone();
     let raft_config = config
@@ -73,9 +76,8 @@ async fn start(support: ChainSupport, node: Arc<NodeResources>) -> Result<ChainH
         .etcdraft
         .clone()
         .ok_or_else(|| start_error("the channel config has no etcdraft metadata"))?;
-    let options =
-        RaftOptions::from_config(raft_config.options.as_ref(), node.raft_tick_override)
-            .map_err(start_error)?;
+    let options = RaftOptions::from_config(raft_config.options.as_ref(), node.raft_tick_override)
+        .map_err(start_error)?;
     let store = support.store.clone();
     let last = store.height().saturating_sub(1);
     let last_block = tokio::task::spawn_blocking(move || store.block(last))

@@ -12,12 +12,14 @@
 //! - [`StopProposing`] (from the chain, on becomeFollower or halt): ask the
 //!   cutter to drain, so the pending batch comes back as `Propose` too (the
 //!   chain, no longer leader, sends its envelopes on to the new leader), then stop.
-//! - [`Drained`] (from the CutterActor): everything pending was cut: stop.
+//! - [`Drained`] (from the CutterActor): everything pending was cut: tell
+//!   the chain ([`ProposerStopped`]) and stop.
 
 use std::time::Instant;
 
 use actix::prelude::*;
 
+use crate::fabric::channelconfig::ChannelConfig;
 use crate::fabric::protos::common::Block;
 use crate::runtime::blockcutter::{
     BatchCut, BatchTimeoutExpired, CutPending, CutterActor, CutterHandle, CutterOwner, Drain,
@@ -28,7 +30,6 @@ use crate::runtime::channel::tree::{ChildGuard, TreeMembership};
 use crate::runtime::clock::Clock;
 use crate::runtime::consensus::{BlockCreator, InflightPermit};
 use crate::runtime::metrics::ChannelMetrics;
-use crate::fabric::channelconfig::ChannelConfig;
 
 /// A block made by the proposer of leadership `term`, for the chain to propose.
 #[derive(Message)]
@@ -39,6 +40,13 @@ pub struct Propose {
     pub is_config: bool,
     pub permit: InflightPermit,
     pub received: Vec<Instant>,
+}
+
+/// The proposer of leadership `term` handed back everything and stopped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ProposerStopped {
+    pub term: u64,
 }
 
 /// Stop proposing: drain the cutter, hand back what was pending, stop.
@@ -59,6 +67,7 @@ impl ProposerHandle {
         creator: BlockCreator,
         config: &ChannelConfig,
         chain: Mailbox<Propose>,
+        stopped: Mailbox<ProposerStopped>,
         tree: &TreeMembership,
         metrics: &ChannelMetrics,
         clock: Clock,
@@ -83,13 +92,11 @@ impl ProposerHandle {
             creator,
             cutter: cutter.clone(),
             chain,
+            stopped,
             stopping: false,
-            _guard: guard,
+            guard: Some(guard),
         });
-        ProposerHandle {
-            cutter,
-            addr,
-        }
+        ProposerHandle { cutter, addr }
     }
 
     /// Stops proposing; what was pending comes back to the chain as `Propose`.
@@ -103,8 +110,10 @@ pub struct ProposerActor {
     creator: BlockCreator,
     cutter: CutterHandle,
     chain: Mailbox<Propose>,
+    stopped: Mailbox<ProposerStopped>,
     stopping: bool,
-    _guard: ChildGuard,
+    /// Retired when the proposer stops because it was told to.
+    guard: Option<ChildGuard>,
 }
 
 impl Actor for ProposerActor {
@@ -184,6 +193,12 @@ impl Handler<Drained> for ProposerActor {
     fn handle(&mut self, _: Drained, ctx: &mut Context<Self>) {
         // Queued behind every `BatchCut` of the drain, and blocks are made
         // with `ctx.wait`: everything pending has been handed back.
+        if self.stopping {
+            if let Some(guard) = self.guard.take() {
+                guard.retire();
+            }
+            let _ = self.stopped.post(ProposerStopped { term: self.term });
+        }
         ctx.stop();
     }
 }

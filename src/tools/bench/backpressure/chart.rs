@@ -1,7 +1,9 @@
 //! The sweep's chart: four panels over time (throughput, blocks in flight,
 //! submissions waiting, resident memory), one line per setting; four panels
 //! per setting (throughput, mean wait, peak memory, delivery p99) against the
-//! in-flight bound, one line per number of streams.
+//! swept bound (MaxInflightEnvelopes; MaxInflightBlocks for etcdraft), one
+//! line per number of streams. For etcdraft the panels show the Raft leader,
+//! the node under load; the followers' memory is in the CSV files.
 //!
 //! Time is shown as the share of each setting's run, so that a setting that
 //! takes seconds and one that takes minutes (a bound below a full block) can
@@ -21,21 +23,59 @@ fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
+/// What the per-setting panels plot against.
+struct Axis {
+    name: &'static str,
+    of: fn(&SettingResult) -> f64,
+}
+
+fn is_etcdraft(results: &[SettingResult]) -> bool {
+    results.iter().any(|r| r.max_inflight_blocks.is_some())
+}
+
+/// The swept bound: MaxInflightBlocks when the sweep is over an etcdraft
+/// channel, else MaxInflightEnvelopes.
+fn axis(results: &[SettingResult]) -> Axis {
+    if is_etcdraft(results) {
+        Axis {
+            name: "MaxInflightBlocks",
+            of: |r| f64::from(r.max_inflight_blocks.unwrap_or(0)),
+        }
+    } else {
+        Axis {
+            name: "MaxInflightEnvelopes",
+            of: |r| f64::from(r.inflight),
+        }
+    }
+}
+
 pub fn draw(path: &Path, results: &[SettingResult]) -> DrawResult {
+    let axis = axis(results);
+    let nodes = results.iter().map(|r| r.nodes).max().unwrap_or(1);
+    let (title, memory_over_time, peak_memory) = if is_etcdraft(results) {
+        (
+            format!(
+                "Ordo backpressure sweep, etcdraft on {nodes} nodes (MaxInflightBlocks x Broadcast streams)"
+            ),
+            "Leader resident memory (MB)",
+            "Peak leader memory (MB)",
+        )
+    } else {
+        (
+            "Ordo backpressure sweep (MaxInflightEnvelopes x Broadcast streams)".to_string(),
+            "Node resident memory (MB)",
+            "Peak node memory (MB)",
+        )
+    };
     let root = SVGBackend::new(path, (1400, 1700)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let root = root
-        .titled(
-            "Ordo backpressure sweep (MaxInflightEnvelopes x Broadcast streams)",
-            ("sans-serif", 24),
-        )
-        .map_err(err)?;
+    let root = root.titled(&title, ("sans-serif", 24)).map_err(err)?;
     let panels = root.split_evenly((4, 2));
     let over_time: [Panel<Sample>; 4] = [
         ("Throughput (envelopes/s)", |s| s.envelopes_per_second),
         ("Blocks in flight", |s| s.blocks_inflight),
         ("Submissions waiting", |s| s.submissions_waiting),
-        ("Node resident memory (MB)", |s| s.rss_mb),
+        (memory_over_time, |s| s.rss_mb),
     ];
     for (i, (title, value)) in over_time.iter().enumerate() {
         time_panel(&panels[i * 2], title, results, *value)?;
@@ -45,13 +85,13 @@ pub fn draw(path: &Path, results: &[SettingResult]) -> DrawResult {
             r.report.acked_per_second()
         }),
         ("Mean wait for in-flight room (ms)", |r| r.mean_wait_ms),
-        ("Peak node memory (MB)", |r| r.peak_rss_mb),
+        (peak_memory, |r| r.leader_rss_mb),
         ("Broadcast-to-delivery p99 (ms)", |r| {
             r.report.delivery_latency_ms.map_or(0.0, |p| p.p99)
         }),
     ];
     for (i, (title, value)) in per_setting.iter().enumerate() {
-        setting_panel(&panels[i * 2 + 1], title, results, *value)?;
+        setting_panel(&panels[i * 2 + 1], title, results, &axis, *value)?;
     }
     root.present().map_err(err)
 }
@@ -130,12 +170,13 @@ fn setting_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     title: &str,
     results: &[SettingResult],
+    axis: &Axis,
     value: fn(&SettingResult) -> f64,
 ) -> DrawResult
 where
     DB::ErrorType: 'static,
 {
-    let bounds: Vec<f64> = results.iter().map(|r| f64::from(r.inflight)).collect();
+    let bounds: Vec<f64> = results.iter().map(axis.of).collect();
     let x_min = bounds.iter().copied().fold(f64::MAX, f64::min).max(1.0) / 1.5;
     let x_max = bounds.iter().copied().fold(1.0, f64::max) * 1.5;
     let y_max = upper(results.iter().map(value));
@@ -152,7 +193,7 @@ where
         .x_labels(6)
         .x_label_formatter(&|v| format!("{v:.0}"))
         .y_label_formatter(&|v| label(*v, y_max))
-        .x_desc("MaxInflightEnvelopes (log scale)")
+        .x_desc(format!("{} (log scale)", axis.name))
         .draw()
         .map_err(err)?;
     let mut streams: Vec<u32> = results.iter().map(|r| r.streams).collect();
@@ -163,7 +204,7 @@ where
         let mut points: Vec<(f64, f64)> = results
             .iter()
             .filter(|r| r.streams == *count)
-            .map(|r| (f64::from(r.inflight), value(r)))
+            .map(|r| ((axis.of)(r), value(r)))
             .collect();
         points.sort_by(|a, b| a.0.total_cmp(&b.0));
         chart
