@@ -714,6 +714,8 @@ async fn broadcast_client(
     let mut node = first_node;
     let mut stream: Option<(mpsc::Sender<Envelope>, tonic::Streaming<BroadcastResponse>)> = None;
     let mut sequence = 0u64;
+    // After a failure, one envelope at a time until a node takes one.
+    let mut probing = false;
     loop {
         let allowed = *allowance.borrow_and_update();
         if outcome.acked.len() >= allowed {
@@ -736,7 +738,8 @@ async fn broadcast_client(
         let Some((tx, responses)) = stream.as_mut() else {
             continue;
         };
-        let count = WINDOW.min(allowed - outcome.acked.len());
+        let window = if probing { 1 } else { WINDOW };
+        let count = window.min(allowed - outcome.acked.len());
         let sent_in_phase = phase.load(Ordering::SeqCst);
         let mut sent = Vec::with_capacity(count);
         for _ in 0..count {
@@ -772,6 +775,7 @@ async fn broadcast_client(
                 }
             }
         }
+        probing = refused;
         if refused {
             outcome.failed.extend(sent);
             stream = None;
