@@ -56,7 +56,7 @@ use tokio_stream::wrappers::WatchStream;
 
 use super::membership::Membership;
 use super::options::RaftOptions;
-use super::proposer::{Propose, ProposerHandle, ProposerStopped};
+use super::proposer::{Propose, ProposerHandle, ProposerOwner, ProposerStopped};
 use super::storage::{PersistBatch, RaftStorage};
 use super::transport::{ForwardedSubmit, RaftTransport, Step, TransportEvent};
 use crate::fabric::blockutil;
@@ -528,8 +528,10 @@ impl RaftChain {
             term,
             creator,
             &config,
-            Mailbox::of(&ctx.address(), &self.metrics.chain),
-            Mailbox::of(&ctx.address(), &self.metrics.chain),
+            ProposerOwner {
+                proposals: Mailbox::of(&ctx.address(), &self.metrics.chain),
+                stopped: Mailbox::of(&ctx.address(), &self.metrics.chain),
+            },
             &self.tree,
             &self.metrics,
             self.clock.clone(),

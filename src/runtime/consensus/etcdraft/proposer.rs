@@ -54,6 +54,12 @@ pub struct ProposerStopped {
 #[rtype(result = "()")]
 pub struct StopProposing;
 
+/// Where a proposer sends its output: the chain's mailboxes.
+pub struct ProposerOwner {
+    pub proposals: Mailbox<Propose>,
+    pub stopped: Mailbox<ProposerStopped>,
+}
+
 /// How the chain reaches its proposer and, through it, the cutter.
 pub struct ProposerHandle {
     pub cutter: CutterHandle,
@@ -66,8 +72,7 @@ impl ProposerHandle {
         term: u64,
         creator: BlockCreator,
         config: &ChannelConfig,
-        chain: Mailbox<Propose>,
-        stopped: Mailbox<ProposerStopped>,
+        owner: ProposerOwner,
         tree: &TreeMembership,
         metrics: &ChannelMetrics,
         clock: Clock,
@@ -91,8 +96,8 @@ impl ProposerHandle {
             term,
             creator,
             cutter: cutter.clone(),
-            chain,
-            stopped,
+            chain: owner.proposals,
+            stopped: owner.stopped,
             stopping: false,
             guard: Some(guard),
         });
