@@ -10,7 +10,7 @@
 //! matches each answer to the oldest submission still waiting.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -89,6 +89,9 @@ struct PeerLink {
     endpoint: String,
     queue: mpsc::Sender<Outbound>,
     state: Arc<AtomicU8>,
+    /// Forwarded submissions waiting for room in the queue: while any
+    /// waits, later ones wait behind it, so they keep their order.
+    submits_waiting: Arc<AtomicUsize>,
 }
 
 /// One channel's connection to its other consenters.
@@ -141,6 +144,7 @@ impl ChannelTransport {
                     endpoint: peer.endpoint(),
                     queue,
                     state,
+                    submits_waiting: Arc::default(),
                 },
             );
         }
@@ -205,16 +209,41 @@ impl RaftTransport for ChannelTransport {
             return futures::future::ready(Err(error)).boxed();
         }
         let (answer, answered) = oneshot::channel();
-        if let Err(e) = link.queue.try_send(Outbound::Submit { request, answer }) {
-            self.unreachable(leader);
-            let reason = match e {
-                mpsc::error::TrySendError::Full(_) => "the send buffer to it is full",
-                mpsc::error::TrySendError::Closed(_) => "the transport has stopped",
-            };
-            return futures::future::ready(Err(self.forward_failed(leader, reason))).boxed();
-        }
         let channel = self.channel.clone();
+        // Queued now if there is room and nothing waits before it; otherwise
+        // it waits for room (as Fabric's sendOrDrop: Raft messages are
+        // dropped when the queue is full, a forwarded transaction waits, and
+        // the leader's backpressure reaches this node's clients).
+        let waiting = link.submits_waiting.clone();
+        let submit = Outbound::Submit { request, answer };
+        let queued = if waiting.load(Ordering::Acquire) == 0 {
+            match link.queue.try_send(submit) {
+                Ok(()) => None,
+                Err(mpsc::error::TrySendError::Full(submit)) => Some(submit),
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    let error = self.forward_failed(leader, "the transport has stopped");
+                    return futures::future::ready(Err(error)).boxed();
+                }
+            }
+        } else {
+            Some(submit)
+        };
+        let wait_for_room = queued.map(|submit| {
+            waiting.fetch_add(1, Ordering::AcqRel);
+            (link.queue.clone(), submit)
+        });
         async move {
+            if let Some((queue, submit)) = wait_for_room {
+                let sent = queue.send(submit).await;
+                waiting.fetch_sub(1, Ordering::AcqRel);
+                if sent.is_err() {
+                    return Err(forward_failed(
+                        &channel,
+                        leader,
+                        "the transport has stopped",
+                    ));
+                }
+            }
             answered.await.unwrap_or_else(|_| {
                 Err(forward_failed(
                     &channel,

@@ -408,7 +408,7 @@ async fn a_certificate_of_no_consenter_is_refused() {
 }
 
 #[actix_rt::test]
-async fn a_full_queue_drops_and_reports_without_waiting() {
+async fn a_full_queue_drops_raft_messages_and_holds_forwarded_submissions() {
     let ca = TestCa::new("tlsca");
     let node = TestNode::start(
         1,
@@ -430,14 +430,19 @@ async fn a_full_queue_drops_and_reports_without_waiting() {
     for term in 0..50 {
         transport.send(heartbeat(1, 9, term));
     }
-    // At most the queue and the message being dialed are kept; the queue is
-    // full, so a forwarded submission is refused at once.
+    // At most the queue and the message being dialed are kept: Raft
+    // messages are dropped and the consenter reported unreachable.
     assert!(node.cluster.dropped_messages() >= 47);
-    let refused = transport.forward(9, submission("ok")).await;
     eventually("the consenter is reported unreachable", || {
         node.unreachable().contains(&9)
     })
     .await;
+    // A forwarded submission is not dropped: it waits for room, and fails
+    // only when the transport stops.
+    let mut forward = transport.forward(9, submission("ok"));
+    assert!(futures::poll!(&mut forward).is_pending());
+    drop(transport);
+    let refused = forward.await;
     assert!(
         matches!(&refused, Err(SubmitError::Unavailable(reason)) if reason.contains("forwarding to the leader failed")),
         "{refused:?}"
