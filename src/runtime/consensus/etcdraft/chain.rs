@@ -337,6 +337,12 @@ impl RaftChain {
         self.apply(committed, ctx);
         let entries = ready.take_entries();
         let mut hard_state = ready.hs().cloned();
+        if entries.is_empty() && !ready.must_sync() && hard_state.is_some() {
+            // Only the commit index moved (etcd's MustSync rule): it needs no
+            // sync of its own and is written with the next entries.
+            hard_state = None;
+            self.commit_unpersisted = true;
+        }
         if hard_state.is_none() && self.commit_unpersisted && !entries.is_empty() {
             hard_state = Some(self.node.raft.hard_state());
         }
