@@ -182,8 +182,9 @@ enum BenchCommand {
     /// stream that finds this run's transactions. Exits non-zero if anything
     /// sent was not acknowledged, or anything acknowledged never delivered.
     Load(LoadCommand),
-    /// Sweep a node's in-flight bound and the client's concurrency; write
-    /// samples.csv, settings.csv and backpressure.svg.
+    /// Sweep a node's in-flight bound (or an etcdraft leader's
+    /// MaxInflightBlocks) and the client's concurrency; write samples.csv,
+    /// settings.csv and backpressure.svg.
     Backpressure(BackpressureCommand),
 }
 
