@@ -1025,14 +1025,7 @@ impl RaftChain {
             }
             tracing::info!(channel = %self.channel_id, index = at, number = proposal.number, envelopes = proposal.envelopes.len(), "a proposed block was not committed; its envelopes go to the leader");
             self.metrics.etcdraft.proposal_failures.inc();
-            let messages = proposal
-                .envelopes
-                .into_iter()
-                .map(|envelope| OrderedMessage {
-                    size: envelope.len(),
-                    envelope,
-                })
-                .collect();
+            let messages = messages_of(proposal.envelopes);
             self.resend.push_back(Resend {
                 messages,
                 config_seq: proposal.config_seq,
@@ -1156,6 +1149,17 @@ fn answer_later(
             ))
         })
     })
+}
+
+/// Envelopes taken back out of a block, to be ordered again.
+fn messages_of(envelopes: Vec<Bytes>) -> Vec<OrderedMessage> {
+    envelopes
+        .into_iter()
+        .map(|envelope| OrderedMessage {
+            size: envelope.len(),
+            envelope,
+        })
+        .collect()
 }
 
 /// Whether a marshalled envelope is a CONFIG message.
@@ -1387,13 +1391,7 @@ impl RaftChain {
         if current_term != Some(msg.term) || !leading {
             // Made by a proposer of a leadership that ended: send it on.
             self.resend.push_back(Resend {
-                messages: envelopes
-                    .into_iter()
-                    .map(|envelope| OrderedMessage {
-                        size: envelope.len(),
-                        envelope,
-                    })
-                    .collect(),
+                messages: messages_of(envelopes),
                 config_seq,
                 is_config: msg.is_config,
                 permit: msg.permit,
@@ -1430,13 +1428,7 @@ impl RaftChain {
                 tracing::warn!(channel = %self.channel_id, number = header.number, %reason, "proposal dropped by Raft");
                 self.metrics.etcdraft.proposal_failures.inc();
                 self.resend.push_back(Resend {
-                    messages: envelopes
-                        .into_iter()
-                        .map(|envelope| OrderedMessage {
-                            size: envelope.len(),
-                            envelope,
-                        })
-                        .collect(),
+                    messages: messages_of(envelopes),
                     config_seq,
                     is_config: msg.is_config,
                     permit: msg.permit,
