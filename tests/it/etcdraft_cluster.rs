@@ -895,6 +895,19 @@ async fn a_follower_forwards_broadcasts_and_every_node_delivers_the_same_chain()
     let user_cert = format!("{USER1}/tls/client.crt");
     let user_key = format!("{USER1}/tls/client.key");
     let user_msp = format!("{USER1}/msp");
+    // How User1 signs and connects, for `bench load` and `deliver` alike.
+    let user = [
+        "--msp-dir",
+        user_msp.as_str(),
+        "--msp-id",
+        "Org1MSP",
+        "--tls-ca-file",
+        ORDERER_TLS_CA,
+        "--tls-client-cert",
+        user_cert.as_str(),
+        "--tls-client-key",
+        user_key.as_str(),
+    ];
     let follower_address = network.orderers[follower].address();
     let (ok, out, err) = run_ordo_in(
         Some(network.root.path()),
@@ -909,17 +922,11 @@ async fn a_follower_forwards_broadcasts_and_every_node_delivers_the_same_chain()
             "2",
             "--size",
             "512",
-            "--msp-dir",
-            &user_msp,
-            "--msp-id",
-            "Org1MSP",
-            "--tls-ca-file",
-            ORDERER_TLS_CA,
-            "--tls-client-cert",
-            &user_cert,
-            "--tls-client-key",
-            &user_key,
-        ],
+        ]
+        .iter()
+        .chain(&user)
+        .copied()
+        .collect::<Vec<_>>(),
     )
     .await;
     assert!(ok, "bench load through the follower: {out}\n{err}");
@@ -942,21 +949,11 @@ async fn a_follower_forwards_broadcasts_and_every_node_delivers_the_same_chain()
         let address = orderer.address();
         let (ok, out, err) = run_ordo_in(
             Some(network.root.path()),
-            &[
-                "deliver",
-                "--address",
-                &address,
-                "--msp-dir",
-                &user_msp,
-                "--msp-id",
-                "Org1MSP",
-                "--tls-ca-file",
-                ORDERER_TLS_CA,
-                "--tls-client-cert",
-                &user_cert,
-                "--tls-client-key",
-                &user_key,
-            ],
+            &["deliver", "--address", &address]
+                .iter()
+                .chain(&user)
+                .copied()
+                .collect::<Vec<_>>(),
         )
         .await;
         assert!(ok, "deliver from {}: {out}\n{err}", orderer.name);

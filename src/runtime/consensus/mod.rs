@@ -90,6 +90,20 @@ pub enum SubmitError {
     Invalid(String),
 }
 
+/// The answer to a submission a chain admits later: what the chain sends
+/// on `answer`, or Unavailable if it stops first.
+pub(crate) fn answer_later(
+    answer: tokio::sync::oneshot::Receiver<Result<(), SubmitError>>,
+) -> Response<Result<(), SubmitError>> {
+    Response::fut(async move {
+        answer.await.unwrap_or_else(|_| {
+            Err(SubmitError::Unavailable(
+                "the chain stopped before admitting the submission".into(),
+            ))
+        })
+    })
+}
+
 /// How the rest of the node reaches a running chain.
 #[derive(Clone)]
 pub struct ChainHandle {

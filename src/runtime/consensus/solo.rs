@@ -32,8 +32,9 @@ use tokio_stream::wrappers::WatchStream;
 
 use super::revalidation::{recheck_config, revalidate};
 use super::{
-    Abort, BlockCreator, ChainHandle, ChainStatus, ChainSupport, Configure, Consenter, Halt,
-    InflightPermit, NodeResources, PermitsByBlock, StartChain, Submit, SubmitError,
+    answer_later, Abort, BlockCreator, ChainHandle, ChainStatus, ChainSupport, Configure,
+    Consenter, Halt, InflightPermit, NodeResources, PermitsByBlock, StartChain, Submit,
+    SubmitError,
 };
 use crate::fabric::channelconfig::ChannelConfig;
 use crate::fabric::configtx::PolicyEvaluator;
@@ -307,18 +308,6 @@ impl SoloChain {
         self.waiting.push_back(admission);
         self.admit(ctx);
     }
-}
-
-fn answer_later(
-    answer: oneshot::Receiver<Result<(), SubmitError>>,
-) -> Response<Result<(), SubmitError>> {
-    Response::fut(async move {
-        answer.await.unwrap_or_else(|_| {
-            Err(SubmitError::Unavailable(
-                "the chain stopped before admitting the submission".into(),
-            ))
-        })
-    })
 }
 
 impl Actor for SoloChain {

@@ -70,7 +70,7 @@ use crate::runtime::channel::tree::{ChildGuard, TreeMembership};
 use crate::runtime::clock::Clock;
 use crate::runtime::consensus::revalidation::{recheck_config, revalidate};
 use crate::runtime::consensus::{
-    Abort, BlockCreator, ChainRole, ChainStatus, Configure, ConsensusRelation, Halt,
+    answer_later, Abort, BlockCreator, ChainRole, ChainStatus, Configure, ConsensusRelation, Halt,
     InflightPermit, InflightRoom, ParticipationStatus, PermitsByBlock, StatusPublisher, Submit,
     SubmitError,
 };
@@ -1137,18 +1137,6 @@ enum Deferred {
 enum Rechecked {
     Normal((Vec<OrderedMessage>, usize, usize)),
     Config(Option<(OrderedMessage, Arc<ChannelConfig>)>),
-}
-
-fn answer_later(
-    answer: oneshot::Receiver<Result<(), SubmitError>>,
-) -> Response<Result<(), SubmitError>> {
-    Response::fut(async move {
-        answer.await.unwrap_or_else(|_| {
-            Err(SubmitError::Unavailable(
-                "the chain stopped before admitting the submission".into(),
-            ))
-        })
-    })
 }
 
 /// Envelopes taken back out of a block, to be ordered again.
