@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-test-env.sh
 export ORDO_PYTHON="$PWD/.venv/bin/python"
-cargo test --locked "$@"
+cargo test --locked --features failpoints "$@"

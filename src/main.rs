@@ -326,6 +326,11 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;
     }
+    #[cfg(feature = "failpoints")]
+    if let Err(e) = ordo::runtime::faults::configure_from_env() {
+        eprintln!("error: FAILPOINTS: {e}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -6,6 +6,7 @@ pub mod channel;
 pub mod clock;
 pub mod cluster;
 pub mod consensus;
+pub mod faults;
 pub mod ledger;
 pub mod logging;
 pub mod metrics;

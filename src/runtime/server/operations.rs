@@ -141,6 +141,9 @@ pub fn router(
     let secured = Router::new()
         .route("/metrics", any(metrics))
         .route("/logspec", any(logspec));
+    // Test builds only: set a failpoint of a running node.
+    #[cfg(feature = "failpoints")]
+    let secured = secured.route("/failpoints/{point}", axum::routing::put(failpoint));
     let secured = if require_client_cert {
         secured.route_layer(axum::middleware::from_fn(require_cert))
     } else {
@@ -290,6 +293,23 @@ async fn logspec(method: Method, body: Bytes) -> Response {
             }
         }
         other => invalid_method("error", &other),
+    }
+}
+
+/// `PUT /failpoints/<point>` with the actions as body (`off` or empty turns
+/// it off). Compiled in only with the `failpoints` feature.
+#[cfg(feature = "failpoints")]
+async fn failpoint(
+    axum::extract::Path(point): axum::extract::Path<String>,
+    body: Bytes,
+) -> Response {
+    let actions = String::from_utf8_lossy(&body);
+    match crate::runtime::faults::configure(&point, actions.trim()) {
+        Ok(()) => {
+            tracing::warn!(%point, actions = %actions.trim(), "failpoint configured");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
 }
 
