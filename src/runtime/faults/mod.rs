@@ -89,6 +89,17 @@ pub fn configure(point: &str, actions: &str) -> Result<(), String> {
     fail::cfg(point, actions)
 }
 
+/// Held by every in-process test that configures a failpoint: the `fail`
+/// registry is global, so two such tests must not run at once. (Scope each
+/// action with `@<your temp folder>` too, so other tests never meet it.)
+#[cfg(feature = "failpoints")]
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static EXCLUSIVE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    EXCLUSIVE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Reads `FAILPOINTS` from the environment. Call once at start-up.
 #[cfg(feature = "failpoints")]
 pub fn configure_from_env() -> Result<(), String> {
@@ -110,6 +121,7 @@ mod tests {
 
     #[test]
     fn an_injected_error_is_scoped_to_paths_that_contain_its_text() {
+        let _only_me = exclusive();
         let point = "faults::test::scoped";
         configure(point, "return(ENOSPC@channel-a)").expect("configure");
         let hit = check(
@@ -131,6 +143,7 @@ mod tests {
 
     #[test]
     fn counts_let_steps_through_before_failing() {
+        let _only_me = exclusive();
         let point = "faults::test::counted";
         configure(point, "2*off->return(EIO)").expect("configure");
         let results: Vec<bool> = (0..3)
