@@ -4,8 +4,8 @@
 //! seeded random runs; then it is started again without faults and must come
 //! back whole. docs/crash-matrix.md says what a run does and guarantees.
 //!
-//! `ORDO_CRASH_RUNS` (default [`DEFAULT_RUNS`]) sets the number of planned
-//! runs, `ORDO_CRASH_SEED` the seed (random unless given; always printed),
+//! `ORDO_CRASH_RUNS` (default [`DEFAULT_RUNS_PER_POINT`] per point) sets the
+//! number of planned runs, `ORDO_CRASH_SEED` the seed (random unless given; always printed),
 //! `ORDO_CRASH_ONLY=<run>` replays one run of a seed's plan. scripts/crash-matrix.sh
 //! is the long run.
 
@@ -44,9 +44,9 @@ use ordo::tools::client::participation::AdminClient;
 
 use crate::common::identity_env;
 
-/// Planned runs of the default (CI) matrix: every point is aimed at twice.
-/// Points that still have not crashed then get a few more runs.
-const DEFAULT_RUNS: usize = 40;
+/// Planned runs per point of the default (CI) matrix. Points that still
+/// have not crashed then get a few more runs.
+const DEFAULT_RUNS_PER_POINT: usize = 3;
 
 /// Rounds of extra runs for the points no planned run crashed at. A
 /// recovery's point is met only when the crash before it left work for the
@@ -1014,7 +1014,10 @@ struct Tally {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_failpoint_crashes_the_node_and_it_comes_back_whole() {
     let seed = env_number("ORDO_CRASH_SEED").unwrap_or_else(rand::random);
-    let runs = env_number("ORDO_CRASH_RUNS").map_or(DEFAULT_RUNS, |n| n as usize);
+    let runs = env_number("ORDO_CRASH_RUNS")
+        .map_or(DEFAULT_RUNS_PER_POINT * points_in_play().len(), |n| {
+            n as usize
+        });
     let only = env_number("ORDO_CRASH_ONLY").map(|n| n as usize);
     println!("crash matrix: ORDO_CRASH_SEED={seed} ORDO_CRASH_RUNS={runs}");
     let started = Instant::now();
