@@ -50,4 +50,37 @@ pub enum LedgerError {
         got: u64,
         reason: String,
     },
+    #[error("the ledger of channel {channel} refuses writes after a storage fault: {reason}")]
+    Faulted { channel: String, reason: String },
+}
+
+impl LedgerError {
+    /// Whether a retry may clear this error: a fault of the disk or of the
+    /// process's resources (no space, an I/O error, too many open files),
+    /// not damage to what is stored.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            LedgerError::Open { source, .. } | LedgerError::Io(source) => sled_transient(source),
+            LedgerError::File { source, .. } => io_transient(source),
+            LedgerError::Faulted { .. } | LedgerError::WriterBusy(_) => true,
+            LedgerError::Damaged { .. }
+            | LedgerError::AlreadyExists(_)
+            | LedgerError::NotFound(_)
+            | LedgerError::ReadTask(_)
+            | LedgerError::OutOfOrder { .. } => false,
+        }
+    }
+}
+
+fn sled_transient(error: &sled::Error) -> bool {
+    match error {
+        sled::Error::Io(source) => io_transient(source),
+        _ => false,
+    }
+}
+
+/// Every I/O error may pass (space freed, a disk back, descriptors closed)
+/// except a file that is not there: a missing block file is damage.
+fn io_transient(error: &std::io::Error) -> bool {
+    error.kind() != std::io::ErrorKind::NotFound
 }

@@ -22,6 +22,7 @@ mod factory;
 mod files;
 mod index;
 mod recovery;
+mod reopen;
 mod writer;
 
 pub use factory::LedgerFactory;
@@ -113,6 +114,9 @@ struct Inner {
     writer_taken: AtomicBool,
     /// Recent blocks, marshalled, for Deliver.
     cache: BlockCache,
+    /// Why appends are refused: the first write, sync or index failure,
+    /// until [`BlockStore::reopen`] proves the disk takes writes again.
+    fault: Mutex<Option<String>>,
 }
 
 impl BlockStore {
@@ -140,6 +144,7 @@ impl BlockStore {
                 max_file_bytes,
                 writer_taken: AtomicBool::new(false),
                 cache: BlockCache::new(CacheLimits::default()),
+                fault: Mutex::new(None),
             }),
         }
     }

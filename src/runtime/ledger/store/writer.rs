@@ -11,6 +11,7 @@ use super::files::{file_path, sync_dir, Writer};
 use super::index::{encode_key, Location};
 use super::{lock, BlockStore, ChainTip};
 use crate::fabric::protos::common::Block;
+use crate::runtime::faults::{self, journal, points};
 use crate::runtime::ledger::LedgerError;
 
 impl BlockStore {
@@ -99,11 +100,15 @@ impl BlockStore {
         if blocks.is_empty() {
             return Ok(());
         }
+        self.refuse_if_faulted()?;
         let mut guard = lock(&self.inner.writer);
         let result = self.append_locked(&mut guard, blocks);
-        if result.is_err() {
+        if let Err(error) = &result {
             // Reopen from the last durable block next time.
             *guard = None;
+            if !matches!(error, LedgerError::OutOfOrder { .. }) {
+                self.set_fault(error);
+            }
         }
         result
     }
@@ -161,6 +166,9 @@ impl BlockStore {
                 return Err(self.damaged(tip.height, "no block file to write to"));
             };
             let path = file_path(&self.inner.dir, writer.number);
+            faults::check(points::LEDGER_APPEND_WRITE, &path)
+                .map_err(|source| self.file_error(&path, source))?;
+            journal::before_write(&path);
             writer
                 .file
                 .write_all_at(&record, writer.offset)
@@ -178,12 +186,20 @@ impl BlockStore {
         }
         if let Some(writer) = guard.as_ref() {
             let path = file_path(&self.inner.dir, writer.number);
+            faults::check(points::LEDGER_APPEND_SYNC, &path)
+                .map_err(|source| self.file_error(&path, source))?;
             writer
                 .file
                 .sync_data()
                 .map_err(|source| self.file_error(&path, source))?;
+            journal::synced(&path);
         }
+        let index = self.inner.dir.join("index");
+        faults::check(points::LEDGER_APPEND_INDEX, &index)
+            .map_err(|source| self.file_error(&index, source))?;
         self.inner.tree.apply_batch(batch)?;
+        faults::check(points::LEDGER_APPEND_INDEX_FLUSH, &index)
+            .map_err(|source| self.file_error(&index, source))?;
         self.inner.db.flush()?;
         *lock(&self.inner.tip) = tip;
         *lock(&self.inner.end) = last_location;
