@@ -1,7 +1,8 @@
 //! The block ledger: the only code that touches block storage.
 //!
-//! Each channel's blocks live in append-only block files, indexed by one sled
-//! database per node (Fabric's block file ledger, with sled as its index).
+//! Each channel's blocks live in append-only block files, indexed by a sled
+//! database of the channel's own (Fabric's block file ledger, with sled as its
+//! index).
 //! [`BlockStore`] reads and appends;
 //! [`LedgerActor`] is the channel's single writer and makes every block durable
 //! before any Deliver client can see it. Deliver reads blocks marshalled, off
@@ -25,6 +26,8 @@ pub enum LedgerError {
     Open { path: String, source: sled::Error },
     #[error("block index error: {0}")]
     Io(#[from] sled::Error),
+    #[error("block index {path}: {source}")]
+    Index { path: String, source: sled::Error },
     #[error("block file {path}: {source}")]
     File {
         path: String,
@@ -42,6 +45,8 @@ pub enum LedgerError {
     WriterBusy(String),
     #[error("channel {0} has no ledger")]
     NotFound(String),
+    #[error("{0:?} cannot name a channel's ledger folder")]
+    InvalidChannelName(String),
     #[error("block read task failed: {0}")]
     ReadTask(String),
     #[error("refusing to append block {got} to channel {channel}: {reason}")]
@@ -60,12 +65,15 @@ impl LedgerError {
     /// not damage to what is stored.
     pub fn is_transient(&self) -> bool {
         match self {
-            LedgerError::Open { source, .. } | LedgerError::Io(source) => sled_transient(source),
+            LedgerError::Open { source, .. }
+            | LedgerError::Index { source, .. }
+            | LedgerError::Io(source) => sled_transient(source),
             LedgerError::File { source, .. } => io_transient(source),
             LedgerError::Faulted { .. } | LedgerError::WriterBusy(_) => true,
             LedgerError::Damaged { .. }
             | LedgerError::AlreadyExists(_)
             | LedgerError::NotFound(_)
+            | LedgerError::InvalidChannelName(_)
             | LedgerError::ReadTask(_)
             | LedgerError::OutOfOrder { .. } => false,
         }
