@@ -1,7 +1,8 @@
 //! The block ledger: the only code that touches block storage.
 //!
-//! Each channel's blocks live in append-only block files, indexed by one sled
-//! database per node (Fabric's block file ledger, with sled as its index).
+//! Each channel's blocks live in append-only block files, indexed by a sled
+//! database of the channel's own (Fabric's block file ledger, with sled as its
+//! index).
 //! [`BlockStore`] reads and appends;
 //! [`LedgerActor`] is the channel's single writer and makes every block durable
 //! before any Deliver client can see it. Deliver reads blocks marshalled, off
@@ -25,6 +26,8 @@ pub enum LedgerError {
     Open { path: String, source: sled::Error },
     #[error("block index error: {0}")]
     Io(#[from] sled::Error),
+    #[error("block index {path}: {source}")]
+    Index { path: String, source: sled::Error },
     #[error("block file {path}: {source}")]
     File {
         path: String,
@@ -42,6 +45,8 @@ pub enum LedgerError {
     WriterBusy(String),
     #[error("channel {0} has no ledger")]
     NotFound(String),
+    #[error("{0:?} cannot name a channel's ledger folder")]
+    InvalidChannelName(String),
     #[error("block read task failed: {0}")]
     ReadTask(String),
     #[error("refusing to append block {got} to channel {channel}: {reason}")]
@@ -50,4 +55,40 @@ pub enum LedgerError {
         got: u64,
         reason: String,
     },
+    #[error("the ledger of channel {channel} refuses writes after a storage fault: {reason}")]
+    Faulted { channel: String, reason: String },
+}
+
+impl LedgerError {
+    /// Whether a retry may clear this error: a fault of the disk or of the
+    /// process's resources (no space, an I/O error, too many open files),
+    /// not damage to what is stored.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            LedgerError::Open { source, .. }
+            | LedgerError::Index { source, .. }
+            | LedgerError::Io(source) => sled_transient(source),
+            LedgerError::File { source, .. } => io_transient(source),
+            LedgerError::Faulted { .. } | LedgerError::WriterBusy(_) => true,
+            LedgerError::Damaged { .. }
+            | LedgerError::AlreadyExists(_)
+            | LedgerError::NotFound(_)
+            | LedgerError::InvalidChannelName(_)
+            | LedgerError::ReadTask(_)
+            | LedgerError::OutOfOrder { .. } => false,
+        }
+    }
+}
+
+fn sled_transient(error: &sled::Error) -> bool {
+    match error {
+        sled::Error::Io(source) => io_transient(source),
+        _ => false,
+    }
+}
+
+/// Every I/O error may pass (space freed, a disk back, descriptors closed)
+/// except a file that is not there: a missing block file is damage.
+fn io_transient(error: &std::io::Error) -> bool {
+    error.kind() != std::io::ErrorKind::NotFound
 }

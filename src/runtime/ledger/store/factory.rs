@@ -1,38 +1,66 @@
 //! Opening the node's ledger folder and the channels' stores in it.
+//!
+//! A channel's store is its folder `chains/<channel>/`: block files and the
+//! channel's index. Creating one builds it in `chains/.joining-<channel>/`
+//! and renames it into place once its genesis block is durable; removing one
+//! renames it to `chains/.removing-<channel>/` before deleting it. Either
+//! rename is the step that counts, and opening the ledger folder finishes or
+//! undoes whichever was interrupted (see `layout`).
 
+use std::collections::HashMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, Weak};
 
-use super::{
-    BlockStore, ChainTip, CACHE_BYTES, CHAINS_DIR, INDEX_DIR, MAX_FILE_BYTES, TREE_PREFIX,
-};
+use prost::Message;
+
+use super::files::{self, file_path};
+use super::index::close_index;
+use super::writer::check_continues;
+use super::{layout, lock, write_lock, BlockStore, ChainTip, Inner, CHAINS_DIR, MAX_FILE_BYTES};
+use crate::fabric::blockutil;
 use crate::fabric::protos::common::Block;
+use crate::runtime::faults::{self, journal, points};
 use crate::runtime::ledger::LedgerError;
+
+/// Prefix of a channel folder being created.
+pub(super) const JOINING_PREFIX: &str = ".joining-";
+/// Prefix of a channel folder being removed.
+pub(super) const REMOVING_PREFIX: &str = ".removing-";
 
 /// Opens the node's ledger folder and the channels' stores in it.
 #[derive(Clone)]
 pub struct LedgerFactory {
     dir: PathBuf,
-    db: sled::Db,
     max_file_bytes: u64,
+    /// The stores open in this process, so a channel's index is opened once.
+    /// Held while a store is opened, created or removed.
+    stores: Arc<Mutex<HashMap<String, Weak<Inner>>>>,
 }
 
 impl LedgerFactory {
+    /// Opens the ledger folder: finishes creations and removals a stop
+    /// interrupted, and moves a ledger of the old layout (one index shared
+    /// by every channel) to an index per channel.
     pub fn open(dir: &Path) -> Result<LedgerFactory, LedgerError> {
-        let io = |source: std::io::Error| LedgerError::File {
-            path: dir.display().to_string(),
-            source,
-        };
-        std::fs::create_dir_all(dir.join(CHAINS_DIR)).map_err(io)?;
-        let index = dir.join(INDEX_DIR);
-        let db = open_index(&index).map_err(|source| LedgerError::Open {
-            path: index.display().to_string(),
-            source,
-        })?;
-        Ok(LedgerFactory {
+        let chains = dir.join(CHAINS_DIR);
+        if !chains.is_dir() {
+            let io = |source| LedgerError::File {
+                path: chains.display().to_string(),
+                source,
+            };
+            std::fs::create_dir_all(&chains).map_err(io)?;
+            files::sync_dir(points::LEDGER_JOIN_SYNC_DIR, dir).map_err(io)?;
+        }
+        layout::finish_interrupted(&chains)?;
+        let factory = LedgerFactory {
             dir: dir.to_path_buf(),
-            db,
             max_file_bytes: MAX_FILE_BYTES,
-        })
+            stores: Arc::new(Mutex::new(HashMap::new())),
+        };
+        layout::migrate_shared_index(dir, &chains)?;
+        Ok(factory)
     }
 
     /// Starts a new block file past `bytes` (tests use a small size).
@@ -41,134 +69,227 @@ impl LedgerFactory {
         self
     }
 
-    /// The channels that have a store, in name order.
-    pub fn channel_ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self
-            .db
-            .tree_names()
-            .into_iter()
-            .filter_map(|name| {
-                std::str::from_utf8(&name)
-                    .ok()?
-                    .strip_prefix(TREE_PREFIX)
-                    .map(str::to_string)
-            })
-            .collect();
-        ids.sort();
-        ids
+    fn chains_dir(&self) -> PathBuf {
+        self.dir.join(CHAINS_DIR)
     }
 
     fn chain_dir(&self, channel: &str) -> PathBuf {
-        self.dir.join(CHAINS_DIR).join(channel)
+        self.chains_dir().join(channel)
     }
 
-    /// Opens an existing store and checks its tail.
+    /// The channels that have a store, in name order: the folders in
+    /// `chains/`.
+    pub fn channel_ids(&self) -> Vec<String> {
+        match layout::channel_folders(&self.chains_dir()) {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::error!(path = %self.chains_dir().display(), error = %e, "cannot list the channels' folders");
+                let mut ids: Vec<String> = lock(&self.stores).keys().cloned().collect();
+                ids.sort();
+                ids
+            }
+        }
+    }
+
+    /// Opens an existing store and checks its tail; a store already open in
+    /// this process is shared.
     pub fn open_store(&self, channel: &str) -> Result<BlockStore, LedgerError> {
-        if !self.channel_ids().iter().any(|c| c == channel) {
+        if !layout::is_channel_name(channel) {
             return Err(LedgerError::NotFound(channel.into()));
         }
-        let tree = self.db.open_tree(tree_name(channel))?;
-        BlockStore::recover(
-            self.db.clone(),
-            tree,
-            self.chain_dir(channel),
-            channel,
-            self.max_file_bytes,
-        )
-    }
-
-    /// Creates the store of a new channel with its genesis block, durably.
-    pub fn create_store(&self, channel: &str, genesis: &Block) -> Result<BlockStore, LedgerError> {
-        if self.channel_ids().iter().any(|c| c == channel) {
-            return Err(LedgerError::AlreadyExists(channel.into()));
+        let mut stores = lock(&self.stores);
+        if let Some(inner) = stores.get(channel).and_then(Weak::upgrade) {
+            return Ok(BlockStore { inner });
         }
         let dir = self.chain_dir(channel);
-        let leftover = std::fs::read_dir(&dir)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(false);
-        if leftover {
-            return Err(LedgerError::Damaged {
-                channel: channel.into(),
-                block: 0,
-                reason: format!(
-                    "block files already exist at {} without an index",
-                    dir.display()
-                ),
-            });
+        if !dir.is_dir() {
+            return Err(LedgerError::NotFound(channel.into()));
         }
-        let io = |source: std::io::Error| LedgerError::File {
-            path: dir.display().to_string(),
-            source,
-        };
-        std::fs::create_dir_all(&dir).map_err(io)?;
-        let tree = self.db.open_tree(tree_name(channel))?;
-        let store = BlockStore::new(
-            self.db.clone(),
-            tree,
-            dir,
-            channel,
-            ChainTip::empty(),
-            None,
-            self.max_file_bytes,
-        );
-        let mut writer = store.writer()?;
-        writer.append(std::slice::from_ref(genesis))?;
-        writer.publish();
+        let store = BlockStore::open_dir(dir, channel, self.max_file_bytes)?;
+        stores.insert(channel.into(), Arc::downgrade(&store.inner));
         Ok(store)
     }
 
-    /// Removes a channel's store: its index and its block files.
+    /// Creates the store of a new channel with its genesis block, durably:
+    /// built in a folder of its own, renamed into place once the genesis
+    /// block and the folder are synced.
+    pub fn create_store(&self, channel: &str, genesis: &Block) -> Result<BlockStore, LedgerError> {
+        if !layout::is_channel_name(channel) {
+            return Err(LedgerError::InvalidChannelName(channel.into()));
+        }
+        let mut stores = lock(&self.stores);
+        let dir = self.chain_dir(channel);
+        if dir.symlink_metadata().is_ok() {
+            return Err(LedgerError::AlreadyExists(channel.into()));
+        }
+        check_genesis(channel, genesis)?;
+        let chains = self.chains_dir();
+        let joining = chains.join(format!("{JOINING_PREFIX}{channel}"));
+        if joining.exists() {
+            tracing::warn!(
+                channel,
+                "removing what an earlier creation of the channel left"
+            );
+            files::remove_dir(points::LEDGER_JOIN_CREATE, &joining)
+                .map_err(|source| file_error(&joining, source))?;
+        }
+        if let Err(error) = write_genesis(&joining, genesis) {
+            if let Err(e) = std::fs::remove_dir_all(&joining) {
+                tracing::warn!(channel, error = %e, "cannot remove a channel folder whose creation failed; the next start removes it");
+            }
+            return Err(error);
+        }
+        // The rename is the creation: before it the channel does not exist,
+        // after it (once chains/ is synced) it does.
+        let placed = files::rename(points::LEDGER_JOIN_CREATE, &joining, &dir)
+            .map_err(|source| file_error(&joining, source));
+        if let Err(error) = placed {
+            if let Err(e) = std::fs::remove_dir_all(&joining) {
+                tracing::warn!(channel, error = %e, "cannot remove a channel folder whose creation failed; the next start removes it");
+            }
+            return Err(error);
+        }
+        let opened = files::sync_dir(points::LEDGER_JOIN_SYNC_DIR, &chains)
+            .map_err(|source| file_error(&chains, source))
+            .and_then(|()| BlockStore::open_dir(dir.clone(), channel, self.max_file_bytes));
+        match opened {
+            Ok(store) => {
+                stores.insert(channel.into(), Arc::downgrade(&store.inner));
+                tracing::debug!(channel, "block store created");
+                Ok(store)
+            }
+            Err(error) => {
+                if let Err(e) = self.delete_channel_dir(channel) {
+                    tracing::warn!(channel, error = %e, "cannot undo the creation of a channel whose store failed to open");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Removes a channel's store: its index and its block files. The folder
+    /// is renamed out of the channels first, so a removal a stop interrupts
+    /// is finished at the next start, never half done.
     pub fn remove_store(&self, channel: &str) -> Result<(), LedgerError> {
-        if !self.db.drop_tree(tree_name(channel))? {
+        if !layout::is_channel_name(channel) {
             return Err(LedgerError::NotFound(channel.into()));
         }
-        self.db.flush()?;
+        let mut stores = lock(&self.stores);
+        if !self.chain_dir(channel).is_dir() {
+            return Err(LedgerError::NotFound(channel.into()));
+        }
+        if let Some(inner) = stores.remove(channel).and_then(|weak| weak.upgrade()) {
+            close_removed(&BlockStore { inner });
+        }
+        self.delete_channel_dir(channel)
+    }
+
+    /// Renames a channel's folder aside, syncs `chains/`, deletes it.
+    fn delete_channel_dir(&self, channel: &str) -> Result<(), LedgerError> {
+        let chains = self.chains_dir();
         let dir = self.chain_dir(channel);
-        std::fs::remove_dir_all(&dir).map_err(|source| LedgerError::File {
-            path: dir.display().to_string(),
-            source,
-        })
+        let removing = chains.join(format!("{REMOVING_PREFIX}{channel}"));
+        if removing.exists() {
+            files::remove_dir(points::LEDGER_REMOVE_DELETE, &removing)
+                .map_err(|source| file_error(&removing, source))?;
+        }
+        files::rename(points::LEDGER_REMOVE_MARK, &dir, &removing)
+            .map_err(|source| file_error(&dir, source))?;
+        files::sync_dir(points::LEDGER_REMOVE_MARK, &chains)
+            .map_err(|source| file_error(&chains, source))?;
+        files::remove_dir(points::LEDGER_REMOVE_DELETE, &removing)
+            .map_err(|source| file_error(&removing, source))
     }
 
-    /// Flushes the index (used on a clean stop).
+    /// Flushes every open index (used on a clean stop). A failure faults
+    /// that channel's store; the first is returned.
     pub fn flush(&self) -> Result<(), LedgerError> {
-        self.db.flush()?;
-        Ok(())
+        let open: Vec<BlockStore> = lock(&self.stores)
+            .values()
+            .filter_map(Weak::upgrade)
+            .map(|inner| BlockStore { inner })
+            .collect();
+        let mut first_error = None;
+        for store in open {
+            if let Err(error) = store.flush_index() {
+                store.set_fault(&error);
+                first_error.get_or_insert(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 }
 
-fn tree_name(channel: &str) -> String {
-    format!("{TREE_PREFIX}{channel}")
-}
-
-/// How long opening the index waits for a previous opener's lock.
-const INDEX_LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Opens the sled index. A store closed in this process a moment ago may
-/// still be locked: sled's background threads drop their handles on the
-/// database shortly after the last `Db` is dropped, and they cannot be
-/// joined. So a lock held by someone is waited for, briefly, before it is
-/// reported.
-fn open_index(index: &Path) -> Result<sled::Db, sled::Error> {
-    let started = std::time::Instant::now();
-    let mut pause = std::time::Duration::from_millis(5);
-    loop {
-        let opened = sled::Config::new()
-            .path(index)
-            .cache_capacity(CACHE_BYTES)
-            // The index is flushed explicitly after every append.
-            .flush_every_ms(None)
-            .open();
-        match opened {
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock")
-                    && started.elapsed() < INDEX_LOCK_PATIENCE =>
-            {
-                tracing::debug!(path = %index.display(), "index still locked; waiting");
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(std::time::Duration::from_millis(200));
-            }
-            other => return other,
+impl BlockStore {
+    fn flush_index(&self) -> Result<(), LedgerError> {
+        let index = super::read_lock(&self.inner.index);
+        match index.as_ref() {
+            Some(db) => db.flush().map(drop).map_err(|e| self.index_error(e)),
+            None => Ok(()),
         }
     }
+}
+
+/// Marks a store removed and closes its index, so its folder can go:
+/// readers still holding it find no channel.
+fn close_removed(store: &BlockStore) {
+    store.inner.removed.store(true, Ordering::Release);
+    *lock(&store.inner.writer) = None;
+    lock(&store.inner.readers).clear();
+    if let Some(db) = write_lock(&store.inner.index).take() {
+        close_index(db, &store.index_path());
+    }
+}
+
+fn file_error(path: &Path, source: std::io::Error) -> LedgerError {
+    LedgerError::File {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// A genesis block must be block 0 with its data hash right: a store is
+/// never created around a block its next open would call damaged.
+fn check_genesis(channel: &str, genesis: &Block) -> Result<(), LedgerError> {
+    check_continues(channel, &ChainTip::empty(), genesis)?;
+    let data_hash_matches = genesis
+        .header
+        .as_ref()
+        .is_some_and(|h| h.data_hash == blockutil::data_hash(blockutil::entries(genesis)));
+    if !data_hash_matches {
+        return Err(LedgerError::OutOfOrder {
+            channel: channel.into(),
+            got: 0,
+            reason: "the genesis block's data_hash does not match its data".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Creates `joining` with the first block file holding `genesis`, the file
+/// and the folder synced.
+fn write_genesis(joining: &Path, genesis: &Block) -> Result<(), LedgerError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| file_error(&path, source)
+    };
+    faults::check(points::LEDGER_JOIN_CREATE, joining).map_err(io(joining))?;
+    std::fs::create_dir(joining).map_err(io(joining))?;
+    let path = file_path(joining, 0);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(io(&path))?;
+    journal::created(&path);
+    let mut record = Vec::with_capacity(genesis.encoded_len() + 10);
+    prost::encoding::encode_varint(genesis.encoded_len() as u64, &mut record);
+    genesis
+        .encode(&mut record)
+        .map_err(|e| file_error(&path, std::io::Error::other(e)))?;
+    faults::check(points::LEDGER_APPEND_WRITE, &path).map_err(io(&path))?;
+    journal::before_write(&path);
+    file.write_all(&record).map_err(io(&path))?;
+    files::sync_file(points::LEDGER_APPEND_SYNC, &path, &file).map_err(io(&path))?;
+    files::sync_dir(points::LEDGER_JOIN_SYNC_DIR, joining).map_err(io(joining))
 }

@@ -3,26 +3,42 @@
 //! As in Fabric's ledger, block bytes go to append-only files
 //! (`chains/<channel>/blockfile_NNNNNN`, each record a varint length and the
 //! marshalled block) and a key-value index maps block numbers to their place in
-//! those files. sled is the index: one tree per channel, big-endian block number
-//! to (file, offset, length). Keeping megabyte-sized blocks out of sled keeps the
-//! node's memory flat: sled holds written values in memory far beyond its cache
-//! setting, measured at about 215 MB per 100,000 envelopes of 2 KB.
+//! those files. sled is the index, one database per channel
+//! (`chains/<channel>/index/`), big-endian block number to (file, offset,
+//! length): sled stays failed after any I/O error, so a channel's index fault
+//! never reaches another channel, and the store can drop and re-open its own.
+//! Keeping megabyte-sized blocks out of sled keeps the node's memory flat: sled
+//! holds written values in memory far beyond its cache setting, measured at
+//! about 215 MB per 100,000 envelopes of 2 KB.
 //!
 //! Durability: records are written and `fsync`ed before their index entries are
 //! written and flushed; only then may the writer publish the new height. A
 //! crash between the two leaves complete blocks past the index, which the next
-//! open indexes again after checking that they continue the chain.
+//! open indexes again after checking that they continue the chain. A channel
+//! whose index is missing or empty is indexed again from its block files.
+//!
+//! Faults: the first failed write, sync or index update marks the store
+//! faulted; appends are refused until [`BlockStore::reopen`] has recovered the
+//! store from disk and proved that the disk takes writes again. Reads of
+//! published blocks go on meanwhile.
 //!
 //! Files: `factory` opens the ledger folder and creates or removes a
-//! channel's store; `files` holds the block files' records; `index` the sled
-//! index; `recovery` what opening a store checks and repairs; `writer` the
-//! append path and the store's one [`BlockWriter`]; this file the reads.
+//! channel's store; `layout` finishes interrupted creations and removals and
+//! migrates the old layout (one index shared by every channel); `files` holds
+//! the block files' records; `index` the sled index; `recovery` what opening a
+//! store checks and repairs; `writer` the append path and the store's one
+//! [`BlockWriter`]; `reopen` the fault state; this file the reads.
 
 mod factory;
 mod files;
 mod index;
+mod layout;
 mod recovery;
+mod reopen;
 mod writer;
+
+#[cfg(all(test, feature = "failpoints"))]
+mod fault_tests;
 
 pub use factory::LedgerFactory;
 pub use writer::BlockWriter;
@@ -34,8 +50,8 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
 use prost::Message;
@@ -46,16 +62,25 @@ use super::LedgerError;
 use crate::fabric::blockutil;
 use crate::fabric::protos::common::Block;
 
-const TREE_PREFIX: &str = "chain/";
-const INDEX_DIR: &str = "index";
 const CHAINS_DIR: &str = "chains";
+/// A channel's sled index, inside its folder.
+const INDEX_DIR: &str = "index";
 /// A new block file is started past this size (Fabric's default).
 const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
-/// sled's page cache: the index is small, its entries are 16 bytes.
-const CACHE_BYTES: u64 = 8 * 1024 * 1024;
+/// sled's page cache, per channel: the index is small, its entries are 16
+/// bytes, and a node may hold many channels.
+const CACHE_BYTES: u64 = 1024 * 1024;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn read_lock<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write_lock<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Height and last header hash of a chain: what the next block must build on.
@@ -98,48 +123,51 @@ pub struct BlockStore {
 
 struct Inner {
     channel: String,
-    db: sled::Db,
-    tree: sled::Tree,
     dir: PathBuf,
+    /// The channel's index. Replaced by [`BlockStore::reopen`], taken away
+    /// when the store is removed; readers hold the read lock for one lookup.
+    index: RwLock<Option<sled::Db>>,
     tip: Mutex<ChainTip>,
     /// End of the last durable block, where the writer continues.
     end: Mutex<Option<Location>>,
     writer: Mutex<Option<Writer>>,
+    /// Where the block files stop being known durable: set while an append
+    /// has written records it has not synced yet (file, offset).
+    unsynced_from: Mutex<Option<(u32, u64)>>,
     readers: Mutex<HashMap<u32, Arc<File>>>,
     /// The published height: blocks below it are durable and served.
     height: watch::Sender<u64>,
     max_file_bytes: u64,
-    /// A [`BlockWriter`] exists for this store.
+    /// A [`BlockWriter`] (or a re-open) holds this store.
     writer_taken: AtomicBool,
+    /// The store was removed: reads and appends find no channel.
+    removed: AtomicBool,
     /// Recent blocks, marshalled, for Deliver.
     cache: BlockCache,
+    /// Why appends are refused: the first write, sync or index failure,
+    /// until [`BlockStore::reopen`] proves the disk takes writes again.
+    fault: Mutex<Option<String>>,
 }
 
 impl BlockStore {
-    fn new(
-        db: sled::Db,
-        tree: sled::Tree,
-        dir: PathBuf,
-        channel: &str,
-        tip: ChainTip,
-        end: Option<Location>,
-        max_file_bytes: u64,
-    ) -> BlockStore {
-        let (height, _) = watch::channel(tip.height);
+    fn new(dir: PathBuf, channel: &str, max_file_bytes: u64) -> BlockStore {
+        let (height, _) = watch::channel(0);
         BlockStore {
             inner: Arc::new(Inner {
                 channel: channel.into(),
-                db,
-                tree,
                 dir,
-                tip: Mutex::new(tip),
-                end: Mutex::new(end),
+                index: RwLock::new(None),
+                tip: Mutex::new(ChainTip::empty()),
+                end: Mutex::new(None),
                 writer: Mutex::new(None),
+                unsynced_from: Mutex::new(None),
                 readers: Mutex::new(HashMap::new()),
                 height,
                 max_file_bytes,
                 writer_taken: AtomicBool::new(false),
+                removed: AtomicBool::new(false),
                 cache: BlockCache::new(CacheLimits::default()),
+                fault: Mutex::new(None),
             }),
         }
     }
@@ -156,6 +184,31 @@ impl BlockStore {
         LedgerError::File {
             path: path.display().to_string(),
             source,
+        }
+    }
+
+    fn index_path(&self) -> PathBuf {
+        self.inner.dir.join(INDEX_DIR)
+    }
+
+    fn index_error(&self, source: sled::Error) -> LedgerError {
+        LedgerError::Index {
+            path: self.index_path().display().to_string(),
+            source,
+        }
+    }
+
+    /// The index is not open: the store was removed, or a re-open could not
+    /// open it again.
+    fn index_closed(&self) -> LedgerError {
+        if self.inner.removed.load(Ordering::Acquire) {
+            return LedgerError::NotFound(self.inner.channel.clone());
+        }
+        LedgerError::Faulted {
+            channel: self.inner.channel.clone(),
+            reason: self
+                .fault()
+                .unwrap_or_else(|| "the block index is closed".into()),
         }
     }
 
@@ -206,26 +259,36 @@ impl BlockStore {
     }
 
     fn read_bytes(&self, number: u64) -> Result<Bytes, LedgerError> {
-        let raw = self
-            .inner
-            .tree
-            .get(encode_key(number))?
-            .ok_or_else(|| self.damaged(number, "it is missing from the index"))?;
+        let raw = {
+            // Held for the lookup only: a re-open waits for it, and a read
+            // during a re-open waits for the new index instead of failing.
+            let index = read_lock(&self.inner.index);
+            let db = index.as_ref().ok_or_else(|| self.index_closed())?;
+            db.get(encode_key(number))
+                .map_err(|e| self.index_error(e))?
+        };
+        let raw = raw.ok_or_else(|| self.damaged(number, "it is missing from the index"))?;
         let location = Location::decode(&raw)
             .ok_or_else(|| self.damaged(number, "its index entry is malformed"))?;
+        self.read_at(number, location)
+    }
+
+    /// Reads the bytes of block `number` at `location`.
+    fn read_at(&self, number: u64, location: Location) -> Result<Bytes, LedgerError> {
         let file = self.reader(location.file)?;
         let mut bytes = vec![0u8; location.len as usize];
         file.read_exact_at(&mut bytes, location.offset)
-            .map_err(|e| {
-                self.damaged(
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => self.damaged(
                     number,
-                    format!("cannot read it from block file {}: {e}", location.file),
-                )
+                    format!("block file {} ends before it", location.file),
+                ),
+                // The disk failed to read it: a retry may succeed.
+                _ => self.file_error(&file_path(&self.inner.dir, location.file), e),
             })?;
         Ok(Bytes::from(bytes))
     }
 
-    /// Reads a block and checks its number and data hash.
     fn reader(&self, file: u32) -> Result<Arc<File>, LedgerError> {
         let mut readers = lock(&self.inner.readers);
         if let Some(handle) = readers.get(&file) {

@@ -1,0 +1,1 @@
+//! Faults injected at every step of the store: errors and power loss.

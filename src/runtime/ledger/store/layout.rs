@@ -1,0 +1,132 @@
+//! The ledger folder's layout: which folders are channels, finishing what a
+//! stop interrupted, and moving the old layout to the current one.
+//!
+//! The old layout had one sled index for every channel (`index/` beside
+//! `chains/`, a tree `chain/<channel>` each). Its channels are the folders
+//! with a tree; a folder without one is what an interrupted creation or
+//! removal left. Each channel's index is built again from its block files
+//! (every block checked), then the old index is removed. An interrupted
+//! migration starts over at the next open.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use super::factory::{JOINING_PREFIX, REMOVING_PREFIX};
+use super::files;
+use super::index::{close_index, open_index};
+use super::{BlockStore, INDEX_DIR, MAX_FILE_BYTES};
+use crate::runtime::faults::points;
+use crate::runtime::ledger::LedgerError;
+
+/// Prefix of a channel's tree in the old shared index.
+const OLD_TREE_PREFIX: &str = "chain/";
+
+/// Whether `name` can be a channel's folder: Fabric's channel names never
+/// start with a dot, which is what marks the store's own folders.
+pub(super) fn is_channel_name(name: &str) -> bool {
+    !name.is_empty() && !name.starts_with('.') && !name.contains('/') && !name.contains('\0')
+}
+
+/// The channels' folders in `chains`, in name order.
+pub(super) fn channel_folders(chains: &Path) -> std::io::Result<Vec<String>> {
+    let mut ids = Vec::new();
+    for entry in std::fs::read_dir(chains)? {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if is_channel_name(&name) && entry.file_type()?.is_dir() {
+            ids.push(name);
+        }
+    }
+    ids.sort();
+    Ok(ids)
+}
+
+fn file_error(path: &Path, source: std::io::Error) -> LedgerError {
+    LedgerError::File {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Undoes creations and finishes removals a stop interrupted: a
+/// `.joining-` folder never became a channel, a `.removing-` folder no
+/// longer is one. Both are deleted.
+pub(super) fn finish_interrupted(chains: &Path) -> Result<(), LedgerError> {
+    let entries = std::fs::read_dir(chains).map_err(|source| file_error(chains, source))?;
+    let mut deleted = false;
+    for entry in entries {
+        let entry = entry.map_err(|source| file_error(chains, source))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if let Some(channel) = name.strip_prefix(JOINING_PREFIX) {
+            tracing::warn!(channel, "undoing a channel creation a stop interrupted");
+        } else if let Some(channel) = name.strip_prefix(REMOVING_PREFIX) {
+            tracing::warn!(channel, "finishing a channel removal a stop interrupted");
+        } else {
+            continue;
+        }
+        files::remove_dir(points::LEDGER_REMOVE_DELETE, &path)
+            .map_err(|source| file_error(&path, source))?;
+        deleted = true;
+    }
+    if deleted {
+        files::sync_dir(points::LEDGER_REMOVE_DELETE, chains)
+            .map_err(|source| file_error(chains, source))?;
+    }
+    Ok(())
+}
+
+/// Moves a ledger of the old layout to an index per channel.
+pub(super) fn migrate_shared_index(dir: &Path, chains: &Path) -> Result<(), LedgerError> {
+    let old = dir.join(INDEX_DIR);
+    if !old.is_dir() {
+        return Ok(());
+    }
+    tracing::warn!(path = %old.display(), "the ledger has one index for every channel; building an index per channel from the block files");
+    let db = open_index(&old).map_err(|source| LedgerError::Open {
+        path: old.display().to_string(),
+        source,
+    })?;
+    let with_tree: HashSet<String> = db
+        .tree_names()
+        .iter()
+        .filter_map(|name| {
+            std::str::from_utf8(name)
+                .ok()?
+                .strip_prefix(OLD_TREE_PREFIX)
+                .map(str::to_string)
+        })
+        .collect();
+    close_index(db, &old);
+    for channel in channel_folders(chains).map_err(|source| file_error(chains, source))? {
+        let folder = chains.join(&channel);
+        if with_tree.contains(&channel) {
+            // A migration interrupted earlier may have left part of one.
+            let index = folder.join(INDEX_DIR);
+            files::remove_dir(points::LEDGER_RECOVERY_INDEX, &index)
+                .map_err(|source| file_error(&index, source))?;
+            let store = BlockStore::open_dir(folder, &channel, MAX_FILE_BYTES)?;
+            tracing::info!(
+                channel,
+                height = store.height(),
+                "channel index built from its block files"
+            );
+        } else {
+            tracing::warn!(channel, "removing a channel folder the old index does not know (a creation or removal a stop interrupted)");
+            let removing = chains.join(format!("{REMOVING_PREFIX}{channel}"));
+            files::rename(points::LEDGER_REMOVE_MARK, &folder, &removing)
+                .map_err(|source| file_error(&folder, source))?;
+            files::sync_dir(points::LEDGER_REMOVE_MARK, chains)
+                .map_err(|source| file_error(chains, source))?;
+            files::remove_dir(points::LEDGER_REMOVE_DELETE, &removing)
+                .map_err(|source| file_error(&removing, source))?;
+        }
+    }
+    files::remove_dir(points::LEDGER_REMOVE_DELETE, &old)
+        .map_err(|source| file_error(&old, source))?;
+    files::sync_dir(points::LEDGER_REMOVE_DELETE, dir).map_err(|source| file_error(dir, source))?;
+    tracing::info!("the old shared index is removed");
+    Ok(())
+}
