@@ -10,7 +10,7 @@
 //! is the long run.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -53,11 +53,6 @@ const DEFAULT_RUNS_PER_POINT: usize = 3;
 /// recovery (a torn record: about one power cut in three), so a few
 /// rounds may be needed.
 const TOP_UP_ROUNDS: usize = 12;
-
-/// Whether the block store checks the `LEDGER_*` failpoints. Until it does,
-/// runs aim only at the other points (and the check that every point
-/// crashed leaves the ledger's out).
-const LEDGER_FAILPOINTS_WIRED: bool = false;
 
 /// A bound on anything a run waits for, never a wait in itself.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -134,13 +129,9 @@ struct Plan {
     seed: u64,
 }
 
-/// The points runs aim at.
+/// The points runs aim at: all of them.
 fn points_in_play() -> Vec<&'static str> {
-    points::ALL
-        .iter()
-        .copied()
-        .filter(|p| LEDGER_FAILPOINTS_WIRED || !p.starts_with("ledger::"))
-        .collect()
+    points::ALL.to_vec()
 }
 
 /// Below how many passes a run may let through `point` before it crashes:
@@ -314,7 +305,7 @@ impl NodeProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        if let Some(spec) = failpoints {
+        if let Some(spec) = &failpoints {
             command.env("FAILPOINTS", spec);
         }
         let mut child = command.spawn().expect("spawn ordo");
@@ -322,9 +313,16 @@ impl NodeProcess {
         let (tell, seen) = watch::channel(Seen::default());
         let log = Arc::new(Mutex::new(Vec::new()));
         let lines = log.clone();
+        let mut log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("node.log"))
+            .expect("node.log");
+        let _ = writeln!(log_file, "=== ordo start, FAILPOINTS={failpoints:?}");
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                let _ = writeln!(log_file, "{line}");
                 if line.contains("ordo is serving AtomicBroadcast") {
                     tell.send_modify(|s| s.grpc = address_in(&line));
                 } else if line.contains("admin listener serving") {
@@ -787,9 +785,9 @@ fn channel_names(list: &serde_json::Value) -> BTreeSet<String> {
 async fn verify(dir: &Path, record: &Shared) -> Result<(), String> {
     let mut node = NodeProcess::spawn(dir, None);
     let Some((grpc, admin)) = node.serving().await else {
-        node.wait().await;
+        let exit = node.wait().await;
         return Err(format!(
-            "the node does not start again:\n{}",
+            "the node does not start again ({exit}):\n{}",
             node.log_tail()
         ));
     };
@@ -907,9 +905,22 @@ struct RunResult {
     removed: usize,
 }
 
+/// Runs `plan` on a copy of `template`; a failed run keeps its folder,
+/// with every start's log in `node.log`, and names it.
 async fn run(template: &Path, plan: &Plan) -> Result<RunResult, String> {
     let dir = tempfile::tempdir().expect("tempdir");
     copy_dir(template, dir.path());
+    let result = run_in(dir.path(), plan).await;
+    result.map_err(|problem| {
+        let kept = dir.keep();
+        format!(
+            "{problem}\n(the node's folder and log are kept in {})",
+            kept.display()
+        )
+    })
+}
+
+async fn run_in(dir: &Path, plan: &Plan) -> Result<RunResult, String> {
     let record: Shared = Arc::default();
     let mut crashed = None;
     let mut prepared = false;
@@ -919,7 +930,7 @@ async fn run(template: &Path, plan: &Plan) -> Result<RunResult, String> {
         .map(|f| (f, false))
         .chain([(&plan.fault, true)]);
     for (attempt_no, (fault, aimed)) in faults.enumerate() {
-        let outcome = attempt(dir.path(), Some(*fault), plan, attempt_no, &record).await;
+        let outcome = attempt(dir, Some(*fault), plan, attempt_no, &record).await;
         match &outcome.crashed_at {
             Some((point, crash)) if point == fault.point && *crash == fault.crash => {
                 if outcome.exit.success() {
@@ -949,7 +960,7 @@ async fn run(template: &Path, plan: &Plan) -> Result<RunResult, String> {
     if let Some(problem) = lock(&record).problems.first() {
         return Err(problem.clone());
     }
-    verify(dir.path(), &record).await?;
+    verify(dir, &record).await?;
     let record = lock(&record);
     Ok(RunResult {
         crashed,

@@ -71,6 +71,19 @@ pub fn lose_unsynced(root: &Path) {
     imp::lose_unsynced(root, &mut |_| 0);
 }
 
+/// A power cut of the whole process, as the `powerloss` failpoint action
+/// makes it: what is not durable is planned to be lost as by
+/// [`lose_unsynced_tearing`], and the process aborts. The files are cut
+/// only once every thread of the process is gone (by a process forked for
+/// it, which shares the node's stderr, so a reader of that sees its end
+/// after the cut): a thread still writing while the cut was made could
+/// otherwise leave behind what a real power cut would have lost, or record
+/// a sync after it.
+#[cfg(feature = "failpoints")]
+pub fn cut_power_and_abort(part_kept: &mut dyn FnMut(u64) -> u64) -> ! {
+    imp::cut_power_and_abort(part_kept)
+}
+
 /// As [`lose_unsynced`], but each file keeps as many of the bytes written
 /// since its last sync as `kept(unsynced)` answers (at most all of them):
 /// a real power cut may have written back none, all, or part of them, and
@@ -148,38 +161,109 @@ mod imp {
         journal.renamed.retain(|(_, to)| to.parent() != Some(dir));
     }
 
-    pub fn lose_unsynced(root: &Path, part_kept: &mut dyn FnMut(u64) -> u64) {
-        let mut journal = journal();
+    /// What a power cut undoes: renames and creations to take back, and the
+    /// length each file written in this process is cut to.
+    struct Cut {
+        renames: Vec<(PathBuf, PathBuf)>,
+        creations: Vec<PathBuf>,
+        lengths: Vec<(PathBuf, u64)>,
+    }
+
+    /// Plans the cut of what is not durable under `root`, and forgets it.
+    fn plan(journal: &mut Journal, root: &Path, part_kept: &mut dyn FnMut(u64) -> u64) -> Cut {
         let renamed = std::mem::take(&mut journal.renamed);
-        let (lost, kept): (Vec<_>, Vec<_>) = renamed
+        let (renames, kept): (Vec<_>, Vec<_>) = renamed
             .into_iter()
             .partition(|(_, to)| to.starts_with(root));
         journal.renamed = kept;
-        for (from, to) in lost.into_iter().rev() {
-            let _ = std::fs::rename(&to, &from);
-        }
         let created = std::mem::take(&mut journal.created);
-        let (lost, kept): (Vec<_>, Vec<_>) = created.into_iter().partition(|p| p.starts_with(root));
+        let (creations, kept): (Vec<_>, Vec<_>) =
+            created.into_iter().partition(|p| p.starts_with(root));
         journal.created = kept;
-        for path in lost {
-            let _ = std::fs::remove_file(&path);
-            journal.synced_len.remove(&path);
+        for path in &creations {
+            journal.synced_len.remove(path);
         }
-        for (path, durable) in journal
+        let lengths = journal
             .synced_len
             .iter()
             .filter(|(p, _)| p.starts_with(root))
-        {
-            let now = len(path);
-            if now > *durable {
-                let unsynced = now - *durable;
-                let survives = *durable + part_kept(unsynced).min(unsynced);
+            .map(|(path, durable)| {
+                let unsynced = len(path).saturating_sub(*durable);
+                let kept = match unsynced {
+                    0 => 0,
+                    _ => part_kept(unsynced).min(unsynced),
+                };
+                (path.clone(), durable + kept)
+            })
+            .collect();
+        Cut {
+            renames,
+            creations,
+            lengths,
+        }
+    }
+
+    /// Makes the cut: renames back, creations removed, files cut (what was
+    /// written after the cut was planned goes too).
+    fn apply(cut: &Cut) {
+        for (from, to) in cut.renames.iter().rev() {
+            let _ = std::fs::rename(to, from);
+        }
+        for path in &cut.creations {
+            let _ = std::fs::remove_file(path);
+        }
+        for (path, length) in &cut.lengths {
+            if len(path) > *length {
                 if let Ok(file) = std::fs::OpenOptions::new().write(true).open(path) {
-                    let _ = file.set_len(survives);
+                    let _ = file.set_len(*length);
                     let _ = file.sync_all();
                 }
             }
         }
+    }
+
+    pub fn lose_unsynced(root: &Path, part_kept: &mut dyn FnMut(u64) -> u64) {
+        let mut journal = journal();
+        let cut = plan(&mut journal, root, part_kept);
+        apply(&cut);
+    }
+
+    pub fn cut_power_and_abort(part_kept: &mut dyn FnMut(u64) -> u64) -> ! {
+        // Held until the process is gone: no other thread gets past a write,
+        // sync or creation it reports once the power is off.
+        let mut journal = journal();
+        let cut = plan(&mut journal, Path::new("/"), part_kept);
+        let mut pipe = [0; 2];
+        // SAFETY: pipe and fork only create a pipe and a process; the child
+        // runs plain file operations (glibc's malloc is usable after a fork)
+        // and ends with _exit, never returning into the parent's state.
+        let forked = unsafe {
+            match libc::pipe(pipe.as_mut_ptr()) {
+                0 => libc::fork(),
+                _ => -1,
+            }
+        };
+        if forked == 0 {
+            // SAFETY: as above; only the child gets here.
+            unsafe {
+                libc::close(pipe[1]);
+                // Read returns 0 once the parent, the only writer, is gone.
+                let mut byte = 0u8;
+                loop {
+                    let read = libc::read(pipe[0], (&raw mut byte).cast(), 1);
+                    if read == 0 || (read < 0 && *libc::__errno_location() != libc::EINTR) {
+                        break;
+                    }
+                }
+                apply(&cut);
+                libc::_exit(0);
+            }
+        }
+        if forked < 0 {
+            // No child to cut later: cut now, a little early.
+            apply(&cut);
+        }
+        std::process::abort();
     }
 }
 

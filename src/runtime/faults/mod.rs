@@ -68,8 +68,7 @@ fn act(point: &str, path: &Path, argument: &str) -> io::Result<()> {
         }
         "powerloss" => {
             eprintln!("failpoint {point}: power loss at {}", path.display());
-            journal::lose_unsynced_tearing(Path::new("/"), &mut torn_part);
-            std::process::abort();
+            journal::cut_power_and_abort(&mut torn_part);
         }
         other => {
             tracing::warn!(point, action = other, "unknown failpoint action; ignored");
