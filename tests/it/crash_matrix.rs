@@ -344,24 +344,47 @@ impl NodeProcess {
     }
 
     /// Its gRPC and admin addresses once it serves both; None if it ended first.
-    async fn serving(&mut self) -> Option<(SocketAddr, SocketAddr)> {
-        let seen = tokio::time::timeout(
+    async fn serving(&mut self) -> Result<Option<(SocketAddr, SocketAddr)>, String> {
+        let waited = tokio::time::timeout(
             PATIENCE,
             self.seen
                 .wait_for(|s| s.ended || (s.grpc.is_some() && s.admin.is_some())),
         )
         .await
-        .expect("the node starts or ends in time")
-        .expect("stderr reader")
-        .clone();
-        match seen {
+        .map(|seen| seen.map(|seen| seen.clone()));
+        let Ok(Ok(seen)) = waited else {
+            return Err(self.stuck("neither serves nor ends"));
+        };
+        Ok(match seen {
             Seen {
                 grpc: Some(grpc),
                 admin: Some(admin),
                 ended: false,
             } => Some((grpc, admin)),
             _ => None,
+        })
+    }
+
+    /// Why a wait failed, with the log and where the node's threads are.
+    fn stuck(&self, what: &str) -> String {
+        let pid = self.child.id();
+        let mut threads = Vec::new();
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for task in tasks.flatten() {
+                let read = |name: &str| {
+                    std::fs::read_to_string(task.path().join(name))
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string()
+                };
+                threads.push(format!("{} in {}", read("comm"), read("wchan")));
+            }
         }
+        format!(
+            "the node {what} within {PATIENCE:?}; its threads: {}\n{}",
+            threads.join(", "),
+            self.log_tail()
+        )
     }
 
     fn has_ended(&self) -> bool {
@@ -380,16 +403,16 @@ impl NodeProcess {
     }
 
     /// Waits for the process to end; its exit status.
-    async fn wait(&mut self) -> ExitStatus {
+    async fn wait(&mut self) -> Result<ExitStatus, String> {
         if let Some(exit) = self.exit {
-            return exit;
+            return Ok(exit);
         }
-        tokio::time::timeout(PATIENCE, self.ended())
-            .await
-            .unwrap_or_else(|_| panic!("the node did not end:\n{}", self.log_tail()));
+        if tokio::time::timeout(PATIENCE, self.ended()).await.is_err() {
+            return Err(self.stuck("does not end"));
+        }
         let exit = tokio::task::block_in_place(|| self.child.wait()).expect("wait");
         self.exit = Some(exit);
-        exit
+        Ok(exit)
     }
 
     fn log_lines(&self) -> Vec<String> {
@@ -628,9 +651,9 @@ async fn attempt(
     plan: &Plan,
     attempt: usize,
     record: &Shared,
-) -> Outcome {
+) -> Result<Outcome, String> {
     let mut node = NodeProcess::spawn(dir, fault.map(|f| f.spec()));
-    if let Some((grpc, admin)) = node.serving().await {
+    if let Some((grpc, admin)) = node.serving().await? {
         let followers: Vec<JoinHandle<()>> = CHANNELS
             .iter()
             .map(|(channel, _)| tokio::spawn(follow(grpc, channel.to_string(), record.clone())))
@@ -668,20 +691,20 @@ async fn attempt(
         if !node.has_ended() {
             node.terminate();
         }
-        node.wait().await;
+        node.wait().await?;
         tokio::time::timeout(PATIENCE, async {
             load.await;
             futures::future::join_all(followers).await;
         })
         .await
-        .expect("clients end with the node");
+        .map_err(|_| "the clients did not end with the node".to_string())?;
     }
-    let exit = node.wait().await;
-    Outcome {
+    let exit = node.wait().await?;
+    Ok(Outcome {
         crashed_at: node.crashed_at(),
         exit,
         log: node.log_tail(),
-    }
+    })
 }
 
 /// Every block of `channel`, from 0 to its height.
@@ -784,8 +807,8 @@ fn channel_names(list: &serde_json::Value) -> BTreeSet<String> {
 /// Starts the node without faults and checks everything the run recorded.
 async fn verify(dir: &Path, record: &Shared) -> Result<(), String> {
     let mut node = NodeProcess::spawn(dir, None);
-    let Some((grpc, admin)) = node.serving().await else {
-        let exit = node.wait().await;
+    let Some((grpc, admin)) = node.serving().await? else {
+        let exit = node.wait().await?;
         return Err(format!(
             "the node does not start again ({exit}):\n{}",
             node.log_tail()
@@ -793,7 +816,7 @@ async fn verify(dir: &Path, record: &Shared) -> Result<(), String> {
     };
     let checked = check_restarted(grpc, admin, record).await;
     node.terminate();
-    let exit = node.wait().await;
+    let exit = node.wait().await?;
     checked?;
     if !exit.success() {
         return Err(format!(
@@ -930,7 +953,7 @@ async fn run_in(dir: &Path, plan: &Plan) -> Result<RunResult, String> {
         .map(|f| (f, false))
         .chain([(&plan.fault, true)]);
     for (attempt_no, (fault, aimed)) in faults.enumerate() {
-        let outcome = attempt(dir, Some(*fault), plan, attempt_no, &record).await;
+        let outcome = attempt(dir, Some(*fault), plan, attempt_no, &record).await?;
         match &outcome.crashed_at {
             Some((point, crash)) if point == fault.point && *crash == fault.crash => {
                 if outcome.exit.success() {
@@ -992,6 +1015,7 @@ async fn make_template() -> TempDir {
     let (_, admin) = node
         .serving()
         .await
+        .unwrap_or_else(|stuck| panic!("{stuck}"))
         .unwrap_or_else(|| panic!("the node starts:\n{}", node.log_tail()));
     let admin = AdminClient::new(&admin.to_string());
     for (channel, kind) in CHANNELS {
@@ -1002,7 +1026,7 @@ async fn make_template() -> TempDir {
         assert_eq!(joined.status, 201, "join {channel}: {}", joined.body);
     }
     node.terminate();
-    let exit = node.wait().await;
+    let exit = node.wait().await.unwrap_or_else(|stuck| panic!("{stuck}"));
     assert!(exit.success(), "{exit}:\n{}", node.log_tail());
     dir
 }
