@@ -20,5 +20,7 @@ mod participation;
 mod readers;
 mod restart;
 mod signing;
+#[cfg(feature = "failpoints")]
+mod storage_faults;
 mod tls;
 mod writers;

@@ -205,6 +205,9 @@ impl BroadcastStream {
         if let Err(reason) = run.channel.chain() {
             return self.unavailable(&run.channel, reason).await;
         }
+        if let Some(fault) = run.channel.write_fault() {
+            return self.write_fault(&run.channel, fault).await;
+        }
         // Submit in pieces that fit the room there is, so a run never waits
         // for more room than the channel can free: a pending batch below
         // MaxMessageCount frees nothing until more envelopes come.
@@ -269,6 +272,11 @@ impl BroadcastStream {
         };
         match answer {
             Ok(Ok(())) => {
+                // Accepted by the chain, but the storage failed since: what
+                // was accepted may never be written, so it is not acknowledged.
+                if let Some(fault) = channel.write_fault() {
+                    return self.write_fault(&channel, fault).await;
+                }
                 self.metrics.answered(Status::Success.as_str_name(), count);
                 for _ in 0..count {
                     if !self.respond(Status::Success, String::new()).await {
@@ -293,6 +301,14 @@ impl BroadcastStream {
                 self.unavailable(&channel, reason).await
             }
         }
+    }
+
+    async fn write_fault(&mut self, channel: &ChannelHandle, fault: String) -> bool {
+        let reason = format!(
+            "channel {} cannot write its storage ({fault}); it resumes once the storage takes writes again",
+            channel.id()
+        );
+        self.unavailable(channel, reason).await
     }
 
     async fn unavailable(&mut self, channel: &ChannelHandle, reason: String) -> bool {

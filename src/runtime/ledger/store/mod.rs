@@ -212,6 +212,11 @@ impl BlockStore {
         }
     }
 
+    /// The channel's folder (its block files and index).
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
     pub fn channel(&self) -> &str {
         &self.inner.channel
     }
