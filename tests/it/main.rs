@@ -11,6 +11,8 @@ mod common;
 mod config_update;
 mod conformance;
 mod consenter;
+#[cfg(feature = "failpoints")]
+mod crash_matrix;
 mod crypto;
 mod deliver;
 mod etcdraft_cluster;

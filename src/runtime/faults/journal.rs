@@ -3,7 +3,8 @@
 //! The storage code reports each write, sync, file creation, rename and
 //! directory sync here. A power loss ([`lose_unsynced`]) then undoes what a
 //! real one could: renames and creations whose directory was not synced,
-//! and bytes written past a file's last sync. Without the `failpoints`
+//! and bytes written past a file's last sync ([`lose_unsynced_tearing`]
+//! keeps a part of those, a torn write). Without the `failpoints`
 //! feature every call is empty.
 //!
 //! Simplifications: a file first seen in this process counts as durable up
@@ -67,7 +68,17 @@ pub fn dir_synced(dir: &Path) {
 /// caller aborts (a node's failpoint passes `/`; a test its own folder).
 #[cfg(feature = "failpoints")]
 pub fn lose_unsynced(root: &Path) {
-    imp::lose_unsynced(root);
+    imp::lose_unsynced(root, &mut |_| 0);
+}
+
+/// As [`lose_unsynced`], but each file keeps as many of the bytes written
+/// since its last sync as `kept(unsynced)` answers (at most all of them):
+/// a real power cut may have written back none, all, or part of them, and
+/// a part that ends inside a record is a torn write, which only this can
+/// produce.
+#[cfg(feature = "failpoints")]
+pub fn lose_unsynced_tearing(root: &Path, kept: &mut dyn FnMut(u64) -> u64) {
+    imp::lose_unsynced(root, kept);
 }
 
 #[cfg(feature = "failpoints")]
@@ -137,7 +148,7 @@ mod imp {
         journal.renamed.retain(|(_, to)| to.parent() != Some(dir));
     }
 
-    pub fn lose_unsynced(root: &Path) {
+    pub fn lose_unsynced(root: &Path, part_kept: &mut dyn FnMut(u64) -> u64) {
         let mut journal = journal();
         let renamed = std::mem::take(&mut journal.renamed);
         let (lost, kept): (Vec<_>, Vec<_>) = renamed
@@ -159,9 +170,12 @@ mod imp {
             .iter()
             .filter(|(p, _)| p.starts_with(root))
         {
-            if len(path) > *durable {
+            let now = len(path);
+            if now > *durable {
+                let unsynced = now - *durable;
+                let survives = *durable + part_kept(unsynced).min(unsynced);
                 if let Ok(file) = std::fs::OpenOptions::new().write(true).open(path) {
-                    let _ = file.set_len(*durable);
+                    let _ = file.set_len(survives);
                     let _ = file.sync_all();
                 }
             }
@@ -212,5 +226,21 @@ mod tests {
         assert!(!new.exists());
         assert!(moved_from.exists() && !moved_to.exists());
         assert_eq!(std::fs::read(&inside).expect("read"), b"durable");
+    }
+
+    #[test]
+    fn a_tearing_power_loss_keeps_part_of_what_was_not_synced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("torn");
+        std::fs::write(&file, b"synced").expect("write");
+        before_write(&file);
+        std::fs::write(&file, b"synced+unsynced").expect("write");
+        let mut asked = Vec::new();
+        lose_unsynced_tearing(dir.path(), &mut |unsynced| {
+            asked.push(unsynced);
+            3
+        });
+        assert_eq!(asked, vec![9]);
+        assert_eq!(std::fs::read(&file).expect("read"), b"synced+un");
     }
 }

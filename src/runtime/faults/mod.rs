@@ -12,7 +12,9 @@
 //!   that error, as the kernel would report it;
 //! - `return(abort)`: the process aborts at this step (a crash);
 //! - `return(powerloss)`: what was written since the last sync is discarded
-//!   (see [`journal`]), then the process aborts (a power cut);
+//!   (see [`journal`]), then the process aborts (a power cut); as on a real
+//!   disk, a file may keep none, all or a part of its unsynced bytes (a
+//!   torn write), chosen at random;
 //! - any of them followed by `@text`: only for files whose path contains
 //!   `text` (a channel's folder), so tests sharing a process do not meet
 //!   each other's faults.
@@ -66,7 +68,7 @@ fn act(point: &str, path: &Path, argument: &str) -> io::Result<()> {
         }
         "powerloss" => {
             eprintln!("failpoint {point}: power loss at {}", path.display());
-            journal::lose_unsynced(Path::new("/"));
+            journal::lose_unsynced_tearing(Path::new("/"), &mut torn_part);
             std::process::abort();
         }
         other => {
@@ -76,6 +78,17 @@ fn act(point: &str, path: &Path, argument: &str) -> io::Result<()> {
     };
     tracing::warn!(point, path = %path.display(), action, "failpoint: injected error");
     Err(io::Error::from_raw_os_error(errno))
+}
+
+/// How many of a file's `unsynced` bytes a power cut leaves: none, all, or
+/// a part, a third of the time each.
+#[cfg(feature = "failpoints")]
+fn torn_part(unsynced: u64) -> u64 {
+    match rand::random_range(0..3) {
+        0 => 0,
+        1 => unsynced,
+        _ => rand::random_range(0..=unsynced),
+    }
 }
 
 /// Configures a failpoint at run time (`actions` in the `fail` crate's

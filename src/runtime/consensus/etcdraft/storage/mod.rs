@@ -29,7 +29,16 @@
 //! in the last segment, is a write a crash cut short, never acknowledged: it
 //! is cut off with a warning. One anywhere else is damage, and opening fails.
 //! Every write ends with an fdatasync of its segment, and the folder is
-//! fsynced when a segment is created, before anything is made visible.
+//! fsynced when a segment is created, before anything is made visible. A
+//! write that fails is cut off again (its records may be in the page cache
+//! though not on disk, and must not be read back as durable after a
+//! restart), and nothing more is written until the storage is opened again.
+//!
+//! With the `failpoints` feature each of these steps checks its failpoint
+//! first (`RAFT_WAL_*` in `runtime::faults::points`: a record write, an
+//! fsync, a segment's creation, a folder's sync, the cut of a tail) and
+//! reports it to the durability journal, so the fault and crash tests can
+//! fail, crash or cut the power at each of them.
 //!
 //! The snapshot folder is created for the snapshots that come with log
 //! compaction; nothing is written there yet.
@@ -107,9 +116,44 @@ impl Default for StorageOptions {
     fn default() -> Self {
         StorageOptions {
             cache_bytes: 32 * 1024 * 1024,
-            segment_bytes: 64 * 1024 * 1024,
+            segment_bytes: segment_bytes_for_tests().unwrap_or(64 * 1024 * 1024),
         }
     }
+}
+
+/// With the `failpoints` feature, `ORDO_WAL_SEGMENT_BYTES` makes segments
+/// small, so that the crash tests start new segments under load.
+#[cfg(feature = "failpoints")]
+fn segment_bytes_for_tests() -> Option<u64> {
+    std::env::var("ORDO_WAL_SEGMENT_BYTES").ok()?.parse().ok()
+}
+
+#[cfg(not(feature = "failpoints"))]
+fn segment_bytes_for_tests() -> Option<u64> {
+    None
+}
+
+/// Creates `dir` and the folders above it that are missing, and syncs the
+/// parent of each one it created: a power loss must not take away a folder
+/// whose files were synced.
+fn create_dir_durably(dir: &Path) -> Result<(), StorageError> {
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while !at.as_os_str().is_empty() && !at.exists() {
+        missing.push(at);
+        match at.parent() {
+            Some(parent) => at = parent,
+            None => break,
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|source| StorageError::io("create", dir, source))?;
+    for created in missing.iter().rev() {
+        match created.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => wal::sync_dir(parent)?,
+            _ => wal::sync_dir(Path::new("."))?,
+        }
+    }
+    Ok(())
 }
 
 /// What one Raft `Ready` asks to make durable.
@@ -268,8 +312,7 @@ impl RaftStorage {
         options: StorageOptions,
     ) -> Result<RaftStorage, StorageError> {
         for dir in [wal_dir, snap_dir] {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| StorageError::io("create", dir, source))?;
+            create_dir_durably(dir)?;
         }
         let mut state = LogState {
             hard_state: HardState::default(),

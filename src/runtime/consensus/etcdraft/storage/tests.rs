@@ -487,3 +487,303 @@ fn a_raw_node_restarts_from_the_storage() {
     assert_eq!(storage.hard_state().commit, 8);
     assert_eq!(storage.hard_state().term, 2);
 }
+
+/// Failures and power cuts at each step of the WAL, injected through its
+/// failpoints.
+#[cfg(feature = "failpoints")]
+mod faults {
+    use super::*;
+    use crate::runtime::faults::{self, journal, points};
+
+    const ERRORS: [(&str, i32); 3] = [
+        ("ENOSPC", libc::ENOSPC),
+        ("EIO", libc::EIO),
+        ("EMFILE", libc::EMFILE),
+    ];
+
+    /// Text only this test's files have in their path, to scope failpoints.
+    fn scope(dir: &TempDir) -> String {
+        dir.path()
+            .file_name()
+            .expect("tempdir name")
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    fn configure(point: &str, actions: &str) {
+        faults::configure(point, actions).expect("configure the failpoint");
+    }
+
+    /// What was made durable: the entries and hard state of every persist
+    /// that returned Ok.
+    #[derive(Default)]
+    struct Persisted {
+        entries: Vec<Entry>,
+        hard_state: HardState,
+    }
+
+    impl Persisted {
+        fn next_index(&self) -> u64 {
+            self.entries.len() as u64 + 1
+        }
+
+        /// Persists batches of one to three entries until one fails; answers
+        /// that failure, or None if all of `batches` went through.
+        fn persist_until_failure(
+            &mut self,
+            storage: &RaftStorage,
+            batches: u64,
+        ) -> Option<StorageError> {
+            for batch in 0..batches {
+                let first = self.next_index();
+                let written = entries(first..=first + batch % 3, 1);
+                let hard_state = hard_state(1, first + batch % 3);
+                let result = storage.persist(PersistBatch {
+                    entries: written.clone(),
+                    hard_state: Some(hard_state.clone()),
+                });
+                match result {
+                    Ok(()) => {
+                        self.entries.extend(written);
+                        self.hard_state = hard_state;
+                    }
+                    Err(error) => return Some(error),
+                }
+            }
+            None
+        }
+
+        /// The storage holds exactly what was persisted, and goes on from it.
+        fn check(&mut self, dir: &TempDir, what: &str) {
+            let storage = open(dir, small()).unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
+            assert_eq!(storage.last_index(), self.entries.len() as u64, "{what}");
+            assert_eq!(all_entries(&storage), self.entries, "{what}");
+            assert_eq!(storage.hard_state(), self.hard_state, "{what}");
+            assert!(
+                self.persist_until_failure(&storage, 3).is_none(),
+                "{what}: persisting after reopening"
+            );
+            drop(storage);
+            let storage = open(dir, small()).unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
+            assert_eq!(
+                all_entries(&storage),
+                self.entries,
+                "{what}: after more writes"
+            );
+        }
+    }
+
+    /// The injected error comes back as the storage's own, naming the file.
+    fn assert_injected(error: &StorageError, dir: &TempDir, errno: i32, what: &str) {
+        match error {
+            StorageError::Io { path, source, .. } => {
+                assert!(path.starts_with(dir.path()), "{what}: {error}");
+                assert_eq!(source.raw_os_error(), Some(errno), "{what}: {error}");
+                assert!(
+                    error.to_string().contains(&path.display().to_string()),
+                    "{what}: {error}"
+                );
+            }
+            other => panic!("{what}: expected an I/O error, got {other}"),
+        }
+    }
+
+    /// Fails `point` with each error after `skips` passes; the failed persist
+    /// returns that error, later ones are refused, and the WAL reopens with
+    /// exactly what was persisted, with or without a power cut after the
+    /// failure.
+    fn fail_each_write_step(point: &str, skips: &[u64]) {
+        let _only_me = faults::exclusive();
+        for (name, errno) in ERRORS {
+            for &skip in skips {
+                for power_loss in [false, true] {
+                    let what = format!("{point} {name} after {skip}, power loss {power_loss}");
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    let storage = open(&dir, small()).expect("open");
+                    let mut persisted = Persisted::default();
+                    configure(
+                        point,
+                        &format!("{skip}*off->return({name}@{})", scope(&dir)),
+                    );
+                    let failure = persisted.persist_until_failure(&storage, 40);
+                    configure(point, "off");
+                    let failure = failure.unwrap_or_else(|| panic!("{what}: never failed"));
+                    assert_injected(&failure, &dir, errno, &what);
+                    assert!(
+                        matches!(
+                            storage.persist(PersistBatch {
+                                entries: vec![entry(persisted.next_index(), 1)],
+                                hard_state: None,
+                            }),
+                            Err(StorageError::Failed { .. })
+                        ),
+                        "{what}: nothing more is written after a failure"
+                    );
+                    assert_eq!(storage.last_index(), persisted.entries.len() as u64);
+                    drop(storage);
+                    if power_loss {
+                        journal::lose_unsynced(dir.path());
+                    }
+                    persisted.check(&dir, &what);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_failed_record_write_leaves_what_was_persisted() {
+        fail_each_write_step(points::RAFT_WAL_WRITE, &[0, 4, 17]);
+    }
+
+    #[test]
+    fn a_failed_sync_leaves_what_was_persisted() {
+        fail_each_write_step(points::RAFT_WAL_SYNC, &[0, 4, 17]);
+    }
+
+    #[test]
+    fn a_failed_segment_creation_leaves_what_was_persisted() {
+        fail_each_write_step(points::RAFT_WAL_SEGMENT_CREATE, &[0, 2]);
+    }
+
+    #[test]
+    fn a_failed_folder_sync_leaves_what_was_persisted() {
+        fail_each_write_step(points::RAFT_WAL_SYNC_DIR, &[0, 2]);
+    }
+
+    #[test]
+    fn a_new_channel_folder_fails_to_open_at_each_step_and_opens_afterwards() {
+        let _only_me = faults::exclusive();
+        for point in [
+            points::RAFT_WAL_SYNC_DIR,
+            points::RAFT_WAL_SEGMENT_CREATE,
+            points::RAFT_WAL_WRITE,
+            points::RAFT_WAL_SYNC,
+        ] {
+            for (name, errno) in ERRORS {
+                for power_loss in [false, true] {
+                    let what = format!("{point} {name}, power loss {power_loss}");
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    configure(point, &format!("return({name}@{})", scope(&dir)));
+                    let failure = open(&dir, small());
+                    configure(point, "off");
+                    let failure = failure.err().unwrap_or_else(|| panic!("{what}: opened"));
+                    assert_injected(&failure, &dir, errno, &what);
+                    if power_loss {
+                        journal::lose_unsynced(dir.path());
+                    }
+                    let storage = open(&dir, small()).unwrap_or_else(|e| panic!("{what}: {e}"));
+                    assert!(storage.is_fresh(), "{what}");
+                    assert_eq!(storage.conf_state().voters, vec![1, 2, 3], "{what}");
+                    drop(storage);
+                    Persisted::default().check(&dir, &what);
+                }
+            }
+        }
+    }
+
+    /// A torn last record, then the cut that recovery makes of it fails:
+    /// opening fails naming the segment, and succeeds once the disk does.
+    #[test]
+    fn a_failed_cut_of_a_torn_tail_fails_the_open_and_changes_nothing() {
+        let _only_me = faults::exclusive();
+        for (name, errno) in ERRORS {
+            for power_loss in [false, true] {
+                let what = format!("truncate {name}, power loss {power_loss}");
+                let dir = tempfile::tempdir().expect("tempdir");
+                let storage = open(&dir, small()).expect("open");
+                let mut persisted = Persisted::default();
+                assert!(persisted.persist_until_failure(&storage, 20).is_none());
+                drop(storage);
+                let last = segment_files(&dir).pop().expect("a segment");
+                let whole = std::fs::read(&last).expect("read");
+                // Half of a record as a crash during its write leaves it.
+                let mut torn = RecordBuf::default();
+                torn.push(RecordKind::Entry, &entry(persisted.next_index(), 1))
+                    .expect("encode");
+                let mut bytes = whole.clone();
+                bytes.extend_from_slice(&torn.bytes[..torn.bytes.len() / 2]);
+                std::fs::write(&last, &bytes).expect("tear the tail");
+
+                configure(
+                    points::RAFT_WAL_TRUNCATE,
+                    &format!("return({name}@{})", scope(&dir)),
+                );
+                let failure = open(&dir, small());
+                configure(points::RAFT_WAL_TRUNCATE, "off");
+                let failure = failure.err().unwrap_or_else(|| panic!("{what}: opened"));
+                assert_injected(&failure, &dir, errno, &what);
+                assert_eq!(std::fs::read(&last).expect("read"), bytes, "{what}");
+                if power_loss {
+                    journal::lose_unsynced(dir.path());
+                }
+                persisted.check(&dir, &what);
+                assert!(
+                    std::fs::read(&last).expect("read").starts_with(&whole),
+                    "{what}"
+                );
+            }
+        }
+    }
+
+    /// A sync fails and so does the cut that should undo its write: a power
+    /// cut then keeps any part of that write. Whatever part it keeps, the
+    /// WAL opens with everything persisted before, and at most the whole
+    /// records of the failed write after it.
+    #[test]
+    fn a_power_cut_that_tears_an_unsynced_write_keeps_what_was_persisted() {
+        let _only_me = faults::exclusive();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = open(&dir, small()).expect("open");
+        let mut persisted = Persisted::default();
+        assert!(persisted.persist_until_failure(&storage, 12).is_none());
+        let scoped = |action: &str| format!("return({action}@{})", scope(&dir));
+        configure(points::RAFT_WAL_SYNC, &scoped("EIO"));
+        configure(points::RAFT_WAL_TRUNCATE, &scoped("EIO"));
+        let failed = entries(persisted.next_index()..=persisted.next_index() + 2, 1);
+        let failure = storage.persist(PersistBatch {
+            entries: failed.clone(),
+            hard_state: Some(hard_state(1, persisted.next_index() + 2)),
+        });
+        configure(points::RAFT_WAL_SYNC, "off");
+        configure(points::RAFT_WAL_TRUNCATE, "off");
+        assert_injected(&failure.expect_err("sync fails"), &dir, libc::EIO, "sync");
+        drop(storage);
+
+        // The power cut as the journal sees it: which bytes are not durable.
+        let mut unsynced_lengths = Vec::new();
+        journal::lose_unsynced_tearing(dir.path(), &mut |unsynced| {
+            unsynced_lengths.push(unsynced);
+            unsynced
+        });
+        let [unsynced] = unsynced_lengths[..] else {
+            panic!("one file holds the failed write: {unsynced_lengths:?}");
+        };
+        let saved: Vec<(PathBuf, Vec<u8>)> = segment_files(&dir)
+            .into_iter()
+            .map(|path| {
+                let bytes = std::fs::read(&path).expect("read");
+                (path, bytes)
+            })
+            .collect();
+        let (last, last_bytes) = saved.last().expect("a segment").clone();
+        let durable = last_bytes.len() as u64 - unsynced;
+        // Every part a power cut can leave, as lose_unsynced_tearing cuts it.
+        for keep in 0..=unsynced {
+            for (path, bytes) in &saved {
+                std::fs::write(path, bytes).expect("restore");
+            }
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&last)
+                .expect("open the last segment");
+            file.set_len(durable + keep).expect("cut");
+            let storage = open(&dir, small()).unwrap_or_else(|e| panic!("keeping {keep}: {e}"));
+            let got = all_entries(&storage);
+            assert!(got.starts_with(&persisted.entries), "keeping {keep}");
+            assert!(
+                failed.starts_with(&got[persisted.entries.len()..]),
+                "keeping {keep}: only whole records of the failed write"
+            );
+        }
+    }
+}

@@ -7,6 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::StorageError;
+use crate::runtime::faults::{self, journal, points};
 
 /// Bytes before a record's payload: length, checksum, kind.
 pub(super) const HEADER_LEN: u64 = 9;
@@ -196,13 +197,39 @@ pub(super) fn scan(
             cut = file_len - offset,
             "cutting off a WAL record a crash left incomplete ({reason})"
         );
-        let file = OpenOptions::new().write(true).open(path).map_err(io_err)?;
-        file.set_len(offset)
-            .and_then(|()| file.sync_all())
-            .map_err(|source| StorageError::io("truncate", path, source))?;
+        cut(path, offset)?;
         return Ok(offset);
     }
     Ok(file_len)
+}
+
+/// Cuts `path` to `len` bytes and syncs it: a tail that was never durable
+/// (a torn record, or the records of a write that failed) must not be read
+/// back later as if it were.
+fn cut(path: &Path, len: u64) -> Result<(), StorageError> {
+    let truncate_err = |source| StorageError::io("truncate", path, source);
+    faults::check(points::RAFT_WAL_TRUNCATE, path).map_err(truncate_err)?;
+    journal::before_write(path);
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(truncate_err)?;
+    file.set_len(len)
+        .and_then(|()| file.sync_all())
+        .map_err(truncate_err)?;
+    journal::synced(path);
+    Ok(())
+}
+
+/// Fsyncs the folder `dir`, so that the files created in it are durable.
+pub(super) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    let sync_err = |source| StorageError::io("sync", dir, source);
+    faults::check(points::RAFT_WAL_SYNC_DIR, dir).map_err(sync_err)?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(sync_err)?;
+    journal::dir_synced(dir);
+    Ok(())
 }
 
 /// Reads back the payload of the record at `offset` (one that recovery or
@@ -259,14 +286,15 @@ impl WalWriter {
         segment_bytes: u64,
     ) -> Result<(WalWriter, Segment), StorageError> {
         let path = segment_path(dir, seq, first_index);
+        let create_err = |source| StorageError::io("create", &path, source);
+        faults::check(points::RAFT_WAL_SEGMENT_CREATE, &path).map_err(create_err)?;
         let file = OpenOptions::new()
             .create_new(true)
             .append(true)
             .open(&path)
-            .map_err(|source| StorageError::io("create", &path, source))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|source| StorageError::io("sync", dir, source))?;
+            .map_err(create_err)?;
+        journal::created(&path);
+        sync_dir(dir)?;
         tracing::debug!(segment = %path.display(), "started a WAL segment");
         let writer = WalWriter {
             dir: dir.to_path_buf(),
@@ -322,10 +350,32 @@ impl WalWriter {
             });
         }
         let result = self.append_inner(records, header, next_index);
-        if result.is_err() {
+        if let Err(error) = &result {
             self.failed = true;
+            self.undo(error);
         }
         result
+    }
+
+    /// After a failed write: what it left in the segment could be read back
+    /// after a restart as whole records, though they were never durable (a
+    /// failed fsync may have dropped them), so it is cut off. A segment the
+    /// write started is left empty; opening gives it its header again.
+    fn undo(&self, error: &StorageError) {
+        let len = match self.file.metadata() {
+            Ok(metadata) => metadata.len(),
+            Err(_) => u64::MAX,
+        };
+        if len == self.len {
+            return;
+        }
+        if let Err(undo) = cut(&self.path, self.len) {
+            tracing::error!(
+                %error,
+                %undo,
+                "cannot cut off what a failed WAL write left; a restart may read it back"
+            );
+        }
     }
 
     fn append_inner(
@@ -344,11 +394,18 @@ impl WalWriter {
         // A segment's first write carries its header records too.
         let base = if self.len == 0 { header.len() } else { 0 } as u64;
         let header = &header[..base as usize];
+        let path = &self.path;
+        faults::check(points::RAFT_WAL_WRITE, path)
+            .map_err(|source| StorageError::io("write", path, source))?;
+        journal::before_write(path);
         self.file
             .write_all(header)
             .and_then(|()| self.file.write_all(records))
+            .map_err(|source| StorageError::io("write", path, source))?;
+        faults::check(points::RAFT_WAL_SYNC, path)
             .and_then(|()| self.file.sync_data())
-            .map_err(|source| StorageError::io("write", &self.path, source))?;
+            .map_err(|source| StorageError::io("sync", path, source))?;
+        journal::synced(path);
         let base = self.len + base;
         self.len = base + records.len() as u64;
         Ok(Written {
