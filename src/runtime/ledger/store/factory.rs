@@ -130,7 +130,7 @@ impl LedgerFactory {
                 channel,
                 "removing what an earlier creation of the channel left"
             );
-            files::remove_dir(points::LEDGER_JOIN_CREATE, &joining)
+            files::remove_dir(points::LEDGER_REMOVE_DELETE, &joining)
                 .map_err(|source| file_error(&joining, source))?;
         }
         if let Err(error) = write_genesis(&joining, genesis) {

@@ -39,6 +39,8 @@ mod writer;
 
 #[cfg(all(test, feature = "failpoints"))]
 mod fault_tests;
+#[cfg(test)]
+mod testing;
 
 pub use factory::LedgerFactory;
 pub use writer::BlockWriter;
