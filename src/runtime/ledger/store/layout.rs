@@ -14,6 +14,7 @@ use std::path::Path;
 use super::factory::{JOINING_PREFIX, REMOVING_PREFIX};
 use super::files;
 use super::index::{close_index, open_index};
+use super::recovery::Opening;
 use super::{BlockStore, INDEX_DIR, MAX_FILE_BYTES};
 use crate::runtime::faults::points;
 use crate::runtime::ledger::LedgerError;
@@ -107,7 +108,7 @@ pub(super) fn migrate_shared_index(dir: &Path, chains: &Path) -> Result<(), Ledg
             let index = folder.join(INDEX_DIR);
             files::remove_dir(points::LEDGER_RECOVERY_INDEX, &index)
                 .map_err(|source| file_error(&index, source))?;
-            let store = BlockStore::open_dir(folder, &channel, MAX_FILE_BYTES)?;
+            let store = BlockStore::open_dir(folder, &channel, MAX_FILE_BYTES, Opening::Existing)?;
             tracing::info!(
                 channel,
                 height = store.height(),

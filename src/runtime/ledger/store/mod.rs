@@ -151,6 +151,19 @@ struct Inner {
     fault: Mutex<Option<String>>,
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let index = self
+            .index
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(db) = index {
+            index::close_index(db, &self.dir.join(INDEX_DIR));
+        }
+    }
+}
+
 impl BlockStore {
     fn new(dir: PathBuf, channel: &str, max_file_bytes: u64) -> BlockStore {
         let (height, _) = watch::channel(0);

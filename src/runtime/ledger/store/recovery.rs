@@ -24,6 +24,15 @@ pub(super) struct Recovered {
     pub(super) end: Location,
 }
 
+/// Why a store is being opened: a new channel's index is built from its
+/// genesis block as a matter of course, anything else recovered is worth a
+/// warning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Opening {
+    Created,
+    Existing,
+}
+
 /// Why a record past the index is not the block that continues the chain.
 struct BadRecord {
     reason: String,
@@ -38,6 +47,7 @@ impl BlockStore {
         dir: PathBuf,
         channel: &str,
         max_file_bytes: u64,
+        opening: Opening,
     ) -> Result<BlockStore, LedgerError> {
         let store = BlockStore::new(dir, channel, max_file_bytes);
         let path = store.index_path();
@@ -45,7 +55,7 @@ impl BlockStore {
             path: path.display().to_string(),
             source,
         })?;
-        let recovered = match store.recover_with(&db) {
+        let recovered = match store.recover_with(&db, opening) {
             Ok(recovered) => recovered,
             Err(error) => {
                 close_index(db, &path);
@@ -62,12 +72,16 @@ impl BlockStore {
 
     /// Checks the indexed tail and indexes what follows it in the block
     /// files; with an empty index, indexes the whole chain.
-    pub(super) fn recover_with(&self, db: &sled::Db) -> Result<Recovered, LedgerError> {
+    pub(super) fn recover_with(
+        &self,
+        db: &sled::Db,
+        opening: Opening,
+    ) -> Result<Recovered, LedgerError> {
         let indexed = self.check_indexed_tail(db)?;
-        if indexed.is_none() {
+        if indexed.is_none() && opening == Opening::Existing {
             tracing::warn!(channel = %self.inner.channel, "the block index is missing or empty; indexing the block files again");
         }
-        self.index_unindexed(db, indexed)
+        self.index_unindexed(db, indexed, opening)
     }
 
     /// The tip and end of the indexed chain after checking its last two
@@ -126,6 +140,7 @@ impl BlockStore {
         &self,
         db: &sled::Db,
         indexed: Option<(ChainTip, Location)>,
+        opening: Opening,
     ) -> Result<Recovered, LedgerError> {
         let dir = &self.inner.dir;
         let rebuilding = indexed.is_none();
@@ -196,7 +211,9 @@ impl BlockStore {
         }
         if recovered > 0 {
             db.flush().map_err(|e| self.index_error(e))?;
-            tracing::warn!(channel = %self.inner.channel, blocks = recovered, height = tip.height, "indexed blocks that were written but not indexed");
+            if opening == Opening::Existing {
+                tracing::warn!(channel = %self.inner.channel, blocks = recovered, height = tip.height, "indexed blocks that were written but not indexed");
+            }
         }
         self.set_aside_files_after(number)?;
         let end = last.ok_or_else(|| self.damaged(0, "the block files hold no block"))?;

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 
 use super::files::{self, block_files, file_path};
 use super::index::{close_index, open_index};
+use super::recovery::Opening;
 use super::{lock, read_lock, write_lock, BlockStore};
 use crate::runtime::faults::{self, points};
 use crate::runtime::ledger::LedgerError;
@@ -145,7 +146,7 @@ impl BlockStore {
         })?;
         // Whatever recovery finds, published blocks are read through the
         // new index from now on.
-        let recovered = self.recover_with(&db);
+        let recovered = self.recover_with(&db, Opening::Existing);
         *index = Some(db);
         drop(index);
         let recovered = recovered?;
