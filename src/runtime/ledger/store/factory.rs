@@ -154,7 +154,7 @@ impl LedgerFactory {
             }
             return Err(error);
         }
-        let opened = files::sync_dir(points::LEDGER_JOIN_SYNC_DIR, &chains)
+        let opened = files::sync_dir_for(points::LEDGER_JOIN_SYNC_DIR, &chains, &dir)
             .map_err(|source| file_error(&chains, source))
             .and_then(|()| {
                 BlockStore::open_dir(dir.clone(), channel, self.max_file_bytes, Opening::Created)
@@ -202,7 +202,7 @@ impl LedgerFactory {
         }
         files::rename(points::LEDGER_REMOVE_MARK, &dir, &removing)
             .map_err(|source| file_error(&dir, source))?;
-        files::sync_dir(points::LEDGER_REMOVE_MARK, &chains)
+        files::sync_dir_for(points::LEDGER_REMOVE_MARK, &chains, &dir)
             .map_err(|source| file_error(&chains, source))?;
         files::remove_dir(points::LEDGER_REMOVE_DELETE, &removing)
             .map_err(|source| file_error(&removing, source))

@@ -34,14 +34,11 @@ fn scope(dir: &Path) -> String {
         .into_owned()
 }
 
-/// `errno` from the `passes`+1-th time the point is reached under `scope` on.
-fn fail_after(passes: usize, errno: &str, scope: &str) -> String {
-    let action = format!("return({errno}@{scope})");
-    if passes == 0 {
-        action
-    } else {
-        format!("{passes}*off->{action}")
-    }
+/// `errno` every time the point is reached for a path that contains
+/// `scope`. (No counts: other tests running meanwhile reach the same
+/// points, and every evaluation counts, whatever its path.)
+fn fail_at(errno: &str, scope: &str) -> String {
+    format!("return({errno}@{scope})")
 }
 
 /// The blocks after the tip, one batch.
@@ -118,7 +115,7 @@ fn fail_append_then_reopen(point: &'static str, rollover: bool, errno: &str, cod
         acknowledged.extend(append_acknowledged(&store, &[next(&store, b"a")]));
         acknowledged.extend(append_acknowledged(&store, &[next(&store, b"b")]));
 
-        let injected = Injected::new(point, &fail_after(0, errno, &scope));
+        let injected = Injected::new(point, &fail_at(errno, &scope));
         let mut writer = store.writer().expect("writer");
         let failed = writer
             .append(&batch(&store, &[b"c", b"d"]))
@@ -200,7 +197,7 @@ fn a_power_cut_at_any_append_step_keeps_every_acknowledged_block() {
             let mut acknowledged = valid_chain(&store);
             acknowledged.extend(append_acknowledged(&store, &[next(&store, b"a")]));
             acknowledged.extend(append_acknowledged(&store, &batch(&store, &[b"b", b"c"])));
-            let _injected = Injected::new(point, &fail_after(0, "ENOSPC", &scope));
+            let _injected = Injected::new(point, &fail_at("ENOSPC", &scope));
             let mut writer = store.writer().expect("writer");
             writer
                 .append(&batch(&store, &[b"d", b"e"]))
@@ -228,7 +225,7 @@ fn store_with_unindexed_tail(dir: &Path, scope: &str) -> Vec<Bytes> {
     let mut acknowledged = valid_chain(&store);
     acknowledged.extend(append_acknowledged(&store, &[next(&store, b"a")]));
     {
-        let _injected = Injected::new(points::LEDGER_APPEND_INDEX, &fail_after(0, "EIO", scope));
+        let _injected = Injected::new(points::LEDGER_APPEND_INDEX, &fail_at("EIO", scope));
         let mut writer = store.writer().expect("writer");
         writer
             .append(&[next(&store, b"b")])
@@ -259,7 +256,7 @@ fn a_power_cut_at_any_recovery_step_keeps_every_acknowledged_block() {
         let scope = scope(dir.path());
         let acknowledged = store_with_unindexed_tail(dir.path(), &scope);
         {
-            let _injected = Injected::new(point, &fail_after(0, "ENOSPC", &scope));
+            let _injected = Injected::new(point, &fail_at("ENOSPC", &scope));
             let factory = factory(dir.path(), false);
             let failed = factory.open_store("c1").err().expect(point);
             assert!(failed.is_transient(), "{point}: {failed}");
@@ -283,10 +280,7 @@ fn reopen_recovers_blocks_synced_before_an_index_fault() {
     let scope = scope(dir.path());
     let factory = factory(dir.path(), false);
     let store = factory.create_store("c1", &genesis("c1")).expect("create");
-    let injected = Injected::new(
-        points::LEDGER_APPEND_INDEX_FLUSH,
-        &fail_after(0, "EIO", &scope),
-    );
+    let injected = Injected::new(points::LEDGER_APPEND_INDEX_FLUSH, &fail_at("EIO", &scope));
     let mut writer = store.writer().expect("writer");
     let lost = batch(&store, &[b"a", b"b"]);
     writer.append(&lost).expect_err("flush fails");
@@ -307,17 +301,22 @@ fn reopen_discards_records_whose_sync_failed() {
     let _only_me = faults::exclusive();
     // Without rollovers the batch's one sync fails: both blocks go. With a
     // file per block, the rollover before the second block syncs the first
-    // one, and the last sync fails: the first is recovered, the second goes.
-    for (rollover, passes, height, files) in [(false, 0, 2, vec![0]), (true, 2, 3, vec![0, 1, 2])] {
+    // one, and the sync of the second one's file fails: the first is
+    // recovered, the second goes.
+    for (rollover, failing_file, height, files) in [
+        (false, None, 2, vec![0]),
+        (true, Some("blockfile_000003"), 3, vec![0, 1, 2]),
+    ] {
         let dir = tempfile::tempdir().expect("tempdir");
         let scope = scope(dir.path());
         let factory = factory(dir.path(), rollover);
         let store = factory.create_store("c1", &genesis("c1")).expect("create");
         append_acknowledged(&store, &[next(&store, b"a")]);
-        let injected = Injected::new(
-            points::LEDGER_APPEND_SYNC,
-            &fail_after(passes, "EIO", &scope),
-        );
+        let failing = match failing_file {
+            Some(file) => format!("{scope}/{CHAINS_DIR}/c1/{file}"),
+            None => scope.clone(),
+        };
+        let injected = Injected::new(points::LEDGER_APPEND_SYNC, &fail_at("EIO", &failing));
         let mut writer = store.writer().expect("writer");
         writer
             .append(&batch(&store, &[b"b", b"c"]))
@@ -337,29 +336,30 @@ fn reopen_discards_records_whose_sync_failed() {
 #[test]
 fn a_power_cut_while_creating_a_channel_never_blocks_creating_it_again() {
     let _only_me = faults::exclusive();
-    // Creating: make the folder (1), write and sync genesis, sync the
-    // folder (1), rename into place (2), sync chains/ (2).
+    // Creating: make the folder, write and sync genesis, sync the folder
+    // (in .joining-c1), rename into place, sync chains/, build the index
+    // (for c1).
     let steps = [
-        (points::LEDGER_JOIN_CREATE, 0),
-        (points::LEDGER_APPEND_WRITE, 0),
-        (points::LEDGER_APPEND_SYNC, 0),
-        (points::LEDGER_JOIN_SYNC_DIR, 0),
-        (points::LEDGER_JOIN_CREATE, 1),
-        (points::LEDGER_JOIN_SYNC_DIR, 1),
-        (points::LEDGER_RECOVERY_SYNC, 0),
-        (points::LEDGER_RECOVERY_INDEX, 0),
+        (points::LEDGER_JOIN_CREATE, ".joining-c1"),
+        (points::LEDGER_APPEND_WRITE, ".joining-c1"),
+        (points::LEDGER_APPEND_SYNC, ".joining-c1"),
+        (points::LEDGER_JOIN_SYNC_DIR, ".joining-c1"),
+        (points::LEDGER_JOIN_CREATE, "c1"),
+        (points::LEDGER_JOIN_SYNC_DIR, "c1"),
+        (points::LEDGER_RECOVERY_SYNC, "c1"),
+        (points::LEDGER_RECOVERY_INDEX, "c1"),
     ];
-    for (point, passes) in steps {
+    for (point, entry) in steps {
         for power_cut in [false, true] {
-            let case = format!("{point} after {passes}, power cut {power_cut}");
+            let case = format!("{point} at {entry}, power cut {power_cut}");
             let dir = tempfile::tempdir().expect("tempdir");
-            let scope = scope(dir.path());
+            let scope = format!("{}/{CHAINS_DIR}/{entry}", scope(dir.path()));
             {
                 let factory = factory(dir.path(), false);
                 factory
                     .create_store("other", &genesis("other"))
                     .expect("create");
-                let injected = Injected::new(point, &fail_after(passes, "ENOSPC", &scope));
+                let injected = Injected::new(point, &fail_at("ENOSPC", &scope));
                 let failed = factory
                     .create_store("c1", &genesis("c1"))
                     .err()
@@ -400,17 +400,18 @@ fn a_power_cut_while_creating_a_channel_never_blocks_creating_it_again() {
 #[test]
 fn a_removal_interrupted_at_any_step_is_finished_or_undone() {
     let _only_me = faults::exclusive();
-    // Removing: rename aside (1), sync chains/ (2), delete (1).
+    // Removing: rename aside (to .removing-c1), sync chains/ (for c1),
+    // delete (.removing-c1).
     let steps = [
-        (points::LEDGER_REMOVE_MARK, 0),
-        (points::LEDGER_REMOVE_MARK, 1),
-        (points::LEDGER_REMOVE_DELETE, 0),
+        (points::LEDGER_REMOVE_MARK, ".removing-c1"),
+        (points::LEDGER_REMOVE_MARK, "c1"),
+        (points::LEDGER_REMOVE_DELETE, ".removing-c1"),
     ];
-    for (point, passes) in steps {
+    for (point, entry) in steps {
         for power_cut in [false, true] {
-            let case = format!("{point} after {passes}, power cut {power_cut}");
+            let case = format!("{point} at {entry}, power cut {power_cut}");
             let dir = tempfile::tempdir().expect("tempdir");
-            let scope = scope(dir.path());
+            let scope = format!("{}/{CHAINS_DIR}/{entry}", scope(dir.path()));
             let acknowledged = {
                 let factory = factory(dir.path(), false);
                 let other = factory
@@ -421,7 +422,7 @@ fn a_removal_interrupted_at_any_step_is_finished_or_undone() {
                 append_acknowledged(&store, &[next(&store, b"a")]);
                 let reader = store.clone();
                 drop(store);
-                let injected = Injected::new(point, &fail_after(passes, "EIO", &scope));
+                let injected = Injected::new(point, &fail_at("EIO", &scope));
                 let failed = factory.remove_store("c1").expect_err(&case);
                 assert!(failed.is_transient(), "{case}: {failed}");
                 assert!(

@@ -119,7 +119,7 @@ pub(super) fn migrate_shared_index(dir: &Path, chains: &Path) -> Result<(), Ledg
             let removing = chains.join(format!("{REMOVING_PREFIX}{channel}"));
             files::rename(points::LEDGER_REMOVE_MARK, &folder, &removing)
                 .map_err(|source| file_error(&folder, source))?;
-            files::sync_dir(points::LEDGER_REMOVE_MARK, chains)
+            files::sync_dir_for(points::LEDGER_REMOVE_MARK, chains, &folder)
                 .map_err(|source| file_error(chains, source))?;
             files::remove_dir(points::LEDGER_REMOVE_DELETE, &removing)
                 .map_err(|source| file_error(&removing, source))?;
