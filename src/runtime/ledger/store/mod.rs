@@ -39,6 +39,8 @@ mod writer;
 
 #[cfg(all(test, feature = "failpoints"))]
 mod fault_tests;
+#[cfg(test)]
+mod testing;
 
 pub use factory::LedgerFactory;
 pub use writer::BlockWriter;
@@ -147,6 +149,19 @@ struct Inner {
     /// Why appends are refused: the first write, sync or index failure,
     /// until [`BlockStore::reopen`] proves the disk takes writes again.
     fault: Mutex<Option<String>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let index = self
+            .index
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(db) = index {
+            index::close_index(db, &self.dir.join(INDEX_DIR));
+        }
+    }
 }
 
 impl BlockStore {
