@@ -19,6 +19,7 @@ mod operations;
 mod participation;
 mod readers;
 mod restart;
+mod restart_inputs;
 mod signing;
 mod tls;
 mod writers;
