@@ -150,6 +150,23 @@ async fn a_channel_with_a_damaged_ledger_starts_failed_and_the_others_serve() {
     assert_eq!(errored_gauge(&exposed, "beta"), Some(1.0), "{exposed}");
     assert_eq!(errored_gauge(&exposed, "alpha"), Some(0.0), "{exposed}");
 
+    // A channel its supervisor marks errored (a consensus type this node
+    // does not serve) shows on the same gauge.
+    let mut bft = profile("gamma");
+    bft.consensus_type = "BFT".into();
+    let joined = admin
+        .join(bft.genesis_block().encode_to_vec())
+        .await
+        .expect("join");
+    assert_eq!(joined.json()["status"], "failed", "{}", joined.body);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while errored_gauge(&metrics(&node).await, "gamma") != Some(1.0) {
+        assert!(tokio::time::Instant::now() < deadline, "gamma's gauge");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let removed = admin.remove("gamma").await.expect("remove");
+    assert_eq!(removed.status, 204, "{}", removed.body);
+
     // A join under the same name is refused while it is there.
     let again = admin
         .join(profile("beta").genesis_block().encode_to_vec())
