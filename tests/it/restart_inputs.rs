@@ -123,6 +123,28 @@ async fn a_channel_with_a_damaged_ledger_starts_failed_and_the_others_serve() {
         failed.reason
     );
     assert!(registrar.channel("beta").is_none());
+    // Broadcast knows it, not running: SERVICE_UNAVAILABLE with the reason.
+    let mut client = node.client().await;
+    let mut stream = BroadcastStream::open(&mut client).await;
+    stream
+        .offer(transaction(
+            "beta",
+            Bytes::from_static(b"to a failed channel"),
+        ))
+        .await;
+    let answer = stream.next().await.expect("answer");
+    assert_eq!(
+        answer.status,
+        Status::ServiceUnavailable as i32,
+        "{}",
+        answer.info
+    );
+    assert!(
+        answer.info.contains("damaged at block 1"),
+        "{}",
+        answer.info
+    );
+    drop(stream);
 
     // alpha serves: its chain, and new blocks.
     let blocks = all_blocks(&node, "alpha").await;

@@ -185,11 +185,17 @@ impl BroadcastStream {
         let header = msgprocessor::channel_header(&envelope).map_err(unknown)?;
         self.metrics.header_type(header.r#type);
         // Looked up for every envelope (a read lock), so a removed channel is gone at once.
-        let channel = self
-            .registrar
-            .channel(&header.channel_id)
-            .ok_or_else(|| Rejection::bad_request(msgprocessor::CHANNEL_DOES_NOT_EXIST))
-            .map_err(unknown)?;
+        let Some(channel) = self.registrar.channel(&header.channel_id) else {
+            // A channel that could not start is known, only not running.
+            let rejection = match self.registrar.failed_channel(&header.channel_id) {
+                Some(failed) => Rejection::service_unavailable(format!(
+                    "channel {} failed to start: {}",
+                    failed.id, failed.reason
+                )),
+                None => Rejection::bad_request(msgprocessor::CHANNEL_DOES_NOT_EXIST),
+            };
+            return Err(unknown(rejection));
+        };
         let id = channel.id().to_string();
         accept_on(channel, &header, envelope, self.registrar.signer()).map_err(|r| (id, r))
     }
