@@ -588,6 +588,7 @@ mod tests {
 
     /// Submits one envelope and runs the batch timer, without waiting for
     /// the block.
+    #[cfg(feature = "failpoints")]
     async fn submit_one(channel: &Supervised, data: &'static [u8]) {
         let handle = &channel.handle;
         let chain = handle.chain().expect("running");
