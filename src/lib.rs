@@ -16,6 +16,9 @@
 //! each channel config) and the node's signing identity.
 
 pub mod fabric;
+/// Fuzz targets for the decoders of network input (feature `fuzzing`).
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod runtime;
 pub mod security;
 pub mod tools;

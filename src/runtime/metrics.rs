@@ -134,6 +134,9 @@ pub struct Metrics {
     submission_wait: LatencyFamily,
     broadcast_to_block: LatencyFamily,
     chain_restarts: Family<ChannelLabel, Counter>,
+    /// 1 for a channel that is errored: it could not start, or its
+    /// supervisor stopped restarting it.
+    channel_errored: Family<ChannelLabel, Gauge>,
     etcdraft: EtcdRaftFamilies,
 }
 
@@ -290,6 +293,7 @@ impl Metrics {
             submission_wait: Family::new_with_constructor(latency_histogram),
             broadcast_to_block: Family::new_with_constructor(latency_histogram),
             chain_restarts: Family::default(),
+            channel_errored: Family::default(),
             etcdraft: EtcdRaftFamilies::new(),
             registry: Mutex::new(Registry::default()),
         };
@@ -406,6 +410,11 @@ impl Metrics {
             "Restarts of the channel's actor tree by its supervisor",
             metrics.chain_restarts.clone(),
         );
+        registry.register(
+            "ordo_channel_errored",
+            "1 while the channel is errored: its ledger or config could not be read at start-up, or its tree failed too often; the reason is in the log and the participation API",
+            metrics.channel_errored.clone(),
+        );
         metrics.etcdraft.register(&mut registry);
         *metrics
             .registry
@@ -476,6 +485,16 @@ impl Metrics {
         })
     }
 
+    /// Sets a channel's `ordo_channel_errored` gauge.
+    pub fn set_channel_errored(&self, channel: &str, errored: bool) {
+        let label = ChannelLabel {
+            channel: channel.to_string(),
+        };
+        self.channel_errored
+            .get_or_create(&label)
+            .set(i64::from(errored));
+    }
+
     /// Drops a removed channel's series.
     pub fn forget_channel(&self, channel: &str) {
         let label = ChannelLabel {
@@ -500,6 +519,7 @@ impl Metrics {
         self.submission_wait.remove(&label);
         self.broadcast_to_block.remove(&label);
         self.chain_restarts.remove(&label);
+        self.channel_errored.remove(&label);
         self.etcdraft.forget(&label);
         for actor in ["chain", "cutter", "ledger", "proposer"] {
             let labels = ActorLabels {

@@ -417,7 +417,12 @@ impl Node {
                 tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
             }
         };
-        tracing::info!(address = %local_addr, tls = config.tls.is_some(), channels = ?registrar.channel_ids(), "ordo is serving AtomicBroadcast");
+        let failed: Vec<String> = registrar
+            .failed_channels()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        tracing::info!(address = %local_addr, tls = config.tls.is_some(), channels = ?registrar.channel_ids(), ?failed, "ordo is serving AtomicBroadcast");
         let (cluster_addr, cluster_server) = match (own_cluster_listener, cluster_tls) {
             (Some(listener), Some(tls)) => {
                 match serve_cluster(

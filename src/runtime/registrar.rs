@@ -1,7 +1,13 @@
 //! The registrar: the map from channel ID to channel, the bootstrap of the first
 //! channel, and the start and clean stop of every channel's tree.
+//!
+//! Start-up never stops on one channel: a channel whose ledger or last config
+//! block cannot be read is kept as a [`FailedChannel`], with the reason, and
+//! every other channel starts. The participation API lists it as failed, the
+//! `ordo_channel_errored` gauge is 1 for it, and removing it through the API
+//! frees its name for a new join.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use actix::prelude::*;
@@ -57,6 +63,17 @@ pub enum RegistrarError {
     Onboarding(u64),
 }
 
+/// A channel found on disk whose ledger or config could not be read at
+/// start-up: not started, kept so that it is seen and can be removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedChannel {
+    pub id: String,
+    /// Why it could not start, as the log says it.
+    pub reason: String,
+    /// The ledger's height, if the ledger itself opened.
+    pub height: Option<u64>,
+}
+
 /// Told when a channel starts (at open, on join) and when it is removed: how
 /// parts of the node outside the channels follow them (the main listener's
 /// trusted TLS CAs, for one). A started channel's config changes are on its
@@ -84,7 +101,11 @@ pub struct Registrar {
     filters: Arc<RuleSet>,
     metrics: Arc<Metrics>,
     channels: RwLock<HashMap<String, ChannelEntry>>,
+    /// Channels on disk that could not start, by ID.
+    failed: RwLock<BTreeMap<String, FailedChannel>>,
     observers: RwLock<Vec<Arc<dyn ChannelObserver>>>,
+    /// `General.MaxSendMsgSize`: the largest block a follower can fetch.
+    max_block_bytes: usize,
 }
 
 impl Registrar {
@@ -114,27 +135,77 @@ impl Registrar {
             filters: Arc::new(RuleSet::for_node(!config.no_expiration_checks)),
             metrics,
             channels: RwLock::new(HashMap::new()),
+            failed: RwLock::new(BTreeMap::new()),
             observers: RwLock::new(Vec::new()),
+            max_block_bytes: config.grpc.max_send_msg_size,
         };
         let existing = registrar.factory.channel_ids();
         if existing.is_empty() {
             registrar.bootstrap(config)?;
         }
         for id in existing {
-            let store = registrar.factory.open_store(&id)?;
-            let tip = store.tip();
-            let config_block =
-                store
-                    .block(tip.last_config)?
-                    .ok_or_else(|| LedgerError::Damaged {
-                        channel: id.clone(),
-                        block: tip.last_config,
-                        reason: "the last config block is missing".into(),
-                    })?;
-            let channel_config = ChannelConfig::from_config_block(&config_block)?;
-            registrar.start_channel(store, channel_config);
+            match registrar.open_channel(&id) {
+                Ok((store, channel_config)) => {
+                    registrar.start_channel(store, channel_config);
+                }
+                Err(failed) => registrar.keep_failed(failed),
+            }
         }
         Ok(registrar)
+    }
+
+    /// A channel's ledger and the config of its last config block, as
+    /// start-up reads them; why not, otherwise.
+    fn open_channel(
+        &self,
+        id: &str,
+    ) -> Result<(crate::runtime::ledger::BlockStore, ChannelConfig), FailedChannel> {
+        let failed = |reason: String, height: Option<u64>| FailedChannel {
+            id: id.to_string(),
+            reason,
+            height,
+        };
+        let store = self
+            .factory
+            .open_store(id)
+            .map_err(|e| failed(e.to_string(), None))?;
+        let height = Some(store.height());
+        let tip = store.tip();
+        let config_block = match store.block(tip.last_config) {
+            Ok(Some(block)) => block,
+            Ok(None) => {
+                return Err(failed(
+                    format!("the last config block {} is missing", tip.last_config),
+                    height,
+                ))
+            }
+            Err(e) => return Err(failed(e.to_string(), height)),
+        };
+        let channel_config = ChannelConfig::from_config_block(&config_block).map_err(|e| {
+            failed(
+                format!("config block {} cannot be read: {e}", tip.last_config),
+                height,
+            )
+        })?;
+        if channel_config.channel_id != id {
+            return Err(failed(
+                format!(
+                    "config block {} is for channel {}",
+                    tip.last_config, channel_config.channel_id
+                ),
+                height,
+            ));
+        }
+        Ok((store, channel_config))
+    }
+
+    fn keep_failed(&self, failed: FailedChannel) {
+        tracing::error!(channel = %failed.id, reason = %failed.reason, "channel cannot start; it is kept as failed (remove it through the channel participation API to join it again) and the other channels start");
+        self.metrics.set_channel_errored(&failed.id, true);
+        self.failed
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(failed.id.clone(), failed);
     }
 
     fn bootstrap(&self, config: &NodeConfig) -> Result<(), RegistrarError> {
@@ -180,6 +251,9 @@ impl Registrar {
     /// Stops a channel's tree (its pending batch is written first) and removes
     /// the channel and its ledger. Other channels are not touched.
     pub async fn remove_channel(&self, id: &str) -> Result<(), RegistrarError> {
+        if self.remove_failed(id) {
+            return self.remove_ledger(id).await;
+        }
         let entry = self
             .channels
             .write()
@@ -193,6 +267,19 @@ impl Registrar {
             tracing::warn!(channel = %id, error = %e, "channel supervisor was already gone at removal");
         }
         drop(entry);
+        self.remove_ledger(id).await
+    }
+
+    /// Takes a failed channel out of the list; whether it was there.
+    fn remove_failed(&self, id: &str) -> bool {
+        self.failed
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id)
+            .is_some()
+    }
+
+    async fn remove_ledger(&self, id: &str) -> Result<(), RegistrarError> {
         let factory = self.factory.clone();
         let channel = id.to_string();
         tokio::task::spawn_blocking(move || factory.remove_store(&channel))
@@ -211,7 +298,9 @@ impl Registrar {
         }
         let config = ChannelConfig::from_config_block(genesis)?;
         validate_channel_id(&config.channel_id)?;
-        if self.channel(&config.channel_id).is_some() {
+        if self.channel(&config.channel_id).is_some()
+            || self.failed_channel(&config.channel_id).is_some()
+        {
             return Err(RegistrarError::ChannelExists(config.channel_id));
         }
         let store = self.factory.create_store(&config.channel_id, genesis)?;
@@ -246,6 +335,11 @@ impl Registrar {
                 ChannelSupervisor::new(handle, publisher, consenters, node)
             })
         };
+        self.arbiters[index].spawn(follow_errored(
+            handle.subscribe_state(),
+            self.metrics.clone(),
+            id.clone(),
+        ));
         self.channels
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -313,7 +407,32 @@ impl Registrar {
             .map(|entry| entry.handle.clone())
     }
 
-    /// Channel IDs, sorted.
+    /// The channels on disk that could not start, sorted by ID.
+    pub fn failed_channels(&self) -> Vec<FailedChannel> {
+        self.failed
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn failed_channel(&self, id: &str) -> Option<FailedChannel> {
+        self.failed
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .cloned()
+    }
+
+    /// `General.MaxSendMsgSize`: the largest block a follower can fetch,
+    /// so the largest a join may bring.
+    pub fn max_block_bytes(&self) -> usize {
+        self.max_block_bytes
+    }
+
+    /// Channel IDs of the started channels, sorted (failed ones are in
+    /// [`Registrar::failed_channels`]).
     pub fn channel_ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = self
             .channels
@@ -354,6 +473,30 @@ impl Registrar {
         futures::future::join_all(halts).await;
         if let Err(e) = self.factory.flush() {
             tracing::error!(error = %e, "final ledger flush failed");
+        }
+    }
+}
+
+/// Keeps a channel's `ordo_channel_errored` gauge on its state: 1 once its
+/// supervisor gave up on it (or it could not start), 0 while it runs. A
+/// stopped channel keeps its last value: its series goes with its removal.
+async fn follow_errored(
+    mut state: tokio::sync::watch::Receiver<crate::runtime::channel::ChannelState>,
+    metrics: Arc<Metrics>,
+    channel: String,
+) {
+    use crate::runtime::channel::ChannelState;
+    loop {
+        let errored = match &*state.borrow_and_update() {
+            ChannelState::Errored(_) => Some(true),
+            ChannelState::Active => Some(false),
+            _ => None,
+        };
+        if let Some(errored) = errored {
+            metrics.set_channel_errored(&channel, errored);
+        }
+        if state.changed().await.is_err() {
+            return;
         }
     }
 }

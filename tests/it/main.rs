@@ -21,6 +21,9 @@ mod operations;
 mod participation;
 mod readers;
 mod restart;
+mod restart_inputs;
 mod signing;
+#[cfg(feature = "failpoints")]
+mod storage_faults;
 mod tls;
 mod writers;

@@ -152,10 +152,13 @@ async fn bad_join_requests_get_fabric_status_codes() {
         garbage.body
     );
 
+    // A well-formed later config block: linked by a hash, naming itself.
     let mut later = profile("gamma").genesis_block();
     if let Some(header) = later.header.as_mut() {
         header.number = 3;
+        header.previous_hash = Bytes::from(vec![1u8; 32]);
     }
+    later.metadata = Some(ordo::fabric::blockutil::orderer_metadata(3, Bytes::new()));
     let later = admin.join(later.encode_to_vec()).await.expect("join");
     assert_eq!(later.status, 400, "{}", later.body);
     assert!(later.body.contains("onboarding"), "{}", later.body);

@@ -114,7 +114,7 @@ async fn sigterm_on_the_binary_loses_no_acknowledged_envelope() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_damaged_store_stops_start_up_with_a_clear_error() {
+async fn a_damaged_store_fails_its_channel_with_a_clear_reason() {
     let mut node = TestNode::embedded().await;
     send_and_ack(&node, 10, "x").await;
     node.stop().await;
@@ -127,15 +127,21 @@ async fn a_damaged_store_stops_start_up_with_a_clear_error() {
         .expect("last payload present");
     bytes[at] = b'y';
     std::fs::write(&file, &bytes).expect("write block file");
-    let err = Node::start(node.config())
-        .await
-        .err()
-        .expect("start must fail");
-    let message = err.to_string();
+    // The node starts; the channel does not, and says why.
+    node.start().await;
+    let failed = node
+        .node
+        .as_ref()
+        .expect("running")
+        .registrar()
+        .failed_channel(CHANNEL)
+        .expect("the channel failed");
     assert!(
-        message.contains("damaged") && message.contains("mychannel"),
-        "{message}"
+        failed.reason.contains("damaged") && failed.reason.contains("mychannel"),
+        "{}",
+        failed.reason
     );
+    node.stop().await;
     // Nothing was truncated: the damaged block is still there for an operator to inspect.
     assert_eq!(std::fs::read(&file).expect("read").len(), bytes.len());
 }

@@ -12,7 +12,9 @@
 //!   [`ChannelPolicies`], the current config's compiled policies);
 //! - every name is one Fabric allows, every mod_policy a valid path;
 //! - the resulting config is a valid channel config that this orderer
-//!   supports, within the maintenance-mode rules ([`validate`]).
+//!   supports, within the maintenance-mode rules ([`validate`]);
+//! - the config block it makes can be read back as start-up reads it, and
+//!   every follower can fetch it ([`check_storable`]).
 //!
 //! The result is a CONFIG envelope (`ConfigEnvelope{config, last_update}`) at
 //! sequence + 1; ordering it in a block of its own is the chain's job.
@@ -25,16 +27,27 @@ pub mod validate;
 use bytes::Bytes;
 use prost::Message;
 
+use crate::fabric::blockutil;
 use crate::fabric::channelconfig::genesis::config_envelope;
 use crate::fabric::channelconfig::{keys, ChannelConfig};
+use crate::fabric::localconfig::DEFAULT_MAX_MESSAGE_BYTES;
 use crate::fabric::protos::common::{
-    ChannelHeader, Config, ConfigEnvelope, ConfigUpdate, ConfigUpdateEnvelope, Envelope,
-    HeaderType, Payload,
+    Block, ChannelHeader, Config, ConfigEnvelope, ConfigGroup, ConfigUpdate, ConfigUpdateEnvelope,
+    Envelope, HeaderType, Payload,
 };
 use crate::security::policies::{config_update_as_signed_data, PolicyError};
 use configmap::{flatten, rebuild, ConfigMap, ElementKey, Kind};
 
 pub use crate::security::policies::SignedData;
+
+/// The largest block every follower can fetch with Deliver: gRPC's message
+/// limit as Fabric sets it by default (`General.MaxSendMsgSize`, 100 MiB).
+pub const MAX_BLOCK_BYTES: usize = DEFAULT_MAX_MESSAGE_BYTES;
+
+/// What signing adds to a CONFIG envelope and its block after the checks:
+/// the orderer's creator certificate and nonce in the envelope and again in
+/// the block's SIGNATURES slot, two signatures, the block's own header.
+pub const SIGNING_ROOM: usize = 64 * 1024;
 
 /// Groups allowed directly under `/Channel`.
 const CHANNEL_GROUPS: [&str; 3] = [keys::ORDERER_GROUP, keys::APPLICATION_GROUP, "Consortiums"];
@@ -102,6 +115,13 @@ pub enum ConfigUpdateError {
     MigrationUnsupported { from: String, to: String },
     #[error("etcdraft consenter set changes are not supported by this orderer yet: {0}")]
     ConsenterSetChange(String),
+    /// The config block would not read back as start-up reads it (too deep
+    /// for the protobuf decoder, for one): ordering it would stop the
+    /// channel at the next start.
+    #[error("the config block this update makes could not be read back: {0}")]
+    Unreadable(String),
+    #[error("the config block this update makes is {size} bytes and exceeds the maximum a follower can fetch, {max} bytes")]
+    TooLarge { size: usize, max: usize },
 }
 
 /// Evaluates a modification policy against an update's signatures.
@@ -212,10 +232,78 @@ pub fn propose_config_update(
         .map_err(|e| ConfigUpdateError::InvalidResult(e.to_string()))?;
     validate::check_next_config(current, &next, &update)?;
     let envelope = config_envelope(&current.channel_id, config, Some(update_envelope.clone()));
+    check_storable(&envelope, &next, MAX_BLOCK_BYTES)?;
     Ok(ProposedConfig {
         envelope,
         config: next,
     })
+}
+
+/// Checks that the config block holding `envelope` is one the node can
+/// live with: encoded as the ledger stores it, decoded as start-up decodes
+/// it ([`ChannelConfig::from_config_block`]), it makes `expected` again; and,
+/// with room for the signatures still to come, it fits `max_block_bytes`.
+pub fn check_storable(
+    envelope: &Envelope,
+    expected: &ChannelConfig,
+    max_block_bytes: usize,
+) -> Result<(), ConfigUpdateError> {
+    // The block's number and previous hash are not known yet: the largest
+    // number and a full hash make it as large as it can be.
+    let block = blockutil::new_block(
+        u64::MAX,
+        Bytes::from(vec![0u8; 32]),
+        vec![envelope.encode_to_vec().into()],
+        u64::MAX,
+        Bytes::new(),
+    );
+    let stored = block.encode_to_vec();
+    let size = stored.len() + SIGNING_ROOM;
+    if size > max_block_bytes {
+        return Err(ConfigUpdateError::TooLarge {
+            size,
+            max: max_block_bytes,
+        });
+    }
+    let unreadable = |reason: String| {
+        // prost names every level it went through: say it in a line.
+        if reason.contains("recursion limit reached") {
+            let (depth, path) = expected
+                .config
+                .channel_group
+                .as_ref()
+                .map(|root| deepest_group(root, "/Channel"))
+                .unwrap_or_default();
+            return ConfigUpdateError::Unreadable(format!(
+                "the config nests too deeply for the protobuf decoder: {depth} groups down to {path}"
+            ));
+        }
+        ConfigUpdateError::Unreadable(reason)
+    };
+    let read = Block::decode(stored.as_slice()).map_err(|e| unreadable(e.to_string()))?;
+    let config = ChannelConfig::from_config_block(&read).map_err(|e| unreadable(e.to_string()))?;
+    if config.channel_id != expected.channel_id || config.config != expected.config {
+        return Err(unreadable(
+            "it reads back as a different config than the one validated".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// How many groups deep the deepest group under `group` is (`group` counts
+/// one), and its path.
+fn deepest_group(group: &ConfigGroup, path: &str) -> (usize, String) {
+    let mut deepest = (1, path.to_string());
+    let mut pending = vec![(group, 1, path.to_string())];
+    while let Some((group, depth, path)) = pending.pop() {
+        if depth > deepest.0 {
+            deepest = (depth, path.clone());
+        }
+        for (name, child) in &group.groups {
+            pending.push((child, depth + 1, format!("{path}/{name}")));
+        }
+    }
+    deepest
 }
 
 /// The CONFIG_UPDATE an ordered CONFIG envelope was made from, to re-check it

@@ -740,3 +740,149 @@ fn etcdraft_consenters_keep_their_places() {
         ));
     }
 }
+
+/// `from` with a chain of `depth` new groups under /Channel/Application,
+/// the deepest holding a policy (a policy nests one level more than a
+/// group, so the chain can reach any depth of the protobuf decoder).
+fn with_nested_groups(from: &Config, depth: usize) -> Config {
+    use crate::fabric::protos::common::{
+        implicit_meta_policy::Rule, policy::PolicyType, ConfigPolicy, ImplicitMetaPolicy, Policy,
+    };
+    let mut updated = from.clone();
+    let policy = ConfigPolicy {
+        version: 0,
+        policy: Some(Policy {
+            r#type: PolicyType::ImplicitMeta as i32,
+            value: ImplicitMetaPolicy {
+                sub_policy: keys::ADMINS.into(),
+                rule: Rule::Any as i32,
+            }
+            .encode_to_vec()
+            .into(),
+        }),
+        mod_policy: keys::ADMINS.into(),
+    };
+    let mut group = ConfigGroup {
+        policies: std::collections::HashMap::from([(keys::ADMINS.to_string(), policy)]),
+        mod_policy: keys::ADMINS.into(),
+        ..ConfigGroup::default()
+    };
+    for _ in 1..depth {
+        group = ConfigGroup {
+            groups: std::collections::HashMap::from([("Nested".to_string(), group)]),
+            mod_policy: keys::ADMINS.into(),
+            ..ConfigGroup::default()
+        };
+    }
+    updated
+        .channel_group
+        .as_mut()
+        .and_then(|root| root.groups.get_mut(keys::APPLICATION_GROUP))
+        .expect("application group")
+        .groups
+        .insert("Deep".into(), group);
+    updated
+}
+
+/// Whether protobuf bytes of `message` decode again (prost's recursion limit).
+fn decodes<M: Message + Default>(message: &M) -> bool {
+    M::decode(message.encode_to_vec().as_slice()).is_ok()
+}
+
+#[test]
+fn an_update_whose_config_would_not_decode_at_start_up_is_refused() {
+    let from = current();
+    // The config envelope nests one level deeper than the update: find the
+    // depths where the update still decodes and the config it makes does not.
+    let mut refused = 0;
+    for depth in 40..=52 {
+        let update = update_to(&from, &with_nested_groups(&from.config, depth));
+        let envelope = config_update_envelope(&update);
+        let update_decodes = decodes(&update);
+        let made = Config {
+            sequence: 1,
+            channel_group: with_nested_groups(&from.config, depth).channel_group,
+        };
+        let config_decodes = decodes(&ConfigEnvelope {
+            config: Some(made),
+            last_update: None,
+        });
+        let answer = propose_config_update(&from, &envelope, &ChannelPolicies);
+        match (update_decodes, config_decodes) {
+            (true, true) => {
+                let proposed = answer.expect("a config that reads back is accepted");
+                let block = blockutil::new_block(
+                    1,
+                    Bytes::from(vec![0u8; 32]),
+                    vec![proposed.envelope.encode_to_vec().into()],
+                    1,
+                    Bytes::new(),
+                );
+                let read = Block::decode(block.encode_to_vec().as_slice()).expect("block");
+                ChannelConfig::from_config_block(&read).expect("reads back at start-up");
+            }
+            (true, false) => {
+                let err = answer.expect_err("a config start-up could not read");
+                assert!(matches!(err, ConfigUpdateError::Unreadable(_)), "{err}");
+                assert_eq!(
+                    err.to_string(),
+                    format!(
+                        "the config block this update makes could not be read back: \
+                         the config nests too deeply for the protobuf decoder: \
+                         {} groups down to /Channel/Application/Deep{}",
+                        depth + 2,
+                        "/Nested".repeat(depth - 1)
+                    )
+                );
+                refused += 1;
+            }
+            (false, _) => {
+                // The update itself arrives as bytes and cannot be read:
+                // Broadcast refuses it before this point.
+            }
+        }
+    }
+    assert!(refused > 0, "some depth makes an unreadable config");
+}
+
+#[test]
+fn a_config_block_too_large_to_fetch_is_refused() {
+    let from = current();
+    let proposed = propose(&from, &batch_update(&from, 10)).expect("valid");
+    let size = proposed.envelope.encode_to_vec().len();
+    // Under a limit just below the block it makes, the same update is refused.
+    let err = check_storable(&proposed.envelope, &proposed.config, size + SIGNING_ROOM)
+        .expect_err("too large");
+    assert!(matches!(err, ConfigUpdateError::TooLarge { .. }), "{err}");
+    check_storable(
+        &proposed.envelope,
+        &proposed.config,
+        size + SIGNING_ROOM + 1024,
+    )
+    .expect("fits with room for the block around it");
+
+    // A value of 60 MiB makes a block of twice that (the config and the
+    // update it came from): more than a follower can fetch.
+    let mut updated = from.config.clone();
+    orderer_mut(&mut updated).values.insert(
+        "Huge".into(),
+        ConfigValue {
+            version: 0,
+            value: Bytes::from(vec![7u8; 60 * 1024 * 1024]),
+            mod_policy: keys::ADMINS.into(),
+        },
+    );
+    let update = update_to(&from, &updated);
+    let err = propose(&from, &update).expect_err("too large");
+    assert!(matches!(err, ConfigUpdateError::TooLarge { .. }), "{err}");
+}
+
+#[test]
+fn a_config_that_reads_back_differently_is_refused() {
+    let from = current();
+    let proposed = propose(&from, &batch_update(&from, 10)).expect("valid");
+    let mut other = proposed.config.clone();
+    other.config.sequence += 1;
+    let err = check_storable(&proposed.envelope, &other, MAX_BLOCK_BYTES).expect_err("differs");
+    assert!(matches!(err, ConfigUpdateError::Unreadable(_)), "{err}");
+}

@@ -1,6 +1,7 @@
 //! A channel: its handle (what Broadcast, Deliver and the admin API read),
 //! the supervisor of its actor tree, and what the tree's members share.
 
+pub mod fault;
 pub mod mailbox;
 mod supervisor;
 #[cfg(test)]
@@ -21,6 +22,7 @@ use crate::runtime::consensus::{ChainHandle, ChainStatus, InflightRoom, StatusPu
 use crate::runtime::ledger::{BlockStore, ConfigPublisher};
 use crate::runtime::metrics::ChannelMetrics;
 use crate::runtime::msgprocessor::RuleSet;
+use fault::WriteFaults;
 
 /// Where a channel's tree is in its life (the supervisor's view; what the
 /// chain itself is doing is its [`ChainStatus`]).
@@ -33,6 +35,10 @@ pub enum ChannelState {
         attempt: u32,
         reason: String,
     },
+    /// Its storage failed a write: Broadcast is refused, Deliver serves the
+    /// durable blocks, and the supervisor starts the tree again once the
+    /// storage takes writes.
+    StorageFault(String),
     /// Failed too often, or cannot start at all: no longer restarted.
     Errored(String),
     /// Stopped by a clean shutdown.
@@ -56,6 +62,10 @@ impl fmt::Display for ChannelState {
             ChannelState::Restarting { attempt, reason } => {
                 write!(f, "restarting (attempt {attempt}) after: {reason}")
             }
+            ChannelState::StorageFault(reason) => write!(
+                f,
+                "unavailable until its storage takes writes again: {reason}"
+            ),
             ChannelState::Errored(reason) => write!(f, "errored: {reason}"),
             ChannelState::Stopped => f.write_str("stopped"),
         }
@@ -77,6 +87,8 @@ pub struct ChannelHandle {
     inflight: InflightRoom,
     restarts: AtomicU32,
     metrics: Arc<ChannelMetrics>,
+    /// Write faults of the consenter's storage (the block store keeps its own).
+    faults: WriteFaults,
 }
 
 impl ChannelHandle {
@@ -104,6 +116,7 @@ impl ChannelHandle {
             inflight,
             restarts: AtomicU32::new(0),
             metrics,
+            faults: WriteFaults::default(),
         };
         (handle, publisher)
     }
@@ -165,6 +178,20 @@ impl ChannelHandle {
 
     pub fn subscribe_state(&self) -> watch::Receiver<ChannelState> {
         self.state.subscribe()
+    }
+
+    /// Why the channel's storage cannot be written, if it cannot: after the
+    /// first failed write nothing more is acknowledged.
+    pub fn write_fault(&self) -> Option<String> {
+        if let Some(reason) = self.store.fault() {
+            return Some(format!("ledger: {reason}"));
+        }
+        self.faults.current().map(|fault| fault.reason)
+    }
+
+    /// Where the consenter reports its storage's write faults.
+    pub fn faults(&self) -> &WriteFaults {
+        &self.faults
     }
 
     /// The in-flight room Broadcast takes before submitting.

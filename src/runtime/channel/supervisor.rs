@@ -12,6 +12,15 @@
 //! - [`Shutdown`] (from the registrar): halt the chain (pending batch
 //!   written), wait for the tree to stop, then stop. Answered when durable.
 //!
+//! A failure after which the channel's storage reports a write fault (the
+//! block store's, or the consenter's [`super::fault::WriteFaults`]) is not
+//! restarted blindly: the channel is [`ChannelState::StorageFault`] (Broadcast
+//! refused, Deliver serving what is durable) and, once the old tree is gone,
+//! the supervisor re-opens the store and proves the storage takes writes, on
+//! a growing back-off, before it starts the next tree. Those waits are not
+//! failures of the tree: they never make the channel errored; damage found
+//! while re-opening does.
+//!
 //! Each start is a new generation: reports from older ones are ignored. While
 //! the tree is down the channel handle has no chain: Broadcast answers
 //! SERVICE_UNAVAILABLE and Deliver streams end with SERVICE_UNAVAILABLE.
@@ -35,6 +44,10 @@ pub const MAX_RESTARTS: usize = 5;
 pub const RESTART_WINDOW: Duration = Duration::from_secs(60);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The longest wait between two checks of a storage that failed.
+const MAX_FAULT_BACKOFF: Duration = Duration::from_secs(10);
+/// The least room the storage must take again before the channel resumes.
+const MIN_PROBE_BYTES: u64 = 1024 * 1024;
 /// How long a clean stop waits for the tree's last member.
 const STOP_PATIENCE: Duration = Duration::from_secs(30);
 
@@ -67,6 +80,10 @@ pub struct ChannelSupervisor {
     /// The one pending back-off, if any: a new failure replaces it.
     pending_restart: Option<SpawnHandle>,
     shutting_down: bool,
+    /// The wait before the next check of a storage that failed.
+    fault_backoff: Duration,
+    /// A check of the storage is running.
+    probing: bool,
     /// Who waits for the old tree to be gone (a clean stop).
     stop_waiters: Vec<oneshot::Sender<()>>,
 }
@@ -90,6 +107,8 @@ impl ChannelSupervisor {
             failures: VecDeque::new(),
             pending_restart: None,
             shutting_down: false,
+            fault_backoff: FIRST_BACKOFF,
+            probing: false,
             stop_waiters: Vec::new(),
         }
     }
@@ -105,6 +124,10 @@ impl ChannelSupervisor {
         }
         if let Some(old) = self.winding_down {
             tracing::debug!(channel = %self.handle.id(), generation = old, "waiting for the old tree to stop before starting the next");
+            return;
+        }
+        if matches!(self.handle.state(), ChannelState::StorageFault(_)) {
+            self.probe_storage(ctx);
             return;
         }
         if let Err(reason) = self.try_start_tree(ctx) {
@@ -166,6 +189,7 @@ impl ChannelSupervisor {
             room: self.handle.inflight().clone(),
             status: self.handle.status_publisher().clone(),
             tree: tree.clone(),
+            faults: self.handle.faults().clone(),
         };
         let reporter = tree.reporter();
         drop(tree);
@@ -186,6 +210,12 @@ impl ChannelSupervisor {
                 // The tree failed or stopped while the chain was starting.
                 Ok(chain) => {
                     let _ = crate::runtime::channel::mailbox::post(&chain.abort, Abort);
+                }
+                Err(_) if current && act.handle.write_fault().is_some() => {
+                    act.stop_tree(ctx);
+                    if let Some(fault) = act.handle.write_fault() {
+                        act.storage_failed(fault, ctx);
+                    }
                 }
                 Err(e) if current => {
                     let reason = e.to_string();
@@ -239,6 +269,9 @@ impl ChannelSupervisor {
         if self.shutting_down || self.errored() {
             return;
         }
+        if let Some(fault) = self.handle.write_fault() {
+            return self.storage_failed(fault, ctx);
+        }
         let now = self.node.clock.now();
         self.failures.push_back(now);
         while self
@@ -263,6 +296,73 @@ impl ChannelSupervisor {
         self.handle
             .set_chain(None, ChannelState::Restarting { attempt, reason });
         self.schedule_restart(backoff, ctx);
+    }
+
+    /// The storage failed a write: the channel waits, unavailable, until it
+    /// takes writes again.
+    fn storage_failed(&mut self, fault: String, ctx: &mut Context<Self>) {
+        if matches!(self.handle.state(), ChannelState::StorageFault(_)) {
+            return;
+        }
+        let attempt = self.handle.count_restart();
+        tracing::error!(channel = %self.handle.id(), %fault, attempt, "the channel's storage failed a write; nothing more is acknowledged until it takes writes again");
+        self.handle
+            .set_chain(None, ChannelState::StorageFault(fault));
+        self.fault_backoff = FIRST_BACKOFF;
+        self.schedule_restart(FIRST_BACKOFF, ctx);
+    }
+
+    /// Re-opens the block store and proves every faulty storage takes
+    /// writes again (off the actor thread); starts the tree when it does.
+    fn probe_storage(&mut self, ctx: &mut Context<Self>) {
+        if self.probing {
+            return;
+        }
+        self.probing = true;
+        let store = self.handle.store().clone();
+        let faults = self.handle.faults().clone();
+        let config = self.handle.config();
+        let room = (2 * u64::from(config.batch_size.absolute_max_bytes)).max(MIN_PROBE_BYTES);
+        let check = tokio::task::spawn_blocking(move || -> Result<(), (String, bool)> {
+            if store.fault().is_some() {
+                store
+                    .reopen(room)
+                    .map_err(|e| (format!("ledger: {e}"), e.is_transient()))?;
+            }
+            if let Some(fault) = faults.current() {
+                super::fault::probe_dir(&fault.dir, room, fault.points)
+                    .map_err(|e| (format!("{} (checked again: {e})", fault.reason), true))?;
+                faults.clear();
+            }
+            Ok(())
+        });
+        ctx.spawn(check.into_actor(self).map(|result, act, ctx| {
+            act.probing = false;
+            if act.shutting_down {
+                return;
+            }
+            let outcome = result.unwrap_or_else(|e| Err((format!("storage check: {e}"), true)));
+            match outcome {
+                Ok(()) => {
+                    tracing::info!(channel = %act.handle.id(), "the channel's storage takes writes again; resuming");
+                    act.fault_backoff = FIRST_BACKOFF;
+                    act.handle.set_chain(None, ChannelState::Starting);
+                    act.start_tree(ctx);
+                }
+                Err((reason, true)) => {
+                    let backoff = (act.fault_backoff * 2).min(MAX_FAULT_BACKOFF);
+                    act.fault_backoff = backoff;
+                    tracing::warn!(channel = %act.handle.id(), %reason, ?backoff, "the channel's storage still fails; checking again later");
+                    act.handle
+                        .set_chain(None, ChannelState::StorageFault(reason));
+                    act.schedule_restart(backoff, ctx);
+                }
+                Err((reason, false)) => {
+                    tracing::error!(channel = %act.handle.id(), %reason, "the channel's storage cannot be re-opened; channel errored");
+                    act.handle.set_chain(None, ChannelState::Errored(reason));
+                }
+            }
+        }));
     }
 
     fn is_current(&self, generation: u64) -> bool {
@@ -484,6 +584,91 @@ mod tests {
         assert_eq!(handle.restarts(), 1);
         assert_eq!(handle.chain_status().status.as_str(), "active");
         order_one(&channel, b"after the restart").await;
+    }
+
+    /// Submits one envelope and runs the batch timer, without waiting for
+    /// the block.
+    #[cfg(feature = "failpoints")]
+    async fn submit_one(channel: &Supervised, data: &'static [u8]) {
+        let handle = &channel.handle;
+        let chain = handle.chain().expect("running");
+        let envelope = crate::fabric::envelopeutil::testing::transaction(
+            handle.id(),
+            bytes::Bytes::from_static(data),
+        )
+        .encode_to_vec();
+        let submit = Submit {
+            messages: vec![OrderedMessage {
+                size: envelope.len(),
+                envelope: envelope.into(),
+            }],
+            config_seq: handle.config().sequence,
+            permit: InflightPermit::default(),
+            received: std::time::Instant::now(),
+        };
+        assert_eq!(chain.submit.send(submit).await.expect("sent"), Ok(()));
+        eventually("the batch timer runs", || channel.clock.sleepers() > 0).await;
+        channel.clock.advance(handle.config().batch_timeout);
+    }
+
+    // The guard keeps other failpoint tests out for the whole test: a plain
+    // mutex held across awaits on purpose.
+    #[cfg(feature = "failpoints")]
+    #[allow(clippy::await_holding_lock)]
+    #[actix_rt::test]
+    async fn a_write_fault_keeps_the_channel_unavailable_until_the_disk_takes_writes() {
+        use crate::runtime::faults::{self, points};
+        let _only_this_test = faults::exclusive();
+        // The block that met the fault is lost when its record never became
+        // durable, and indexed again on re-open when only the index failed.
+        for (point, error, height) in [
+            (points::LEDGER_APPEND_WRITE, "ENOSPC", 3),
+            (points::LEDGER_APPEND_SYNC, "EIO", 3),
+            (points::LEDGER_APPEND_INDEX, "EIO", 4),
+            (points::LEDGER_APPEND_INDEX_FLUSH, "EMFILE", 4),
+        ] {
+            let channel = embedded("c1");
+            let handle = channel.handle.clone();
+            state_becomes(&handle, |s| *s == ChannelState::Active).await;
+            order_one(&channel, b"durable").await;
+            let scope = channel._dir.path().display().to_string();
+            faults::configure(point, &format!("return({error}@{scope})")).expect("failpoint");
+
+            submit_one(&channel, b"met the fault").await;
+            state_becomes(&handle, |s| matches!(s, ChannelState::StorageFault(_))).await;
+            let fault = handle.write_fault().expect("a write fault");
+            assert!(fault.contains("ledger"), "{point}: {fault}");
+            assert!(
+                handle.chain().is_err(),
+                "{point}: nothing accepts envelopes"
+            );
+            assert!(
+                handle.store().block(1).expect("read").is_some(),
+                "{point}: durable blocks stay readable"
+            );
+
+            // While the disk still fails, each check fails and the channel
+            // stays down.
+            let mut states = handle.subscribe_state();
+            for _ in 0..2 {
+                states.mark_unchanged();
+                channel.clock.advance(MAX_FAULT_BACKOFF);
+                let _ = tokio::time::timeout(Duration::from_secs(10), states.changed()).await;
+                assert!(
+                    matches!(handle.state(), ChannelState::StorageFault(_)),
+                    "{point}: {}",
+                    handle.state()
+                );
+            }
+
+            faults::configure(point, "off").expect("failpoint off");
+            channel.clock.advance(MAX_FAULT_BACKOFF);
+            state_becomes(&handle, |s| *s == ChannelState::Active).await;
+            assert!(handle.write_fault().is_none());
+            order_one(&channel, b"after the fault").await;
+            assert_chain_links(&handle);
+            assert_eq!(handle.store().height(), height, "{point}");
+        }
     }
 
     #[actix_rt::test]

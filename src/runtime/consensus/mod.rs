@@ -197,6 +197,10 @@ pub struct ChainSupport {
     /// holds a [`crate::runtime::channel::tree::ChildGuard`] from it, and reports
     /// failures through it.
     pub tree: TreeMembership,
+    /// Where the consenter reports a failed write of its own storage (the
+    /// Raft WAL): the channel then acknowledges nothing more until it
+    /// takes writes again.
+    pub faults: crate::runtime::channel::fault::WriteFaults,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -27,7 +27,11 @@ pub const RAFT_WAL_SEGMENT_CREATE: &str = "raft::wal::segment_create";
 pub const RAFT_WAL_SYNC_DIR: &str = "raft::wal::sync_dir";
 pub const RAFT_WAL_TRUNCATE: &str = "raft::wal::truncate";
 
-/// Every failpoint, for the crash matrix.
+// Not a storage step: between a failed ledger write and the LedgerActor's
+// report of it, so a test can hold the channel in that window (`sleep(ms)`).
+pub const LEDGER_FAILURE_REPORT: &str = "ledger::failure::report";
+
+/// Every failpoint of a storage step, for the crash matrix.
 pub const ALL: &[&str] = &[
     LEDGER_APPEND_WRITE,
     LEDGER_APPEND_SYNC,

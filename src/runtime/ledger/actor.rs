@@ -28,6 +28,7 @@ use crate::fabric::channelconfig::ChannelConfig;
 use crate::fabric::protos::common::Block;
 use crate::runtime::channel::mailbox::{Gone, Mailbox};
 use crate::runtime::channel::tree::ChildGuard;
+use crate::runtime::faults::{self, points};
 use crate::runtime::metrics::ChannelMetrics;
 
 /// Queue a block for durable append. Its number must continue the chain.
@@ -212,6 +213,11 @@ impl LedgerActor {
                 let _ = gate.release.recv();
             }
             let outcome = write_and_publish(&mut writer, &blocks, &publisher);
+            if outcome.is_err() {
+                // Tests hold the tree here to show that nothing is
+                // acknowledged between the fault and its report.
+                let _ = faults::check(points::LEDGER_FAILURE_REPORT, writer.store().dir());
+            }
             (writer, outcome)
         });
         ctx.spawn(write.into_actor(self).map(move |result, act, ctx| {

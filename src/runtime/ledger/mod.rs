@@ -92,3 +92,48 @@ fn sled_transient(error: &sled::Error) -> bool {
 fn io_transient(error: &std::io::Error) -> bool {
     error.kind() != std::io::ErrorKind::NotFound
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_faults_are_transient_and_damage_is_not() {
+        let io = |errno| LedgerError::File {
+            path: "blockfile_000000".into(),
+            source: std::io::Error::from_raw_os_error(errno),
+        };
+        for errno in [
+            libc::ENOSPC,
+            libc::EIO,
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::EDQUOT,
+        ] {
+            assert!(io(errno).is_transient(), "errno {errno}");
+        }
+        assert!(!io(libc::ENOENT).is_transient(), "a missing file is damage");
+        let sled_io = LedgerError::Index {
+            path: "index".into(),
+            source: sled::Error::Io(std::io::Error::from_raw_os_error(libc::EIO)),
+        };
+        assert!(sled_io.is_transient());
+        let faulted = LedgerError::Faulted {
+            channel: "c1".into(),
+            reason: "no space".into(),
+        };
+        assert!(faulted.is_transient());
+        let damaged = LedgerError::Damaged {
+            channel: "c1".into(),
+            block: 3,
+            reason: "a bad record".into(),
+        };
+        let out_of_order = LedgerError::OutOfOrder {
+            channel: "c1".into(),
+            got: 5,
+            reason: "expected block 4".into(),
+        };
+        assert!(!damaged.is_transient());
+        assert!(!out_of_order.is_transient());
+    }
+}

@@ -185,11 +185,17 @@ impl BroadcastStream {
         let header = msgprocessor::channel_header(&envelope).map_err(unknown)?;
         self.metrics.header_type(header.r#type);
         // Looked up for every envelope (a read lock), so a removed channel is gone at once.
-        let channel = self
-            .registrar
-            .channel(&header.channel_id)
-            .ok_or_else(|| Rejection::bad_request(msgprocessor::CHANNEL_DOES_NOT_EXIST))
-            .map_err(unknown)?;
+        let Some(channel) = self.registrar.channel(&header.channel_id) else {
+            // A channel that could not start is known, only not running.
+            let rejection = match self.registrar.failed_channel(&header.channel_id) {
+                Some(failed) => Rejection::service_unavailable(format!(
+                    "channel {} failed to start: {}",
+                    failed.id, failed.reason
+                )),
+                None => Rejection::bad_request(msgprocessor::CHANNEL_DOES_NOT_EXIST),
+            };
+            return Err(unknown(rejection));
+        };
         let id = channel.id().to_string();
         accept_on(channel, &header, envelope, self.registrar.signer()).map_err(|r| (id, r))
     }
@@ -204,6 +210,9 @@ impl BroadcastStream {
         // A channel that is down answers at once rather than after a wait for room.
         if let Err(reason) = run.channel.chain() {
             return self.unavailable(&run.channel, reason).await;
+        }
+        if let Some(fault) = run.channel.write_fault() {
+            return self.write_fault(&run.channel, fault).await;
         }
         // Submit in pieces that fit the room there is, so a run never waits
         // for more room than the channel can free: a pending batch below
@@ -269,6 +278,11 @@ impl BroadcastStream {
         };
         match answer {
             Ok(Ok(())) => {
+                // Accepted by the chain, but the storage failed since: what
+                // was accepted may never be written, so it is not acknowledged.
+                if let Some(fault) = channel.write_fault() {
+                    return self.write_fault(&channel, fault).await;
+                }
                 self.metrics.answered(Status::Success.as_str_name(), count);
                 for _ in 0..count {
                     if !self.respond(Status::Success, String::new()).await {
@@ -293,6 +307,14 @@ impl BroadcastStream {
                 self.unavailable(&channel, reason).await
             }
         }
+    }
+
+    async fn write_fault(&mut self, channel: &ChannelHandle, fault: String) -> bool {
+        let reason = format!(
+            "channel {} cannot write its storage ({fault}); it resumes once the storage takes writes again",
+            channel.id()
+        );
+        self.unavailable(channel, reason).await
     }
 
     async fn unavailable(&mut self, channel: &ChannelHandle, reason: String) -> bool {

@@ -43,6 +43,7 @@
 //! node leads again).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -57,7 +58,7 @@ use tokio_stream::wrappers::WatchStream;
 use super::membership::Membership;
 use super::options::RaftOptions;
 use super::proposer::{Propose, ProposerHandle, ProposerOwner, ProposerStopped};
-use super::storage::{PersistBatch, RaftStorage};
+use super::storage::{PersistBatch, RaftStorage, StorageError};
 use super::transport::{ForwardedSubmit, RaftTransport, Step, TransportEvent};
 use crate::fabric::blockutil;
 use crate::fabric::channelconfig::ChannelConfig;
@@ -65,6 +66,7 @@ use crate::fabric::configtx::PolicyEvaluator;
 use crate::fabric::protos::common::{Block, ChannelHeader, Envelope, HeaderType, Payload};
 use crate::fabric::protos::orderer::SubmitRequest;
 use crate::runtime::blockcutter::{Ordered, OrderedConfig, OrderedMessage};
+use crate::runtime::channel::fault::{ProbePoints, WriteFaults};
 use crate::runtime::channel::mailbox::Mailbox;
 use crate::runtime::channel::tree::{ChildGuard, TreeMembership};
 use crate::runtime::clock::Clock;
@@ -74,6 +76,7 @@ use crate::runtime::consensus::{
     InflightPermit, InflightRoom, ParticipationStatus, PermitsByBlock, StatusPublisher, Submit,
     SubmitError,
 };
+use crate::runtime::faults::points;
 use crate::runtime::ledger::{BlockStore, LedgerHandle};
 use crate::runtime::metrics::ChannelMetrics;
 use crate::runtime::msgprocessor::RuleSet;
@@ -100,7 +103,22 @@ pub struct RaftChainParts {
     pub signer: Arc<SigningIdentity>,
     pub clock: Clock,
     pub tree: TreeMembership,
+    /// Where a failed WAL write is reported, and the WAL's folder.
+    pub faults: WriteFaults,
+    pub wal_dir: PathBuf,
 }
+
+/// Whether a WAL error is the disk refusing a write (the channel waits for
+/// it to take writes again) rather than damage or a bug.
+pub fn is_write_fault(error: &StorageError) -> bool {
+    matches!(error, StorageError::Io { .. } | StorageError::Failed { .. })
+}
+
+/// What a check of the WAL's folder passes through after a fault.
+pub const WAL_PROBE: ProbePoints = ProbePoints {
+    write: points::RAFT_WAL_WRITE,
+    sync: points::RAFT_WAL_SYNC,
+};
 
 /// Raft's clock: one tick.
 #[derive(Message)]
@@ -157,6 +175,9 @@ struct Leadership {
 }
 
 pub struct RaftChain {
+    /// Raised at the first failed WAL write: nothing more is acknowledged.
+    faults: WriteFaults,
+    wal_dir: PathBuf,
     channel_id: String,
     id: u64,
     node: RawNode<RaftStorage>,
@@ -258,6 +279,8 @@ impl RaftChain {
             clock: parts.clock,
             guard: parts.tree.member("chain"),
             tree: parts.tree,
+            faults: parts.faults,
+            wal_dir: parts.wal_dir,
             role: ChainRole::Follower,
             leader: None,
             persisting: false,
@@ -359,12 +382,22 @@ impl RaftChain {
         let storage = self.storage.clone();
         let token = self.tree.token();
         let started = Instant::now();
+        let faults = self.faults.clone();
+        let wal_dir = self.wal_dir.clone();
         let persist = tokio::task::spawn_blocking(move || {
             let _token = token;
-            storage.persist(PersistBatch {
+            let persisted = storage.persist(PersistBatch {
                 entries,
                 hard_state,
-            })
+            });
+            // Raised here, before the actor hears of it, so Broadcast stops
+            // acknowledging at once.
+            if let Err(e) = &persisted {
+                if is_write_fault(e) {
+                    faults.raise(format!("Raft WAL: {e}"), &wal_dir, WAL_PROBE);
+                }
+            }
+            persisted
         });
         ctx.spawn(persist.into_actor(self).map(move |persisted, act, ctx| {
             act.persisting = false;

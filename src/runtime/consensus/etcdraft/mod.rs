@@ -96,9 +96,17 @@ async fn start(
     let snap_dir = node.snap_dir.join(&channel);
     let voters = membership.ids();
     let token = support.tree.token();
+    let faults = support.faults.clone();
+    let opened_dir = wal_dir.clone();
     let storage = tokio::task::spawn_blocking(move || {
         let _token = token;
-        RaftStorage::open(&wal_dir, &snap_dir, &voters, StorageOptions::default())
+        let opened = RaftStorage::open(&opened_dir, &snap_dir, &voters, StorageOptions::default());
+        if let Err(e) = &opened {
+            if chain::is_write_fault(e) {
+                faults.raise(format!("Raft WAL: {e}"), &opened_dir, chain::WAL_PROBE);
+            }
+        }
+        opened
     })
     .await
     .map_err(start_error)?
@@ -151,6 +159,8 @@ async fn start(
         signer: node.signer.clone(),
         clock: node.clock.clone(),
         tree: support.tree,
+        faults: support.faults,
+        wal_dir,
     };
     let mut context = context;
     let chain = RaftChain::new(parts, transport, &mut context);

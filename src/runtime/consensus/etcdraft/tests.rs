@@ -420,3 +420,60 @@ async fn a_restarted_tree_rejoins_from_its_wal_and_ledger() {
     let envelopes = cluster.same_chain_everywhere();
     assert_eq!(envelopes.len(), 2);
 }
+
+// The guard keeps other failpoint tests out for the whole test: a plain
+// mutex held across awaits on purpose.
+#[cfg(feature = "failpoints")]
+#[allow(clippy::await_holding_lock)]
+#[actix_rt::test]
+async fn a_wal_write_fault_takes_one_node_down_until_its_disk_takes_writes() {
+    use crate::runtime::faults::{self, points};
+    let _only_this_test = faults::exclusive();
+    let cluster = Cluster::start(3, 1, 5);
+    let leader = cluster.leader().await;
+    let follower = (1..=3).find(|&id| id != leader).expect("follower");
+    cluster.submit(leader, "before").await.expect("ordered");
+    cluster.heights_reach(&[1, 2, 3], 2).await;
+
+    let scope = cluster.node(follower)._dir.path().display().to_string();
+    faults::configure(points::RAFT_WAL_SYNC, &format!("return(EIO@{scope})")).expect("failpoint");
+    cluster.submit(leader, "during").await.expect("ordered");
+    cluster
+        .run_until("the follower's WAL fault takes it down", |c| {
+            matches!(
+                c.node(follower).handle.state(),
+                ChannelState::StorageFault(_)
+            )
+        })
+        .await;
+    let fault = cluster
+        .node(follower)
+        .handle
+        .write_fault()
+        .expect("a write fault");
+    assert!(fault.contains("WAL"), "{fault}");
+    // The two others are a majority: they go on.
+    let others: Vec<u64> = (1..=3).filter(|&id| id != follower).collect();
+    cluster
+        .submit(leader, "still ordered")
+        .await
+        .expect("ordered");
+    cluster.heights_reach(&others, 4).await;
+    assert!(
+        matches!(
+            cluster.node(follower).handle.state(),
+            ChannelState::StorageFault(_)
+        ),
+        "it stays down while its disk fails"
+    );
+
+    faults::configure(points::RAFT_WAL_SYNC, "off").expect("failpoint off");
+    cluster
+        .run_until("the follower resumes", |c| {
+            c.node(follower).handle.state() == ChannelState::Active
+        })
+        .await;
+    cluster.heights_reach(&[1, 2, 3], 4).await;
+    let envelopes = cluster.same_chain_everywhere();
+    assert_eq!(envelopes.len(), 3);
+}

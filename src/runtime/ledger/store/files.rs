@@ -82,7 +82,14 @@ pub(super) fn read_record(file: &File, offset: u64, file_len: u64) -> io::Result
 /// Makes the creations, renames and removals in `dir` durable, checking the
 /// failpoint `point` first.
 pub(super) fn sync_dir(point: &str, dir: &Path) -> io::Result<()> {
-    faults::check(point, dir)?;
+    sync_dir_for(point, dir, dir)
+}
+
+/// Syncs `dir` to make the rename or creation of `entry` in it durable. The
+/// failpoint is checked for `entry`, so a failpoint scoped to a channel's
+/// folder meets the sync of `chains/` that creates or removes it.
+pub(super) fn sync_dir_for(point: &str, dir: &Path, entry: &Path) -> io::Result<()> {
+    faults::check(point, entry)?;
     File::open(dir)?.sync_all()?;
     journal::dir_synced(dir);
     Ok(())
@@ -107,9 +114,10 @@ pub(super) fn cut(point: &str, path: &Path, len: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// Renames `from` to `to` (the caller syncs the folder).
+/// Renames `from` to `to` (the caller syncs the folder). The failpoint is
+/// checked for `to`.
 pub(super) fn rename(point: &str, from: &Path, to: &Path) -> io::Result<()> {
-    faults::check(point, from)?;
+    faults::check(point, to)?;
     std::fs::rename(from, to)?;
     journal::renamed(from, to);
     Ok(())

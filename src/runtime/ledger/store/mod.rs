@@ -39,6 +39,8 @@ mod writer;
 
 #[cfg(all(test, feature = "failpoints"))]
 mod fault_tests;
+#[cfg(test)]
+mod testing;
 
 pub use factory::LedgerFactory;
 pub use writer::BlockWriter;
@@ -149,6 +151,19 @@ struct Inner {
     fault: Mutex<Option<String>>,
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let index = self
+            .index
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(db) = index {
+            index::close_index(db, &self.dir.join(INDEX_DIR));
+        }
+    }
+}
+
 impl BlockStore {
     fn new(dir: PathBuf, channel: &str, max_file_bytes: u64) -> BlockStore {
         let (height, _) = watch::channel(0);
@@ -210,6 +225,11 @@ impl BlockStore {
                 .fault()
                 .unwrap_or_else(|| "the block index is closed".into()),
         }
+    }
+
+    /// The channel's folder (its block files and index).
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
     }
 
     pub fn channel(&self) -> &str {

@@ -24,6 +24,15 @@ pub(super) struct Recovered {
     pub(super) end: Location,
 }
 
+/// Why a store is being opened: a new channel's index is built from its
+/// genesis block as a matter of course, anything else recovered is worth a
+/// warning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Opening {
+    Created,
+    Existing,
+}
+
 /// Why a record past the index is not the block that continues the chain.
 struct BadRecord {
     reason: String,
@@ -38,6 +47,7 @@ impl BlockStore {
         dir: PathBuf,
         channel: &str,
         max_file_bytes: u64,
+        opening: Opening,
     ) -> Result<BlockStore, LedgerError> {
         let store = BlockStore::new(dir, channel, max_file_bytes);
         let path = store.index_path();
@@ -45,7 +55,7 @@ impl BlockStore {
             path: path.display().to_string(),
             source,
         })?;
-        let recovered = match store.recover_with(&db) {
+        let recovered = match store.recover_with(&db, opening) {
             Ok(recovered) => recovered,
             Err(error) => {
                 close_index(db, &path);
@@ -62,12 +72,16 @@ impl BlockStore {
 
     /// Checks the indexed tail and indexes what follows it in the block
     /// files; with an empty index, indexes the whole chain.
-    pub(super) fn recover_with(&self, db: &sled::Db) -> Result<Recovered, LedgerError> {
+    pub(super) fn recover_with(
+        &self,
+        db: &sled::Db,
+        opening: Opening,
+    ) -> Result<Recovered, LedgerError> {
         let indexed = self.check_indexed_tail(db)?;
-        if indexed.is_none() {
+        if indexed.is_none() && opening == Opening::Existing {
             tracing::warn!(channel = %self.inner.channel, "the block index is missing or empty; indexing the block files again");
         }
-        self.index_unindexed(db, indexed)
+        self.index_unindexed(db, indexed, opening)
     }
 
     /// The tip and end of the indexed chain after checking its last two
@@ -126,6 +140,7 @@ impl BlockStore {
         &self,
         db: &sled::Db,
         indexed: Option<(ChainTip, Location)>,
+        opening: Opening,
     ) -> Result<Recovered, LedgerError> {
         let dir = &self.inner.dir;
         let rebuilding = indexed.is_none();
@@ -196,7 +211,9 @@ impl BlockStore {
         }
         if recovered > 0 {
             db.flush().map_err(|e| self.index_error(e))?;
-            tracing::warn!(channel = %self.inner.channel, blocks = recovered, height = tip.height, "indexed blocks that were written but not indexed");
+            if opening == Opening::Existing {
+                tracing::warn!(channel = %self.inner.channel, blocks = recovered, height = tip.height, "indexed blocks that were written but not indexed");
+            }
         }
         self.set_aside_files_after(number)?;
         let end = last.ok_or_else(|| self.damaged(0, "the block files hold no block"))?;
@@ -336,4 +353,154 @@ fn aside_path(path: &Path) -> PathBuf {
         .map(|n| path.with_file_name(format!("{name}.aside-{n}")))
         .find(|candidate| !candidate.exists())
         .unwrap_or_else(|| path.with_file_name(format!("{name}.aside")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{
+        append_acknowledged, append_to_file, block_after, genesis, next, record, valid_chain,
+    };
+    use super::super::{LedgerFactory, CHAINS_DIR, INDEX_DIR};
+    use super::*;
+
+    /// A channel with genesis and two blocks, its folder, and its tip.
+    fn three_blocks(dir: &Path, max_file_bytes: u64) -> (PathBuf, ChainTip) {
+        let factory = LedgerFactory::open(dir)
+            .expect("open")
+            .with_max_file_bytes(max_file_bytes);
+        let store = factory.create_store("c1", &genesis("c1")).expect("create");
+        append_acknowledged(&store, &[next(&store, b"first payload")]);
+        append_acknowledged(&store, &[next(&store, b"second payload")]);
+        (dir.join(CHAINS_DIR).join("c1"), store.tip())
+    }
+
+    fn open(dir: &Path) -> Result<BlockStore, LedgerError> {
+        LedgerFactory::open(dir).expect("open").open_store("c1")
+    }
+
+    #[test]
+    fn a_missing_or_empty_index_is_built_again_from_the_block_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (chain, tip) = three_blocks(dir.path(), 600);
+        assert!(file_path(&chain, 1).exists(), "more than one block file");
+        let stored = valid_chain(&open(dir.path()).expect("open"));
+
+        std::fs::remove_dir_all(chain.join(INDEX_DIR)).expect("remove index");
+        let store = open(dir.path()).expect("rebuilt");
+        assert_eq!(store.tip(), tip);
+        assert_eq!(valid_chain(&store), stored);
+        drop(store);
+
+        std::fs::remove_dir_all(chain.join(INDEX_DIR)).expect("remove index");
+        let empty = open_index(&chain.join(INDEX_DIR)).expect("empty index");
+        empty.flush().expect("flush");
+        drop(empty);
+        let store = open(dir.path()).expect("rebuilt");
+        assert_eq!(store.tip(), tip);
+        assert_eq!(valid_chain(&store), stored);
+    }
+
+    #[test]
+    fn rebuilding_checks_every_block() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (chain, _) = three_blocks(dir.path(), 64 * 1024 * 1024);
+        std::fs::remove_dir_all(chain.join(INDEX_DIR)).expect("remove index");
+        let path = file_path(&chain, 0);
+        let mut bytes = std::fs::read(&path).expect("read");
+        // Block 1's payload, in the middle of the file.
+        let at = bytes
+            .windows(13)
+            .position(|w| w == b"first payload")
+            .expect("payload present");
+        bytes[at] = b'F';
+        std::fs::write(&path, &bytes).expect("write");
+        let error = open(dir.path()).err().expect("damaged");
+        assert!(error.to_string().contains("damaged at block 1"), "{error}");
+        assert!(!error.is_transient());
+    }
+
+    #[test]
+    fn a_block_file_that_does_not_continue_the_chain_is_moved_aside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (chain, tip) = three_blocks(dir.path(), 64 * 1024 * 1024);
+        // A failed rollover's empty file, and a file of blocks from elsewhere.
+        std::fs::write(file_path(&chain, 1), b"").expect("write");
+        let stranger = block_after(
+            &ChainTip {
+                height: 7,
+                last_hash: Bytes::from_static(b"elsewhere"),
+                last_config: 0,
+            },
+            b"x",
+        );
+        std::fs::write(file_path(&chain, 2), record(&stranger)).expect("write");
+        let store = open(dir.path()).expect("open");
+        assert_eq!(store.tip(), tip);
+        assert_eq!(block_files(&chain).expect("list"), vec![0]);
+        assert!(chain.join("blockfile_000002.aside-0").exists());
+        drop(store);
+
+        // Later rollovers start files of their own.
+        let factory = LedgerFactory::open(dir.path())
+            .expect("open")
+            .with_max_file_bytes(1);
+        let store = factory.open_store("c1").expect("open");
+        append_acknowledged(&store, &[next(&store, b"c")]);
+        append_acknowledged(&store, &[next(&store, b"d")]);
+        drop(store);
+        let store = factory.open_store("c1").expect("open");
+        assert_eq!(valid_chain(&store).len(), 5);
+    }
+
+    #[test]
+    fn a_next_block_file_that_continues_the_chain_is_followed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (chain, tip) = three_blocks(dir.path(), 64 * 1024 * 1024);
+        // A rollover that was written and synced but not indexed.
+        let block = block_after(&tip, b"c");
+        std::fs::write(file_path(&chain, 1), record(&block)).expect("write");
+        let store = open(dir.path()).expect("open");
+        assert_eq!(store.height(), 4);
+        assert_eq!(store.block(3).expect("read"), Some(block));
+    }
+
+    #[test]
+    fn records_past_the_index_are_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (chain, tip) = three_blocks(dir.path(), 64 * 1024 * 1024);
+        let path = file_path(&chain, 0);
+        let good_len = std::fs::metadata(&path).expect("meta").len();
+        let mut bad_hash = block_after(&tip, b"c");
+        if let Some(header) = bad_hash.header.as_mut() {
+            header.data_hash = Bytes::from_static(b"not the hash");
+        }
+
+        // Last in the file: a write that never completed, cut off.
+        append_to_file(&path, &record(&bad_hash));
+        let store = open(dir.path()).expect("open");
+        assert_eq!(store.tip(), tip);
+        assert_eq!(std::fs::metadata(&path).expect("meta").len(), good_len);
+        drop(store);
+
+        // Followed by a good block: damage in the middle, reported.
+        append_to_file(&path, &record(&bad_hash));
+        append_to_file(&path, &record(&block_after(&tip, b"c")));
+        let error = open(dir.path()).err().expect("damaged");
+        assert!(error.to_string().contains("damaged at block 3"), "{error}");
+        assert!(!error.is_transient());
+    }
+
+    #[test]
+    fn a_whole_block_in_the_wrong_place_is_damage() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (chain, tip) = three_blocks(dir.path(), 64 * 1024 * 1024);
+        let mut ahead = tip.clone();
+        ahead.height += 1;
+        append_to_file(&file_path(&chain, 0), &record(&block_after(&ahead, b"d")));
+        let error = open(dir.path()).err().expect("damaged");
+        assert!(
+            error.to_string().contains("where block 3 belongs"),
+            "{error}"
+        );
+    }
 }

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 
 use super::files::{self, block_files, file_path};
 use super::index::{close_index, open_index};
+use super::recovery::Opening;
 use super::{lock, read_lock, write_lock, BlockStore};
 use crate::runtime::faults::{self, points};
 use crate::runtime::ledger::LedgerError;
@@ -145,7 +146,7 @@ impl BlockStore {
         })?;
         // Whatever recovery finds, published blocks are read through the
         // new index from now on.
-        let recovered = self.recover_with(&db);
+        let recovered = self.recover_with(&db, Opening::Existing);
         *index = Some(db);
         drop(index);
         let recovered = recovered?;
@@ -205,59 +206,4 @@ fn write_probe(path: &Path, room: u64) -> std::io::Result<()> {
     }
     faults::check(points::LEDGER_APPEND_SYNC, path)?;
     file.sync_all()
-}
-
-#[cfg(all(test, feature = "failpoints"))]
-mod tests {
-    use super::*;
-    use crate::fabric::blockutil;
-    use crate::fabric::channelconfig::genesis::GenesisProfile;
-    use crate::fabric::protos::common::Block;
-    use crate::runtime::ledger::LedgerFactory;
-    use bytes::Bytes;
-
-    fn next(store: &BlockStore) -> Block {
-        let tip = store.tip();
-        blockutil::new_block(
-            tip.height,
-            tip.last_hash,
-            vec![Bytes::from_static(b"tx")],
-            tip.last_config,
-            Bytes::new(),
-        )
-    }
-
-    #[test]
-    fn a_failed_append_faults_the_store_until_it_is_reopened() {
-        let _only_me = faults::exclusive();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let scope = dir.path().display().to_string();
-        let factory = LedgerFactory::open(dir.path()).expect("open");
-        let genesis = GenesisProfile::embedded("c1", vec![]).genesis_block();
-        let store = factory.create_store("c1", &genesis).expect("create");
-        let mut writer = store.writer().expect("writer");
-        faults::configure(
-            points::LEDGER_APPEND_SYNC,
-            &format!("return(ENOSPC@{scope})"),
-        )
-        .expect("configure");
-        let failed = writer.append(&[next(&store)]);
-        assert!(failed.expect_err("injected").is_transient());
-        assert!(store.fault().expect("faulted").contains("No space left"));
-        let refused = writer.append(&[next(&store)]).expect_err("refused");
-        assert!(matches!(refused, LedgerError::Faulted { .. }), "{refused}");
-        assert!(matches!(
-            store.reopen(1024),
-            Err(LedgerError::WriterBusy(_))
-        ));
-        drop(writer);
-        assert!(store.reopen(1024).is_err(), "the disk still fails");
-        faults::configure(points::LEDGER_APPEND_SYNC, "off").expect("off");
-        store.reopen(1024).expect("reopen");
-        assert_eq!(store.fault(), None);
-        let mut writer = store.writer().expect("writer");
-        writer.append(&[next(&store)]).expect("append after reopen");
-        writer.publish();
-        assert!(store.block(store.height() - 1).expect("read").is_some());
-    }
 }

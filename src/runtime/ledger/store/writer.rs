@@ -260,7 +260,10 @@ impl BlockWriter {
     /// Appends blocks durably (records synced, index flushed). They are not
     /// served until [`BlockWriter::publish`]: whatever must be in place before a
     /// reader sees them (a new channel config) goes first. Blocks must
-    /// continue the chain. Blocking: call it from a blocking task.
+    /// continue the chain. After a failed write, sync or index update the
+    /// store is faulted and this refuses at once (`LedgerError::Faulted`)
+    /// until [`BlockStore::reopen`] succeeds. Blocking: call it from a
+    /// blocking task.
     pub fn append(&mut self, blocks: &[Block]) -> Result<(), LedgerError> {
         self.store.append_durable(blocks)
     }

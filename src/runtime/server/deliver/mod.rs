@@ -338,7 +338,8 @@ fn unavailable(state: &ChannelState, best_effort: bool) -> Option<String> {
     let serves = if best_effort {
         !matches!(state, ChannelState::Stopped)
     } else {
-        state.serves()
+        // A channel whose storage failed still serves what is durable.
+        state.serves() || matches!(state, ChannelState::StorageFault(_))
     };
     (!serves).then(|| format!("channel is {state}"))
 }

@@ -28,7 +28,7 @@ pub use update::validate_update_envelope;
 use crate::fabric::protos::common::{Block, Envelope, Status};
 use crate::runtime::channel::{ChannelHandle, ChannelState};
 use crate::runtime::consensus::ConsensusRelation;
-use crate::runtime::registrar::{Registrar, RegistrarError};
+use crate::runtime::registrar::{FailedChannel, Registrar, RegistrarError};
 
 /// The API's root; a GET there is redirected to the channel list.
 pub const BASE_PATH: &str = "/participation/v1/";
@@ -331,6 +331,21 @@ fn channel_info(channel: &ChannelHandle) -> ChannelInfo {
     }
 }
 
+/// A channel whose ledger or config could not be read at start-up: Fabric's
+/// status "failed". Its relation is not known without its config; "other"
+/// is Fabric's word for a relation that is neither consenter nor follower.
+fn failed_channel_info(channel: &FailedChannel) -> ChannelInfo {
+    ChannelInfo {
+        name: channel.id.clone(),
+        url: url(&channel.id),
+        consensus_relation: "other".into(),
+        status: crate::runtime::consensus::ParticipationStatus::Failed
+            .as_str()
+            .into(),
+        height: channel.height.unwrap_or(0),
+    }
+}
+
 /// 201 with the channel's info, its URL in `Location`.
 fn created(info: &ChannelInfo) -> Response {
     let mut response = json(StatusCode::CREATED, info);
@@ -344,9 +359,10 @@ async fn list(State(api): State<Participation>, headers: HeaderMap) -> Response 
     if let Err(refusal) = negotiate(&headers) {
         return refusal.into_response();
     }
-    let channels: Vec<ChannelInfoShort> = api
-        .registrar
-        .channel_ids()
+    let mut names = api.registrar.channel_ids();
+    names.extend(api.registrar.failed_channels().into_iter().map(|c| c.id));
+    names.sort();
+    let channels: Vec<ChannelInfoShort> = names
         .into_iter()
         .map(|name| ChannelInfoShort {
             url: url(&name),
@@ -367,8 +383,11 @@ async fn info(
     if let Err(refusal) = negotiate(&headers).and_then(|()| check_channel_id(&name)) {
         return refusal.into_response();
     }
-    match api.registrar.channel(&name) {
-        Some(channel) => fresh_json(&channel_info(&channel)),
+    if let Some(channel) = api.registrar.channel(&name) {
+        return fresh_json(&channel_info(&channel));
+    }
+    match api.registrar.failed_channel(&name) {
+        Some(failed) => fresh_json(&failed_channel_info(&failed)),
         None => error(StatusCode::NOT_FOUND, "channel does not exist"),
     }
 }
@@ -405,7 +424,8 @@ async fn join(State(api): State<Participation>, headers: HeaderMap, body: Body) 
         Ok(block) => block,
         Err(refusal) => return refusal,
     };
-    if let Err(e) = validate_join_block(&block) {
+    if let Err(e) = validate_join_block(&block, api.registrar.max_block_bytes()) {
+        tracing::warn!(error = %e, "join refused: invalid join block");
         return error(StatusCode::BAD_REQUEST, format!("invalid join block: {e}"));
     }
     let registrar = api.registrar.clone();
