@@ -50,9 +50,9 @@ const DEFAULT_RUNS_PER_POINT: usize = 3;
 
 /// Rounds of extra runs for the points no planned run crashed at. A
 /// recovery's point is met only when the crash before it left work for the
-/// recovery (a torn record: about one power cut in three), so a few
-/// rounds may be needed.
-const TOP_UP_ROUNDS: usize = 12;
+/// recovery (a torn record: about one power cut in three), so several
+/// rounds may be needed; each is one short run per point still missed.
+const TOP_UP_ROUNDS: usize = 30;
 
 /// A bound on anything a run waits for, never a wait in itself.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -174,14 +174,19 @@ fn plan(seed: u64, run: usize, point: &'static str, skip: Option<u64>) -> Plan {
     } else {
         Crash::PowerLoss
     };
-    let skip = skip.unwrap_or_else(|| rng.random_range(0..skip_bound(point)));
     let preparers = prepared_by(point);
+    // A recovery after one crash meets its point once or not at all.
+    let skip = match preparers.is_empty() {
+        true => skip.unwrap_or_else(|| rng.random_range(0..skip_bound(point))),
+        false => 0,
+    };
     let before = if !preparers.is_empty() {
         let (point, crash) = preparers[rng.random_range(0..preparers.len())];
         Some(Fault {
             point,
             crash,
-            skip: rng.random_range(0..skip_bound(point)),
+            // Early, so that the load surely gets there.
+            skip: rng.random_range(0..skip_bound(point).min(8)),
         })
     } else if rng.random_bool(0.125) {
         // Now and then a crash during the recovery of another one.
