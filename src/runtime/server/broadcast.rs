@@ -285,6 +285,11 @@ impl BroadcastStream {
                 }
                 self.metrics.answered(Status::Success.as_str_name(), count);
                 for _ in 0..count {
+                    // Answers wait on a slow client: a fault raised
+                    // meanwhile stops the rest.
+                    if let Some(fault) = channel.write_fault() {
+                        return self.write_fault(&channel, fault).await;
+                    }
                     if !self.respond(Status::Success, String::new()).await {
                         return false;
                     }
