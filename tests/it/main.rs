@@ -14,6 +14,7 @@ mod consenter;
 mod crypto;
 mod deliver;
 mod etcdraft_cluster;
+mod hostile_load;
 mod node_config;
 mod operations;
 mod participation;
