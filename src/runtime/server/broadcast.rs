@@ -395,8 +395,12 @@ fn filtered(
     envelope: &Envelope,
     makes: Option<Arc<ChannelConfig>>,
 ) -> Result<Accepted, Rejection> {
+    // Measured, not encoded, for the size rule: an envelope over
+    // AbsoluteMaxBytes is refused without a copy of it.
+    channel
+        .filters()
+        .apply(envelope, envelope.encoded_len(), config)?;
     let encoded = envelope.encode_to_vec();
-    channel.filters().apply(envelope, encoded.len(), config)?;
     Ok(accepted(channel, config, envelope, encoded, makes))
 }
 
