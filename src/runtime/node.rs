@@ -269,13 +269,14 @@ impl ListenerLimits {
             .map(|_| config.operations_http.max_connections);
         let requested = [Some(grpc), cluster, admin, operations];
         let present: Vec<usize> = requested.iter().flatten().copied().collect();
-        let fitted = match connections::open_file_limit() {
+        let open_files = connections::open_file_limit();
+        let fitted = match open_files {
             Some(files) => connections::fit_to_open_file_limit(&present, files),
             None => present.clone(),
         };
         if fitted != present {
             tracing::warn!(
-                open_files = connections::open_file_limit(),
+                open_files,
                 reserved = connections::RESERVED_FILE_DESCRIPTORS,
                 requested = ?present,
                 lowered_to = ?fitted,

@@ -40,8 +40,9 @@ pub const RESERVED_FILE_DESCRIPTORS: usize = 256;
 pub enum Refusal {
     /// Nothing (TLS listeners: there is no session to say it in).
     Close,
-    /// HTTP/2: the server's SETTINGS, then GOAWAY ENHANCE_YOUR_CALM; gRPC
-    /// clients see UNAVAILABLE.
+    /// HTTP/2: the server's SETTINGS, then GOAWAY REFUSED_STREAM (nothing
+    /// was processed: retry, here later or elsewhere); gRPC clients see
+    /// UNAVAILABLE.
     Http2,
     /// HTTP/1.1: `503 Service Unavailable`.
     Http1,
@@ -59,13 +60,13 @@ impl Refusal {
     }
 }
 
-/// An empty SETTINGS frame, then GOAWAY (last stream 0, ENHANCE_YOUR_CALM)
+/// An empty SETTINGS frame, then GOAWAY (last stream 0, REFUSED_STREAM)
 /// with "too many connections" as its debug data.
 const REFUSAL_HTTP2: &[u8] = &[
     0, 0, 0, 4, 0, 0, 0, 0, 0, // SETTINGS, empty
     0, 0, 28, 7, 0, 0, 0, 0, 0, // GOAWAY, 8 + 20 bytes, stream 0
     0, 0, 0, 0, // last stream id
-    0, 0, 0, 0x0b, // ENHANCE_YOUR_CALM
+    0, 0, 0, 0x07, // REFUSED_STREAM
     b't', b'o', b'o', b' ', b'm', b'a', b'n', b'y', b' ', b'c', b'o', b'n', b'n', b'e', b'c', b't',
     b'i', b'o', b'n', b's',
 ];

@@ -734,6 +734,61 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_beyond_the_limit_and_silent_handshakes_are_dropped() {
+        use tokio::io::AsyncReadExt;
+        let ca = TestCa::new("tlsca");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let shutdown = CancellationToken::new();
+        let limit = ConnectionLimit::new("test", 1);
+        let incoming = TlsIncoming::limited(
+            listener,
+            server_tls(&ca, &[], ClientAuth::None),
+            limit.clone(),
+            Duration::from_millis(200),
+            shutdown.clone(),
+        );
+        tokio::spawn(
+            Server::builder()
+                .add_service(HealthServer::new(Recorder::default()))
+                .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned()),
+        );
+        // A client that never starts its handshake is dropped in time.
+        let mut silent = TcpStream::connect(address).await.expect("connect");
+        let mut seen = Vec::new();
+        silent.read_to_end(&mut seen).await.expect("closed");
+        assert!(seen.is_empty());
+        while limit.open() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        // One connection held: the next is closed before any handshake.
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca.pem()))
+            .domain_name("localhost");
+        let held = Endpoint::from_shared(format!("https://{address}"))
+            .expect("endpoint")
+            .tls_config(tls)
+            .expect("client TLS")
+            .connect()
+            .await
+            .expect("the first connection");
+        HealthClient::new(held.clone())
+            .check(HealthCheckRequest::default())
+            .await
+            .expect("served");
+        assert_eq!(limit.open(), 1);
+        check(address, &ca, None).await.expect_err("over the limit");
+        assert!(limit.refused() >= 1);
+        drop(held);
+        while limit.open() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        check(address, &ca, None).await.expect("room again");
+        shutdown.cancel();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn optional_client_auth_and_no_trusted_cas() {
         let ca = TestCa::new("tlsca");
         let client = ca.leaf(&["client"]);
