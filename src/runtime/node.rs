@@ -15,7 +15,6 @@ use std::time::Duration;
 use actix_rt::{Arbiter, ArbiterHandle, System};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
@@ -26,12 +25,15 @@ use crate::runtime::consensus::etcdraft::transport::SharedTransportFactory;
 use crate::runtime::consensus::{BlockPullerFactory, Consenters, NodeIdentity, NodeResources};
 use crate::runtime::metrics::Metrics;
 use crate::runtime::registrar::{Registrar, RegistrarError};
+use crate::runtime::server::connections::{self, ConnectionLimit};
 use crate::runtime::server::deliver::access::DeliverAccess;
 use crate::runtime::server::operations::HealthChecks;
-use crate::runtime::server::tls::{ListenerTls, TlsError, TlsIncoming, TlsSettings};
+use crate::runtime::server::receive::{Budgeted, ReceiveBudget};
+use crate::runtime::server::tls::{ListenerTls, TlsError, TlsSettings};
 use crate::runtime::server::trust::ChannelTlsTrust;
 use crate::runtime::server::{
-    grpc_server, operations, participation, serve_http, serve_https, AtomicBroadcastService,
+    grpc_incoming, grpc_incoming_tls, grpc_server, operations, participation, serve_http,
+    serve_https, AtomicBroadcastService,
 };
 use crate::security::signer::{local_signer, SignerError, SigningIdentity};
 
@@ -201,11 +203,13 @@ async fn stop_grpc_server(server: tokio::task::JoinHandle<Result<(), tonic::tran
 
 /// The cluster's own listener: mutual TLS, trusting `General.Cluster.RootCAs`
 /// and the TLS CAs of every channel's organizations.
+#[allow(clippy::too_many_arguments)]
 async fn serve_cluster(
     cluster: &Cluster,
     address: &str,
     tls: Arc<ListenerTls>,
     config: &NodeConfig,
+    limits: &ListenerLimits,
     registrar: &Arc<Registrar>,
     shutdown: &CancellationToken,
 ) -> Result<
@@ -222,13 +226,81 @@ async fn serve_cluster(
     let listener = TcpListener::bind(address).await.map_err(listen_error)?;
     let local = listener.local_addr().map_err(listen_error)?;
     registrar.observe(Arc::new(ChannelTlsTrust::new(tls.clone())));
-    let incoming = TlsIncoming::new(listener, tls, shutdown.clone());
-    let router = grpc_server(&config.grpc).add_service(cluster.service(true, shutdown.clone()));
+    let limit = limits
+        .cluster
+        .clone()
+        .unwrap_or_else(|| limits.grpc.clone());
+    let incoming = grpc_incoming_tls(listener, tls, &config.grpc, limit, shutdown.clone());
+    let router = grpc_server(&config.grpc).add_service(Budgeted::new(
+        cluster.service(true, shutdown.clone()),
+        limits.receiving.clone(),
+    ));
     let stopped = shutdown.clone().cancelled_owned();
     Ok((
         local,
         tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped)),
     ))
+}
+
+/// What the listeners may hold: connections each, and the bytes of large
+/// messages being received by all of them.
+struct ListenerLimits {
+    grpc: ConnectionLimit,
+    /// The cluster's own listener, when it has one.
+    cluster: Option<ConnectionLimit>,
+    admin: ConnectionLimit,
+    operations: ConnectionLimit,
+    receiving: ReceiveBudget,
+}
+
+impl ListenerLimits {
+    /// The configured limits, lowered together when the process may not
+    /// open that many files (the ledger keeps its share).
+    fn of(config: &NodeConfig) -> ListenerLimits {
+        let grpc = config.grpc.max_connections;
+        let cluster = config.cluster.listener.is_some().then_some(grpc);
+        let admin = config
+            .admin_address
+            .as_ref()
+            .map(|_| config.admin_http.max_connections);
+        let operations = config
+            .operations_address
+            .as_ref()
+            .map(|_| config.operations_http.max_connections);
+        let requested = [Some(grpc), cluster, admin, operations];
+        let present: Vec<usize> = requested.iter().flatten().copied().collect();
+        let open_files = connections::open_file_limit();
+        let fitted = match open_files {
+            Some(files) => connections::fit_to_open_file_limit(&present, files),
+            None => present.clone(),
+        };
+        if fitted != present {
+            tracing::warn!(
+                open_files,
+                reserved = connections::RESERVED_FILE_DESCRIPTORS,
+                requested = ?present,
+                lowered_to = ?fitted,
+                "the listeners' connection limits (General.MaxConnections, Admin.MaxConnections, \
+                 Operations.MaxConnections) exceed what the process may open: lowered"
+            );
+        }
+        let mut fitted = fitted.into_iter();
+        let mut next = |wanted: Option<usize>| wanted.map(|w| fitted.next().unwrap_or(w));
+        let grpc = next(Some(grpc)).unwrap_or(grpc);
+        let cluster = next(cluster);
+        let admin = next(admin).unwrap_or(config.admin_http.max_connections);
+        let operations = next(operations).unwrap_or(config.operations_http.max_connections);
+        ListenerLimits {
+            grpc: ConnectionLimit::new("grpc", grpc),
+            cluster: cluster.map(|max| ConnectionLimit::new("cluster", max)),
+            admin: ConnectionLimit::new("admin", admin),
+            operations: ConnectionLimit::new("operations", operations),
+            receiving: ReceiveBudget::new(
+                config.grpc.max_receiving_bytes,
+                config.grpc.max_recv_msg_size,
+            ),
+        }
+    }
 }
 
 /// A started node. Stop it with [`Node::shutdown`].
@@ -384,6 +456,7 @@ impl Node {
             }
         };
         let shutdown = CancellationToken::new();
+        let limits = ListenerLimits::of(&config);
         let deliver_access = DeliverAccess {
             time_window: config.authentication_time_window,
             // As Fabric: requests are bound to their TLS session when the
@@ -398,22 +471,37 @@ impl Node {
         let (grpc_health, health_service) = tonic_health::server::health_reporter();
         let router = grpc_server(&config.grpc)
             .add_service(health_service)
-            .add_service(service.into_server_with(&config.grpc))
-            .add_optional_service(
-                own_cluster_listener
-                    .is_none()
-                    .then(|| cluster.service(main_tls.is_some(), shutdown.clone())),
-            );
+            .add_service(Budgeted::new(
+                service.into_server_with(&config.grpc),
+                limits.receiving.clone(),
+            ))
+            .add_optional_service(own_cluster_listener.is_none().then(|| {
+                Budgeted::new(
+                    cluster.service(main_tls.is_some(), shutdown.clone()),
+                    limits.receiving.clone(),
+                )
+            }));
         let stopped = shutdown.clone().cancelled_owned();
         let server = match &main_tls {
             Some(tls) => {
                 // Client certificates from every channel organization's TLS CAs.
                 registrar.observe(Arc::new(ChannelTlsTrust::new(tls.clone())));
-                let incoming = TlsIncoming::new(listener, tls.clone(), shutdown.clone());
+                let incoming = grpc_incoming_tls(
+                    listener,
+                    tls.clone(),
+                    &config.grpc,
+                    limits.grpc.clone(),
+                    shutdown.clone(),
+                );
                 tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
             }
             None => {
-                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                let incoming = grpc_incoming(
+                    listener,
+                    &config.grpc,
+                    limits.grpc.clone(),
+                    shutdown.clone(),
+                );
                 tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
             }
         };
@@ -430,6 +518,7 @@ impl Node {
                     listener.address.as_str(),
                     tls,
                     &config,
+                    &limits,
                     &registrar,
                     &shutdown,
                 )
@@ -457,7 +546,14 @@ impl Node {
                 config.max_join_body_bytes,
                 shutdown.clone(),
             );
-            listeners.push(("admin", address.clone(), router, admin_tls.clone()));
+            listeners.push((
+                "admin",
+                address.clone(),
+                router,
+                admin_tls.clone(),
+                config.admin_http,
+                limits.admin.clone(),
+            ));
         }
         if let Some(address) = &config.operations_address {
             let router = operations::router(
@@ -465,15 +561,24 @@ impl Node {
                 health_checks.clone(),
                 operations_tls.is_some(),
             );
-            listeners.push(("operations", address.clone(), router, operations_tls));
+            listeners.push((
+                "operations",
+                address.clone(),
+                router,
+                operations_tls,
+                config.operations_http,
+                limits.operations.clone(),
+            ));
         }
         let mut admin_addr = None;
         let mut operations_addr = None;
-        for (name, address, router, tls) in listeners {
+        for (name, address, router, tls, settings, limit) in listeners {
             let secure = tls.is_some();
             let served = match tls {
-                Some(tls) => serve_https(router, &address, tls, shutdown.clone()).await,
-                None => serve_http(router, &address, shutdown.clone()).await,
+                Some(tls) => {
+                    serve_https(router, &address, tls, &settings, limit, shutdown.clone()).await
+                }
+                None => serve_http(router, &address, &settings, limit, shutdown.clone()).await,
             };
             match served {
                 Ok((local, task)) => {

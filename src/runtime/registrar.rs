@@ -282,9 +282,13 @@ impl Registrar {
     async fn remove_ledger(&self, id: &str) -> Result<(), RegistrarError> {
         let factory = self.factory.clone();
         let channel = id.to_string();
-        tokio::task::spawn_blocking(move || factory.remove_store(&channel))
-            .await
-            .map_err(|e| RegistrarError::Removal(e.to_string()))??;
+        let node = self.node.clone();
+        tokio::task::spawn_blocking(move || {
+            factory.remove_store(&channel)?;
+            remove_consenter_storage(&node, &channel)
+        })
+        .await
+        .map_err(|e| RegistrarError::Removal(e.to_string()))??;
         self.metrics.forget_channel(id);
         tracing::info!(channel = %id, "channel removed with its ledger");
         Ok(())
@@ -303,6 +307,9 @@ impl Registrar {
         {
             return Err(RegistrarError::ChannelExists(config.channel_id));
         }
+        // What a removal interrupted by a crash left of an earlier channel of
+        // this name (its Raft WAL) must not be replayed into the new one.
+        remove_consenter_storage(&self.node, &config.channel_id)?;
         let store = self.factory.create_store(&config.channel_id, genesis)?;
         tracing::info!(channel = %config.channel_id, consensus = %config.consensus_type, "channel created from genesis block");
         Ok(self.start_channel(store, config))
@@ -499,4 +506,25 @@ async fn follow_errored(
             return;
         }
     }
+}
+
+/// Deletes a channel's consenter storage (its Raft WAL and snapshot
+/// folders), after its ledger is gone or before a channel of the same name
+/// is created: a WAL left behind would be replayed into the new channel.
+fn remove_consenter_storage(node: &NodeResources, channel: &str) -> Result<(), RegistrarError> {
+    for dir in [node.wal_dir.join(channel), node.snap_dir.join(channel)] {
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {
+                tracing::info!(%channel, dir = %dir.display(), "removed the channel's consenter storage");
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(RegistrarError::Removal(format!(
+                    "cannot remove {}: {e}",
+                    dir.display()
+                )))
+            }
+        }
+    }
+    Ok(())
 }

@@ -16,6 +16,7 @@ mod crash_matrix;
 mod crypto;
 mod deliver;
 mod etcdraft_cluster;
+mod hostile_load;
 mod node_config;
 mod operations;
 mod participation;

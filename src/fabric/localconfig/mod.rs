@@ -12,7 +12,14 @@ pub mod sections;
 mod support;
 
 pub use duration::parse_go_duration;
-pub use support::{GrpcServerSettings, MetricsProvider, DEFAULT_MAX_MESSAGE_BYTES};
+pub use support::{
+    GrpcServerSettings, HttpServerSettings, MetricsProvider, DEFAULT_MAX_MESSAGE_BYTES,
+};
+use support::{
+    DEFAULT_HTTP_MAX_CONNECTIONS, DEFAULT_HTTP_READ_HEADER_TIMEOUT, DEFAULT_HTTP_READ_TIMEOUT,
+    DEFAULT_HTTP_WRITE_TIMEOUT, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_RECEIVING_BYTES,
+};
 
 use std::path::{Path, PathBuf};
 
@@ -102,6 +109,16 @@ pub struct Admin {
     /// `ClientRootCAs`, as Fabric requires.
     #[serde(rename = "TLS")]
     pub tls: Tls,
+    /// Ordo's own: how long a client may take to send a request's headers,
+    /// and how long a connection may wait for its next request.
+    pub read_header_timeout: String,
+    /// How long a client may take to send a whole request, body included.
+    pub read_timeout: String,
+    /// How long an answer may wait for the client to take it.
+    pub write_timeout: String,
+    /// Connections served at once; more are answered 503 (or closed, with
+    /// TLS) at once.
+    pub max_connections: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -122,6 +139,11 @@ pub struct Operations {
     /// when TLS is on.
     #[serde(rename = "TLS")]
     pub tls: Tls,
+    /// Ordo's own, as under `Admin`.
+    pub read_header_timeout: String,
+    pub read_timeout: String,
+    pub write_timeout: String,
+    pub max_connections: u32,
 }
 
 impl Default for Admin {
@@ -129,6 +151,10 @@ impl Default for Admin {
         Admin {
             listen_address: "127.0.0.1:9443".into(),
             tls: Tls::default(),
+            read_header_timeout: DEFAULT_HTTP_READ_HEADER_TIMEOUT.into(),
+            read_timeout: DEFAULT_HTTP_READ_TIMEOUT.into(),
+            write_timeout: DEFAULT_HTTP_WRITE_TIMEOUT.into(),
+            max_connections: DEFAULT_HTTP_MAX_CONNECTIONS,
         }
     }
 }
@@ -147,6 +173,10 @@ impl Default for Operations {
         Operations {
             listen_address: "127.0.0.1:8443".into(),
             tls: Tls::default(),
+            read_header_timeout: DEFAULT_HTTP_READ_HEADER_TIMEOUT.into(),
+            read_timeout: DEFAULT_HTTP_READ_TIMEOUT.into(),
+            write_timeout: DEFAULT_HTTP_WRITE_TIMEOUT.into(),
+            max_connections: DEFAULT_HTTP_MAX_CONNECTIONS,
         }
     }
 }
@@ -173,8 +203,18 @@ pub struct General {
     /// Bytes (or a size such as "100 MB"); zero or empty: 100 MiB.
     pub max_recv_msg_size: String,
     pub max_send_msg_size: String,
-    /// A duration; only zero (unset) is supported.
+    /// How long a new connection may take to finish its TLS handshake and
+    /// send HTTP/2's preface (a duration; zero or empty: 5s, as Fabric).
     pub connection_timeout: String,
+    /// Ordo's own: gRPC connections served at once on each gRPC listener;
+    /// more are closed at once (zero: 1024).
+    pub max_connections: u32,
+    /// Ordo's own: streams a client may open at once on one gRPC connection
+    /// (HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS; zero: 100).
+    pub max_concurrent_streams: u32,
+    /// Ordo's own: a gRPC connection without a stream for this long is
+    /// closed with a GOAWAY (a duration; zero or empty: 5m).
+    pub connection_idle_timeout: String,
     /// Fabric 1.x names of BootstrapMethod and BootstrapFile, read when
     /// those are empty.
     pub genesis_method: String,
@@ -286,6 +326,9 @@ pub struct Backpressure {
     pub max_inflight_envelopes: u32,
     /// A size ("100 MB", "512 KB", or bytes).
     pub max_inflight_bytes: String,
+    /// Bytes of large gRPC messages being received at once by the whole
+    /// node (a size; zero or empty: 512 MB).
+    pub max_receiving_bytes: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -317,6 +360,9 @@ impl Default for General {
             max_recv_msg_size: DEFAULT_MAX_MESSAGE_BYTES.to_string(),
             max_send_msg_size: DEFAULT_MAX_MESSAGE_BYTES.to_string(),
             connection_timeout: String::new(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            connection_idle_timeout: "5m".into(),
             genesis_method: String::new(),
             genesis_file: String::new(),
             profile: sections::Profile::default(),
@@ -330,6 +376,7 @@ impl Default for Backpressure {
         Backpressure {
             max_inflight_envelopes: 2048,
             max_inflight_bytes: DEFAULT_MAX_INFLIGHT_BYTES.into(),
+            max_receiving_bytes: DEFAULT_MAX_RECEIVING_BYTES.into(),
         }
     }
 }
@@ -377,9 +424,14 @@ pub struct NodeConfig {
     pub operations_address: Option<String>,
     /// Operations.TLS, if enabled.
     pub operations_tls: Option<ServerTls>,
+    /// The admin listener's limits (Admin.ReadHeaderTimeout, ...).
+    pub admin_http: HttpServerSettings,
+    /// The operations listener's limits (Operations.ReadHeaderTimeout, ...).
+    pub operations_http: HttpServerSettings,
     /// The node's signing identity.
     pub local_msp: LocalMsp,
-    /// General.Keepalive, General.MaxRecvMsgSize and General.MaxSendMsgSize.
+    /// General.Keepalive, General.MaxRecvMsgSize, General.MaxSendMsgSize
+    /// and the gRPC listeners' connection limits.
     pub grpc: GrpcServerSettings,
     /// Metrics.Provider.
     pub metrics_provider: MetricsProvider,
@@ -627,6 +679,8 @@ impl NodeConfig {
             max_join_body_bytes,
             operations_address: address(&raw.operations.listen_address),
             operations_tls: operations_tls(&raw.operations.tls, base_dir)?,
+            admin_http: settings.admin_http,
+            operations_http: settings.operations_http,
             listen_address,
             bootstrap_method,
             bootstrap_file,
@@ -1276,6 +1330,16 @@ mod tests {
                 ("ORDERER_GENERAL_AUTHENTICATION_TIMEWINDOW", "1h30m"),
                 ("ORDERER_GENERAL_AUTHENTICATION_NOEXPIRATIONCHECKS", "true"),
                 ("ORDERER_METRICS_PROVIDER", "disabled"),
+                ("ORDERER_GENERAL_KEEPALIVE_SERVERMININTERVAL", "10s"),
+                ("ORDERER_GENERAL_CONNECTIONTIMEOUT", "3s"),
+                ("ORDERER_GENERAL_MAXCONNECTIONS", "10"),
+                ("ORDERER_GENERAL_MAXCONCURRENTSTREAMS", "7"),
+                ("ORDERER_GENERAL_CONNECTIONIDLETIMEOUT", "1m"),
+                ("ORDERER_GENERAL_BACKPRESSURE_MAXRECEIVINGBYTES", "64 MB"),
+                ("ORDERER_ADMIN_READHEADERTIMEOUT", "1s"),
+                ("ORDERER_ADMIN_MAXCONNECTIONS", "3"),
+                ("ORDERER_OPERATIONS_READTIMEOUT", "4s"),
+                ("ORDERER_OPERATIONS_WRITETIMEOUT", "5s"),
             ]),
         )
         .expect("loads");
@@ -1286,6 +1350,29 @@ mod tests {
                 max_send_msg_size: 2 << 20,
                 keepalive_interval: Duration::from_secs(30),
                 keepalive_timeout: Duration::from_secs(2),
+                keepalive_min_interval: Duration::from_secs(10),
+                connection_timeout: Duration::from_secs(3),
+                max_connections: 10,
+                max_concurrent_streams: 7,
+                connection_idle_timeout: Duration::from_secs(60),
+                max_receiving_bytes: 64 << 20,
+            }
+        );
+        let defaults = HttpServerSettings::default();
+        assert_eq!(
+            cfg.admin_http,
+            HttpServerSettings {
+                read_header_timeout: Duration::from_secs(1),
+                max_connections: 3,
+                ..defaults
+            }
+        );
+        assert_eq!(
+            cfg.operations_http,
+            HttpServerSettings {
+                read_timeout: Duration::from_secs(4),
+                write_timeout: Duration::from_secs(5),
+                ..defaults
             }
         );
         assert_eq!(cfg.authentication_time_window, Duration::from_secs(5400));
@@ -1299,10 +1386,15 @@ mod tests {
                 ("ORDERER_GENERAL_KEEPALIVE_SERVERINTERVAL", "0"),
                 ("ORDERER_GENERAL_MAXRECVMSGSIZE", "0"),
                 ("ORDERER_GENERAL_AUTHENTICATION_TIMEWINDOW", "0s"),
+                ("ORDERER_GENERAL_CONNECTIONTIMEOUT", "0"),
+                ("ORDERER_GENERAL_MAXCONNECTIONS", "0"),
+                ("ORDERER_GENERAL_BACKPRESSURE_MAXRECEIVINGBYTES", "0"),
+                ("ORDERER_ADMIN_WRITETIMEOUT", "0s"),
             ]),
         )
         .expect("loads");
         assert_eq!(cfg.grpc, GrpcServerSettings::default());
+        assert_eq!(cfg.admin_http, HttpServerSettings::default());
         assert_eq!(cfg.authentication_time_window, Duration::from_secs(900));
     }
 
@@ -1313,11 +1405,6 @@ mod tests {
                 "ORDERER_GENERAL_THROTTLING_RATE",
                 "1000",
                 "General.Throttling.Rate",
-            ),
-            (
-                "ORDERER_GENERAL_KEEPALIVE_SERVERMININTERVAL",
-                "10s",
-                "General.Keepalive.ServerMinInterval",
             ),
             (
                 "ORDERER_GENERAL_BCCSP_DEFAULT",
@@ -1346,11 +1433,6 @@ mod tests {
                 "Debug.BroadcastTraceDir",
             ),
             (
-                "ORDERER_GENERAL_CONNECTIONTIMEOUT",
-                "5s",
-                "General.ConnectionTimeout",
-            ),
-            (
                 "ORDERER_GENERAL_TLS_TLSHANDSHAKETIMESHIFT",
                 "1h",
                 "General.TLS.TLSHandshakeTimeShift",
@@ -1377,6 +1459,21 @@ mod tests {
                 "General.MaxRecvMsgSize",
             ),
             ("ORDERER_METRICS_PROVIDER", "graphite", "Metrics.Provider"),
+            (
+                "ORDERER_GENERAL_CONNECTIONIDLETIMEOUT",
+                "a while",
+                "General.ConnectionIdleTimeout",
+            ),
+            (
+                "ORDERER_GENERAL_BACKPRESSURE_MAXRECEIVINGBYTES",
+                "8 GB",
+                "General.Backpressure.MaxReceivingBytes",
+            ),
+            (
+                "ORDERER_OPERATIONS_READHEADERTIMEOUT",
+                "later",
+                "Operations.ReadHeaderTimeout",
+            ),
             (
                 "ORDERER_GENERAL_CLUSTER_DIALTIMEOUT",
                 "5",

@@ -14,11 +14,25 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 100 * 1024 * 1024;
 const DEFAULT_KEEPALIVE_MIN_INTERVAL: Duration = Duration::from_secs(60);
 const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2 * 60 * 60);
 const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Fabric's `General.ConnectionTimeout` when zero or absent.
+const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// `General.Authentication.TimeWindow` when zero or absent.
 const DEFAULT_TIME_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// Ordo's own connection limits when zero or absent.
+pub(super) const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
+pub(super) const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 100;
+const DEFAULT_CONNECTION_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+pub(super) const DEFAULT_MAX_RECEIVING_BYTES: &str = "512 MB";
+/// The HTTP listeners' limits when zero or absent; the read and write
+/// timeouts are those of Fabric's operations server.
+pub(super) const DEFAULT_HTTP_READ_HEADER_TIMEOUT: &str = "10s";
+pub(super) const DEFAULT_HTTP_READ_TIMEOUT: &str = "10s";
+pub(super) const DEFAULT_HTTP_WRITE_TIMEOUT: &str = "2m";
+pub(super) const DEFAULT_HTTP_MAX_CONNECTIONS: u32 = 64;
 
-/// How the AtomicBroadcast gRPC server is set up (`General.Keepalive`,
-/// `General.MaxRecvMsgSize`, `General.MaxSendMsgSize`).
+/// How the gRPC listeners are set up (`General.Keepalive`,
+/// `General.MaxRecvMsgSize`, `General.MaxSendMsgSize`,
+/// `General.ConnectionTimeout` and Ordo's connection limits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GrpcServerSettings {
     /// Largest message a client may send; larger ones end the stream with
@@ -31,6 +45,22 @@ pub struct GrpcServerSettings {
     /// How long a ping may go unanswered before the connection is closed
     /// (`ServerTimeout`).
     pub keepalive_timeout: Duration,
+    /// A client pinging more often than this (more than twice in a row) is
+    /// sent GOAWAY `too_many_pings` and disconnected (`ServerMinInterval`).
+    pub keepalive_min_interval: Duration,
+    /// How long a connection may take to finish its TLS handshake and send
+    /// HTTP/2's preface (`ConnectionTimeout`).
+    pub connection_timeout: Duration,
+    /// Connections served at once on a gRPC listener (`MaxConnections`).
+    pub max_connections: usize,
+    /// Streams at once on one connection (`MaxConcurrentStreams`).
+    pub max_concurrent_streams: u32,
+    /// A connection without a stream for this long is closed
+    /// (`ConnectionIdleTimeout`).
+    pub connection_idle_timeout: Duration,
+    /// Bytes of large messages being received at once by the whole node
+    /// (`Backpressure.MaxReceivingBytes`).
+    pub max_receiving_bytes: usize,
 }
 
 impl Default for GrpcServerSettings {
@@ -40,6 +70,38 @@ impl Default for GrpcServerSettings {
             max_send_msg_size: DEFAULT_MAX_MESSAGE_BYTES,
             keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            keepalive_min_interval: DEFAULT_KEEPALIVE_MIN_INTERVAL,
+            connection_timeout: DEFAULT_CONNECTION_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS as usize,
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            connection_idle_timeout: DEFAULT_CONNECTION_IDLE_TIMEOUT,
+            max_receiving_bytes: 512 << 20,
+        }
+    }
+}
+
+/// The limits of an HTTP listener (`Admin.*`, `Operations.*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpServerSettings {
+    /// Time to send a request's headers, and the longest wait for the next
+    /// request on a kept-alive connection (`ReadHeaderTimeout`); also the
+    /// TLS handshake's limit.
+    pub read_header_timeout: Duration,
+    /// Time to send a whole request, body included (`ReadTimeout`).
+    pub read_timeout: Duration,
+    /// How long a write may wait for the client to read (`WriteTimeout`).
+    pub write_timeout: Duration,
+    /// Connections served at once (`MaxConnections`).
+    pub max_connections: usize,
+}
+
+impl Default for HttpServerSettings {
+    fn default() -> Self {
+        HttpServerSettings {
+            read_header_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(120),
+            max_connections: DEFAULT_HTTP_MAX_CONNECTIONS as usize,
         }
     }
 }
@@ -57,6 +119,8 @@ pub enum MetricsProvider {
 #[derive(Debug, Clone)]
 pub(super) struct Settings {
     pub grpc: GrpcServerSettings,
+    pub admin_http: HttpServerSettings,
+    pub operations_http: HttpServerSettings,
     pub metrics_provider: MetricsProvider,
     pub authentication_time_window: Duration,
     /// `General.Cluster.DialTimeout` (zero or absent: 5s).
@@ -68,23 +132,6 @@ pub(super) struct Settings {
 pub(super) fn check(raw: &OrdererConfig) -> Result<Settings, ConfigError> {
     let g = &raw.general;
 
-    let min_interval = or_default(
-        duration(
-            "General.Keepalive.ServerMinInterval",
-            &g.keepalive.server_min_interval,
-        )?,
-        DEFAULT_KEEPALIVE_MIN_INTERVAL,
-    );
-    if min_interval != DEFAULT_KEEPALIVE_MIN_INTERVAL {
-        return Err(unsupported(
-            "General.Keepalive.ServerMinInterval",
-            format!(
-                "{:?}: Ordo's gRPC server cannot refuse clients that ping more often than a given \
-                 interval, so only Fabric's default, 60s, is accepted",
-                g.keepalive.server_min_interval
-            ),
-        ));
-    }
     let grpc = GrpcServerSettings {
         max_recv_msg_size: message_size("General.MaxRecvMsgSize", &g.max_recv_msg_size)?,
         max_send_msg_size: message_size("General.MaxSendMsgSize", &g.max_send_msg_size)?,
@@ -102,13 +149,55 @@ pub(super) fn check(raw: &OrdererConfig) -> Result<Settings, ConfigError> {
             )?,
             DEFAULT_KEEPALIVE_TIMEOUT,
         ),
+        keepalive_min_interval: or_default(
+            duration(
+                "General.Keepalive.ServerMinInterval",
+                &g.keepalive.server_min_interval,
+            )?,
+            DEFAULT_KEEPALIVE_MIN_INTERVAL,
+        ),
+        connection_timeout: or_default(
+            duration("General.ConnectionTimeout", &g.connection_timeout)?,
+            DEFAULT_CONNECTION_TIMEOUT,
+        ),
+        max_connections: count_or_default(g.max_connections, DEFAULT_MAX_CONNECTIONS),
+        max_concurrent_streams: if g.max_concurrent_streams == 0 {
+            DEFAULT_MAX_CONCURRENT_STREAMS
+        } else {
+            g.max_concurrent_streams
+        },
+        connection_idle_timeout: or_default(
+            duration("General.ConnectionIdleTimeout", &g.connection_idle_timeout)?,
+            DEFAULT_CONNECTION_IDLE_TIMEOUT,
+        ),
+        max_receiving_bytes: receiving_bytes(&g.backpressure.max_receiving_bytes)?,
     };
-    if !duration("General.ConnectionTimeout", &g.connection_timeout)?.is_zero() {
-        return Err(unsupported(
-            "General.ConnectionTimeout",
-            "Ordo does not bound the time a connection takes to set up; leave it unset or 0",
-        ));
-    }
+    let admin_http = http_settings(
+        [
+            "Admin.ReadHeaderTimeout",
+            "Admin.ReadTimeout",
+            "Admin.WriteTimeout",
+        ],
+        [
+            &raw.admin.read_header_timeout,
+            &raw.admin.read_timeout,
+            &raw.admin.write_timeout,
+        ],
+        raw.admin.max_connections,
+    )?;
+    let operations_http = http_settings(
+        [
+            "Operations.ReadHeaderTimeout",
+            "Operations.ReadTimeout",
+            "Operations.WriteTimeout",
+        ],
+        [
+            &raw.operations.read_header_timeout,
+            &raw.operations.read_timeout,
+            &raw.operations.write_timeout,
+        ],
+        raw.operations.max_connections,
+    )?;
 
     if g.throttling.rate != 0 {
         return Err(unsupported(
@@ -184,6 +273,8 @@ pub(super) fn check(raw: &OrdererConfig) -> Result<Settings, ConfigError> {
 
     Ok(Settings {
         grpc,
+        admin_http,
+        operations_http,
         metrics_provider,
         authentication_time_window,
         cluster_dial_timeout,
@@ -429,6 +520,51 @@ fn duration(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
             key,
             format!("{text:?} is not a duration (e.g. \"15m\", \"20s\", \"250ms\")"),
         )
+    })
+}
+
+fn count_or_default(value: u32, default: u32) -> usize {
+    if value == 0 {
+        default as usize
+    } else {
+        value as usize
+    }
+}
+
+/// `General.Backpressure.MaxReceivingBytes`: a size; zero or empty: 512 MB.
+fn receiving_bytes(text: &str) -> Result<usize, ConfigError> {
+    const KEY: &str = "General.Backpressure.MaxReceivingBytes";
+    let text = if text.trim().is_empty() {
+        DEFAULT_MAX_RECEIVING_BYTES
+    } else {
+        text
+    };
+    match parse_byte_size(text) {
+        Some(0) => receiving_bytes(""),
+        // Taken from a semaphore whose permits count bytes in a u32.
+        Some(bytes) if bytes <= u32::MAX as usize => Ok(bytes),
+        _ => Err(invalid(
+            KEY,
+            format!("{text:?} is not a size between 1 byte and 4 GB (e.g. \"512 MB\")"),
+        )),
+    }
+}
+
+/// An HTTP listener's limits; a timeout of zero or empty takes its default.
+fn http_settings(
+    keys: [&'static str; 3],
+    values: [&str; 3],
+    max_connections: u32,
+) -> Result<HttpServerSettings, ConfigError> {
+    let defaults = HttpServerSettings::default();
+    Ok(HttpServerSettings {
+        read_header_timeout: or_default(
+            duration(keys[0], values[0])?,
+            defaults.read_header_timeout,
+        ),
+        read_timeout: or_default(duration(keys[1], values[1])?, defaults.read_timeout),
+        write_timeout: or_default(duration(keys[2], values[2])?, defaults.write_timeout),
+        max_connections: count_or_default(max_connections, DEFAULT_HTTP_MAX_CONNECTIONS),
     })
 }
 

@@ -89,6 +89,33 @@ impl WriteFaults {
 
 const PROBE_FILE: &str = ".write-probe";
 
+/// Whether the file system of `dir` has `room` bytes free for this process:
+/// checked before a probe so that a probe never fills a shared disk itself.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+// The field types are u64 on 64-bit targets only.
+#[allow(clippy::useless_conversion)]
+pub fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string and `stat` is written by
+    // statvfs before it is read, only when it succeeds.
+    let stat = unsafe {
+        if libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        stat.assume_init()
+    };
+    Ok(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
+}
+
+/// Without statvfs the probe's own write is the only check.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn free_bytes(_dir: &Path) -> std::io::Result<u64> {
+    Ok(u64::MAX)
+}
+
 /// Proves that `dir` takes `room` bytes again: writes them to a probe file,
 /// syncs it and removes it. Blocking.
 pub fn probe_dir(dir: &Path, room: u64, points: ProbePoints) -> std::io::Result<()> {

@@ -46,8 +46,12 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// The longest wait between two checks of a storage that failed.
 const MAX_FAULT_BACKOFF: Duration = Duration::from_secs(10);
-/// The least room the storage must take again before the channel resumes.
-const MIN_PROBE_BYTES: u64 = 1024 * 1024;
+/// The least free space the storage must have again before the channel
+/// resumes (at least twice AbsoluteMaxBytes).
+const MIN_FREE_BYTES: u64 = 1024 * 1024;
+/// What the check really writes and syncs: small, so that checking never
+/// fills a disk other channels share.
+const PROBE_BYTES: u64 = 64 * 1024;
 /// How long a clean stop waits for the tree's last member.
 const STOP_PATIENCE: Duration = Duration::from_secs(30);
 
@@ -84,6 +88,8 @@ pub struct ChannelSupervisor {
     fault_backoff: Duration,
     /// A check of the storage is running.
     probing: bool,
+    /// When the channel last resumed after a storage fault.
+    resumed_at: Option<Instant>,
     /// Who waits for the old tree to be gone (a clean stop).
     stop_waiters: Vec<oneshot::Sender<()>>,
 }
@@ -109,6 +115,7 @@ impl ChannelSupervisor {
             shutting_down: false,
             fault_backoff: FIRST_BACKOFF,
             probing: false,
+            resumed_at: None,
             stop_waiters: Vec::new(),
         }
     }
@@ -126,7 +133,11 @@ impl ChannelSupervisor {
             tracing::debug!(channel = %self.handle.id(), generation = old, "waiting for the old tree to stop before starting the next");
             return;
         }
-        if matches!(self.handle.state(), ChannelState::StorageFault(_)) {
+        // A fault raised by an old tree's last write (its failure report
+        // was ignored as an old generation's) also goes through the check.
+        if matches!(self.handle.state(), ChannelState::StorageFault(_))
+            || self.handle.write_fault().is_some()
+        {
             self.probe_storage(ctx);
             return;
         }
@@ -198,6 +209,15 @@ impl ChannelSupervisor {
             let current =
                 act.generation == generation && act.tree.is_some() && !act.shutting_down;
             match started {
+                // The storage failed while the chain started: the chain must
+                // not be shown as running.
+                Ok(chain) if current && act.handle.write_fault().is_some() => {
+                    let _ = crate::runtime::channel::mailbox::post(&chain.abort, Abort);
+                    act.stop_tree(ctx);
+                    if let Some(fault) = act.handle.write_fault() {
+                        act.storage_failed(fault, ctx);
+                    }
+                }
                 Ok(chain) if current => {
                     let chain = chain.supervised(reporter, act.handle.metrics());
                     if let Some(tree) = act.tree.as_mut() {
@@ -308,8 +328,16 @@ impl ChannelSupervisor {
         tracing::error!(channel = %self.handle.id(), %fault, attempt, "the channel's storage failed a write; nothing more is acknowledged until it takes writes again");
         self.handle
             .set_chain(None, ChannelState::StorageFault(fault));
-        self.fault_backoff = FIRST_BACKOFF;
-        self.schedule_restart(FIRST_BACKOFF, ctx);
+        // A storage that passes the check and fails again at once (a bad
+        // sector in the current file) must not be retried every 100 ms.
+        let now = self.node.clock.now();
+        let recent = self
+            .resumed_at
+            .is_some_and(|at| now.duration_since(at) < RESTART_WINDOW);
+        if !recent {
+            self.fault_backoff = FIRST_BACKOFF;
+        }
+        self.schedule_restart(self.fault_backoff, ctx);
     }
 
     /// Re-opens the block store and proves every faulty storage takes
@@ -322,15 +350,28 @@ impl ChannelSupervisor {
         let store = self.handle.store().clone();
         let faults = self.handle.faults().clone();
         let config = self.handle.config();
-        let room = (2 * u64::from(config.batch_size.absolute_max_bytes)).max(MIN_PROBE_BYTES);
+        let room = (2 * u64::from(config.batch_size.absolute_max_bytes)).max(MIN_FREE_BYTES);
         let check = tokio::task::spawn_blocking(move || -> Result<(), (String, bool)> {
+            let enough_room =
+                |dir: &std::path::Path, what: &str| match super::fault::free_bytes(dir) {
+                    Ok(free) if free < room => Err((
+                        format!(
+                            "{what}: {free} bytes free in {}, {room} needed",
+                            dir.display()
+                        ),
+                        true,
+                    )),
+                    _ => Ok(()),
+                };
             if store.fault().is_some() {
+                enough_room(store.dir(), "ledger")?;
                 store
-                    .reopen(room)
+                    .reopen(PROBE_BYTES)
                     .map_err(|e| (format!("ledger: {e}"), e.is_transient()))?;
             }
             if let Some(fault) = faults.current() {
-                super::fault::probe_dir(&fault.dir, room, fault.points)
+                enough_room(&fault.dir, &fault.reason)?;
+                super::fault::probe_dir(&fault.dir, PROBE_BYTES, fault.points)
                     .map_err(|e| (format!("{} (checked again: {e})", fault.reason), true))?;
                 faults.clear();
             }
@@ -345,7 +386,7 @@ impl ChannelSupervisor {
             match outcome {
                 Ok(()) => {
                     tracing::info!(channel = %act.handle.id(), "the channel's storage takes writes again; resuming");
-                    act.fault_backoff = FIRST_BACKOFF;
+                    act.resumed_at = Some(act.node.clock.now());
                     act.handle.set_chain(None, ChannelState::Starting);
                     act.start_tree(ctx);
                 }

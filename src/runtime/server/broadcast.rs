@@ -285,6 +285,11 @@ impl BroadcastStream {
                 }
                 self.metrics.answered(Status::Success.as_str_name(), count);
                 for _ in 0..count {
+                    // Answers wait on a slow client: a fault raised
+                    // meanwhile stops the rest.
+                    if let Some(fault) = channel.write_fault() {
+                        return self.write_fault(&channel, fault).await;
+                    }
                     if !self.respond(Status::Success, String::new()).await {
                         return false;
                     }
@@ -390,8 +395,12 @@ fn filtered(
     envelope: &Envelope,
     makes: Option<Arc<ChannelConfig>>,
 ) -> Result<Accepted, Rejection> {
+    // Measured, not encoded, for the size rule: an envelope over
+    // AbsoluteMaxBytes is refused without a copy of it.
+    channel
+        .filters()
+        .apply(envelope, envelope.encoded_len(), config)?;
     let encoded = envelope.encode_to_vec();
-    channel.filters().apply(envelope, encoded.len(), config)?;
     Ok(accepted(channel, config, envelope, encoded, makes))
 }
 

@@ -4,8 +4,9 @@
 //! Fabric does), so each new connection takes the server config current at
 //! its accept.
 //!
-//! Connections reach tonic as `tokio_rustls::server::TlsStream<TcpStream>`, so
-//! a handler's `Request::peer_certs()` and `remote_addr()` work as with
+//! Connections reach tonic as `tokio_rustls::server::TlsStream<TcpStream>`
+//! (inside the [`Admitted`] that holds their listener's slot), so a
+//! handler's `Request::peer_certs()` and `remote_addr()` work as with
 //! tonic's own TLS; axum handlers get a [`TlsPeer`] as their connect info.
 
 use std::collections::BTreeMap;
@@ -30,14 +31,12 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use super::connections::{self, Admitted, ConnectionLimit, Refusal};
 use crate::fabric::localconfig::{ClusterListener, ServerTls};
 
-/// A client that has not finished its handshake by then is dropped (Fabric's
-/// default gRPC connection timeout).
+/// A client that has not finished its handshake by then is dropped, unless
+/// the listener says otherwise (Fabric's default `General.ConnectionTimeout`).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Pause after a failed accept (out of file descriptors, say) before the next.
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// Handshaken connections waiting for the server to take them.
 const ACCEPTED_BACKLOG: usize = 64;
@@ -445,7 +444,7 @@ pub struct TlsPeer {
 }
 
 impl TlsPeer {
-    fn of(stream: &TlsStream<TcpStream>) -> TlsPeer {
+    pub(crate) fn of(stream: &TlsStream<TcpStream>) -> TlsPeer {
         let (tcp, session) = stream.get_ref();
         TlsPeer {
             remote_addr: tcp.peer_addr().ok(),
@@ -457,54 +456,66 @@ impl TlsPeer {
 }
 
 /// Connections of a TLS listener, handshaken: a stream for tonic's
-/// `serve_with_incoming`, and an axum listener.
+/// `serve_with_incoming`. Each holds a slot of the listener's
+/// [`ConnectionLimit`], taken before its handshake.
 pub struct TlsIncoming {
-    accepted: mpsc::Receiver<TlsStream<TcpStream>>,
-    local_addr: std::io::Result<SocketAddr>,
+    accepted: mpsc::Receiver<Admitted<TlsStream<TcpStream>>>,
 }
 
 impl TlsIncoming {
-    /// Accepts on `listener` until `shutdown` or until this is dropped; each
-    /// handshake runs on its own task, with the config current at its accept.
+    /// [`TlsIncoming::limited`] with the default limits: 1024 connections,
+    /// handshakes within [`HANDSHAKE_TIMEOUT`].
     pub fn new(listener: TcpListener, tls: Arc<ListenerTls>, shutdown: CancellationToken) -> Self {
+        let defaults = crate::fabric::localconfig::GrpcServerSettings::default();
+        let limit = ConnectionLimit::new("tls", defaults.max_connections);
+        Self::limited(listener, tls, limit, HANDSHAKE_TIMEOUT, shutdown)
+    }
+
+    /// Accepts on `listener` until `shutdown` or until this is dropped; each
+    /// handshake runs on its own task, with the config current at its
+    /// accept, and must finish within `handshake_timeout`.
+    pub fn limited(
+        listener: TcpListener,
+        tls: Arc<ListenerTls>,
+        limit: ConnectionLimit,
+        handshake_timeout: Duration,
+        shutdown: CancellationToken,
+    ) -> Self {
         let (tx, accepted) = mpsc::channel(ACCEPTED_BACKLOG);
-        let local_addr = listener.local_addr();
-        tokio::spawn(accept_loop(listener, tls, tx, shutdown));
-        TlsIncoming {
-            accepted,
-            local_addr,
-        }
+        tokio::spawn(accept_loop(
+            listener,
+            tls,
+            limit,
+            handshake_timeout,
+            tx,
+            shutdown,
+        ));
+        TlsIncoming { accepted }
     }
 }
 
 async fn accept_loop(
     listener: TcpListener,
     tls: Arc<ListenerTls>,
-    tx: mpsc::Sender<TlsStream<TcpStream>>,
+    limit: ConnectionLimit,
+    handshake_timeout: Duration,
+    tx: mpsc::Sender<Admitted<TlsStream<TcpStream>>>,
     shutdown: CancellationToken,
 ) {
     loop {
-        let (tcp, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
+        let next = tokio::select! {
             _ = tx.closed() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot accept a connection");
-                    tokio::time::sleep(ACCEPT_RETRY).await;
-                    continue;
-                }
-            },
+            next = connections::accept(&listener, &limit, Refusal::Close, &shutdown) => next,
         };
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
-        }
+        let Some((tcp, peer, slot)) = next else {
+            return;
+        };
         let acceptor = TlsAcceptor::from(tls.config());
         let tx = tx.clone();
         tokio::spawn(async move {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => {
-                    let _ = tx.send(stream).await;
+                    let _ = tx.send(Admitted::new(stream, slot)).await;
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(%peer, error = %e, "TLS handshake failed")
@@ -516,44 +527,10 @@ async fn accept_loop(
 }
 
 impl futures::Stream for TlsIncoming {
-    type Item = Result<TlsStream<TcpStream>, std::io::Error>;
+    type Item = Result<Admitted<TlsStream<TcpStream>>, std::io::Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.accepted.poll_recv(cx).map(|next| next.map(Ok))
-    }
-}
-
-impl axum::serve::Listener for TlsIncoming {
-    type Io = TlsStream<TcpStream>;
-    type Addr = TlsPeer;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.accepted.recv().await {
-            Some(stream) => {
-                let peer = TlsPeer::of(&stream);
-                (stream, peer)
-            }
-            // The accept loop has stopped (shutdown): nothing more comes.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        match &self.local_addr {
-            Ok(addr) => Ok(TlsPeer {
-                remote_addr: Some(*addr),
-                client_certificate: None,
-            }),
-            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
-        }
-    }
-}
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsIncoming>>
-    for TlsPeer
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsIncoming>) -> Self {
-        stream.remote_addr().clone()
     }
 }
 
@@ -753,6 +730,61 @@ mod tests {
         check(address, &ca, Some(&config_client))
             .await
             .expect("ClientRootCAs stay");
+        shutdown.cancel();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_beyond_the_limit_and_silent_handshakes_are_dropped() {
+        use tokio::io::AsyncReadExt;
+        let ca = TestCa::new("tlsca");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let shutdown = CancellationToken::new();
+        let limit = ConnectionLimit::new("test", 1);
+        let incoming = TlsIncoming::limited(
+            listener,
+            server_tls(&ca, &[], ClientAuth::None),
+            limit.clone(),
+            Duration::from_millis(200),
+            shutdown.clone(),
+        );
+        tokio::spawn(
+            Server::builder()
+                .add_service(HealthServer::new(Recorder::default()))
+                .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned()),
+        );
+        // A client that never starts its handshake is dropped in time.
+        let mut silent = TcpStream::connect(address).await.expect("connect");
+        let mut seen = Vec::new();
+        silent.read_to_end(&mut seen).await.expect("closed");
+        assert!(seen.is_empty());
+        while limit.open() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        // One connection held: the next is closed before any handshake.
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca.pem()))
+            .domain_name("localhost");
+        let held = Endpoint::from_shared(format!("https://{address}"))
+            .expect("endpoint")
+            .tls_config(tls)
+            .expect("client TLS")
+            .connect()
+            .await
+            .expect("the first connection");
+        HealthClient::new(held.clone())
+            .check(HealthCheckRequest::default())
+            .await
+            .expect("served");
+        assert_eq!(limit.open(), 1);
+        check(address, &ca, None).await.expect_err("over the limit");
+        assert!(limit.refused() >= 1);
+        drop(held);
+        while limit.open() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        check(address, &ca, None).await.expect("room again");
         shutdown.cancel();
     }
 

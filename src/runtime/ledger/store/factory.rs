@@ -30,6 +30,22 @@ pub(super) const JOINING_PREFIX: &str = ".joining-";
 /// Prefix of a channel folder being removed.
 pub(super) const REMOVING_PREFIX: &str = ".removing-";
 
+/// The folder name of a channel being created or removed: the prefix and
+/// the channel's name, or a hash of the name where that would pass the
+/// 255-byte limit of a file name (channel names may have 249 characters).
+/// Start-up deletes any folder with the prefix, whatever follows it.
+fn temporary_name(prefix: &str, channel: &str) -> String {
+    const NAME_MAX: usize = 255;
+    if prefix.len() + channel.len() <= NAME_MAX {
+        return format!("{prefix}{channel}");
+    }
+    use sha2::Digest;
+    format!(
+        "{prefix}{}",
+        hex::encode(sha2::Sha256::digest(channel.as_bytes()))
+    )
+}
+
 /// Opens the node's ledger folder and the channels' stores in it.
 #[derive(Clone)]
 pub struct LedgerFactory {
@@ -129,7 +145,7 @@ impl LedgerFactory {
         }
         check_genesis(channel, genesis)?;
         let chains = self.chains_dir();
-        let joining = chains.join(format!("{JOINING_PREFIX}{channel}"));
+        let joining = chains.join(temporary_name(JOINING_PREFIX, channel));
         if joining.exists() {
             tracing::warn!(
                 channel,
@@ -195,7 +211,7 @@ impl LedgerFactory {
     fn delete_channel_dir(&self, channel: &str) -> Result<(), LedgerError> {
         let chains = self.chains_dir();
         let dir = self.chain_dir(channel);
-        let removing = chains.join(format!("{REMOVING_PREFIX}{channel}"));
+        let removing = chains.join(temporary_name(REMOVING_PREFIX, channel));
         if removing.exists() {
             files::remove_dir(points::LEDGER_REMOVE_DELETE, &removing)
                 .map_err(|source| file_error(&removing, source))?;
@@ -299,4 +315,19 @@ fn write_genesis(joining: &Path, genesis: &Block) -> Result<(), LedgerError> {
     file.write_all(&record).map_err(io(&path))?;
     files::sync_file(points::LEDGER_APPEND_SYNC, &path, &file).map_err(io(&path))?;
     files::sync_dir(points::LEDGER_JOIN_SYNC_DIR, joining).map_err(io(joining))
+}
+
+#[cfg(test)]
+mod temporary_name_tests {
+    use super::*;
+
+    #[test]
+    fn temporary_names_stay_within_the_file_name_limit() {
+        assert_eq!(temporary_name(JOINING_PREFIX, "c1"), ".joining-c1");
+        let name = temporary_name(REMOVING_PREFIX, &"c".repeat(249));
+        assert!(
+            name.len() <= 255 && name.starts_with(REMOVING_PREFIX),
+            "{name}"
+        );
+    }
 }

@@ -94,7 +94,7 @@ impl BlockStore {
 
     /// Cuts off what the last append wrote and did not sync: the rest of its
     /// file and any file it started.
-    fn discard_unsynced(&self) -> Result<(), LedgerError> {
+    pub(super) fn discard_unsynced(&self) -> Result<(), LedgerError> {
         let Some((file, offset)) = *lock(&self.inner.unsynced_from) else {
             return Ok(());
         };

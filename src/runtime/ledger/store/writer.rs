@@ -90,6 +90,14 @@ impl BlockStore {
                 // Reopen from the last durable block after the re-open.
                 *guard = None;
                 self.set_fault(&error);
+                // Cut what was written and not synced now, not only at the
+                // re-open: after a failed fsync the page cache may still show
+                // a record the disk does not hold, and a restart before the
+                // re-open would index it. If the cut fails, the re-open (or
+                // the next start's recovery) tries again.
+                if let Err(cut) = self.discard_unsynced() {
+                    tracing::warn!(channel = %self.inner.channel, error = %cut, "cannot cut what the failed append wrote yet; the re-open will");
+                }
                 Err(error)
             }
         }

@@ -11,8 +11,14 @@
 //!
 //! Every request passes [`access`] first: its timestamp, its TLS binding and
 //! the channel's Readers policy.
+//!
+//! On the wire ([`wire`]) blocks go out as their stored bytes. A stream reads
+//! the next block only once the one before has been taken by its response
+//! body, so a client that stops reading holds a block or two, shared with
+//! the cache, not a queue of copies.
 
 pub mod access;
+pub mod wire;
 
 use std::sync::Arc;
 
@@ -35,8 +41,9 @@ use crate::runtime::msgprocessor;
 use crate::runtime::registrar::Registrar;
 use access::{DeliverAccess, SessionAccess};
 
-/// Blocks buffered towards a client.
-pub const RESPONSE_BUFFER: usize = 4;
+/// Answers buffered towards a client: one, so that a block is read from the
+/// ledger only once the client's response body has room for it.
+pub const RESPONSE_BUFFER: usize = 1;
 
 type Responses = mpsc::Sender<Result<DeliverResponse, GrpcStatus>>;
 
@@ -133,6 +140,7 @@ impl DeliverStream {
             }
         }
         tracing::debug!("deliver stream closed");
+        super::memory::release_soon();
     }
 
     /// Serves one request, counted (as Fabric counts them) once its channel
@@ -274,6 +282,15 @@ impl DeliverStream {
                     _ = self.responses.closed() => return Outcome::StreamGone,
                 }
             }
+            // Room for the block first: a client that does not read keeps
+            // the next block on disk (or in the shared cache), not here.
+            let slot = tokio::select! {
+                slot = self.responses.reserve() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => return Outcome::StreamGone,
+                },
+                _ = self.shutdown.cancelled() => return Outcome::Status(Status::ServiceUnavailable),
+            };
             let block = match store.encoded_block(number).await {
                 Ok(Some(block)) => block,
                 Ok(None) => return Outcome::Status(Status::NotFound),
@@ -301,9 +318,7 @@ impl DeliverStream {
             let response = DeliverResponse {
                 r#type: Some(deliver_response::Type::Block(block)),
             };
-            if self.responses.send(Ok(response)).await.is_err() {
-                return Outcome::StreamGone;
-            }
+            slot.send(Ok(response));
             channel.metrics().deliver_blocks_sent.inc();
             if number == seek.stop {
                 return Outcome::Status(Status::Success);
