@@ -822,7 +822,7 @@ async fn verify(dir: &Path, record: &Shared) -> Result<(), String> {
     let checked = check_restarted(grpc, admin, record).await;
     node.terminate();
     let exit = node.wait().await?;
-    checked?;
+    checked.map_err(|problem| format!("{problem}\n{}", node.log_tail()))?;
     if !exit.success() {
         return Err(format!(
             "the restarted node did not stop cleanly ({exit}):\n{}",
@@ -850,6 +850,14 @@ async fn check_restarted(
     for (channel, _) in CHANNELS {
         if !listed.contains(channel) {
             return Err(format!("{channel} is gone after the restart"));
+        }
+        let info = admin
+            .info(channel)
+            .await
+            .map_err(|e| format!("info {channel}: {e}"))?;
+        let status = info.json()["status"].clone();
+        if status != "active" {
+            return Err(format!("{channel} is {status} after the restart"));
         }
         let blocks = all_blocks(&mut client, channel).await?;
         check_chain(channel, &blocks)?;
