@@ -347,62 +347,44 @@ impl RaftNetwork {
     /// `ordo channel join` on orderer `i`'s admin listener, as the orderer
     /// organization's Admin.
     async fn join(&self, i: usize) {
-        let admin = format!("127.0.0.1:{}", self.orderers[i].admin_port);
-        let cert = format!("{ORDERER_ADMIN}/tls/client.crt");
-        let key = format!("{ORDERER_ADMIN}/tls/client.key");
-        let (ok, out, err) = run_ordo_in(
-            Some(self.root.path()),
-            &[
-                "channel",
-                "join",
-                "-o",
-                &admin,
-                "--ca-file",
-                ORDERER_TLS_CA,
-                "--client-cert",
-                &cert,
-                "--client-key",
-                &key,
-                "--channelID",
-                CHANNEL,
-                "--config-block",
-                "mychannel.block",
-            ],
+        self.channel_command(
+            i,
+            &["join", "--config-block", "mychannel.block"],
+            "Status: 201",
         )
         .await;
-        assert!(
-            ok && out.contains("Status: 201"),
-            "join {}: {out}\n{err}",
-            self.orderers[i].name
-        );
     }
 
     /// Removes orderer `i` from the channel (with its ledger and Raft WAL).
     async fn remove(&self, i: usize) {
+        self.channel_command(i, &["remove"], "Status: 204").await;
+    }
+
+    /// `ordo channel <command>` on orderer `i`'s admin API as the orderer
+    /// organization's Admin; its output must contain `expected`.
+    async fn channel_command(&self, i: usize, command: &[&str], expected: &str) {
         let admin = format!("127.0.0.1:{}", self.orderers[i].admin_port);
         let cert = format!("{ORDERER_ADMIN}/tls/client.crt");
         let key = format!("{ORDERER_ADMIN}/tls/client.key");
-        let (ok, out, err) = run_ordo_in(
-            Some(self.root.path()),
-            &[
-                "channel",
-                "remove",
-                "-o",
-                &admin,
-                "--ca-file",
-                ORDERER_TLS_CA,
-                "--client-cert",
-                &cert,
-                "--client-key",
-                &key,
-                "--channelID",
-                CHANNEL,
-            ],
-        )
-        .await;
+        let mut args = vec!["channel", command[0]];
+        args.extend([
+            "-o",
+            &admin,
+            "--ca-file",
+            ORDERER_TLS_CA,
+            "--client-cert",
+            &cert,
+            "--client-key",
+            &key,
+            "--channelID",
+            CHANNEL,
+        ]);
+        args.extend(&command[1..]);
+        let (ok, out, err) = run_ordo_in(Some(self.root.path()), &args).await;
         assert!(
-            ok && out.contains("Status: 204"),
-            "remove {}: {out}\n{err}",
+            ok && out.contains(expected),
+            "{} {}: {out}\n{err}",
+            command[0],
             self.orderers[i].name
         );
     }

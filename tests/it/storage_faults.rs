@@ -101,14 +101,17 @@ async fn load(
     seen
 }
 
-async fn state_becomes(node: &TestNode, what: &str, predicate: impl Fn(&ChannelState) -> bool) {
-    let channel = node
-        .node
+fn channel_of(node: &TestNode) -> std::sync::Arc<ordo::runtime::channel::ChannelHandle> {
+    node.node
         .as_ref()
         .expect("running")
         .registrar()
         .channel(CHANNEL)
-        .expect("channel");
+        .expect("channel")
+}
+
+async fn state_becomes(node: &TestNode, what: &str, predicate: impl Fn(&ChannelState) -> bool) {
+    let channel = channel_of(node);
     let mut states = channel.subscribe_state();
     let reached = tokio::time::timeout(PATIENCE, states.wait_for(|s| predicate(s))).await;
     assert!(
@@ -156,13 +159,7 @@ async fn a_fault_at(point: &str, error: &str) {
         .collect();
     wait_for_height(&node, CHANNEL, 5).await;
 
-    let channel = node
-        .node
-        .as_ref()
-        .expect("running")
-        .registrar()
-        .channel(CHANNEL)
-        .expect("channel");
+    let channel = channel_of(&node);
     faults::configure(
         points::LEDGER_FAILURE_REPORT,
         &format!("sleep({REPORT_DELAY_MS})"),
@@ -256,13 +253,7 @@ async fn a_fault_at(point: &str, error: &str) {
 /// Every block once what was acknowledged is written: Broadcast's in-flight
 /// room is released only when an envelope's block is durable.
 async fn wait_until_settled(node: &TestNode) -> Vec<ordo::fabric::protos::common::Block> {
-    let channel = node
-        .node
-        .as_ref()
-        .expect("running")
-        .registrar()
-        .channel(CHANNEL)
-        .expect("channel");
+    let channel = channel_of(node);
     let settled = tokio::time::timeout(PATIENCE, async {
         while channel.inflight().envelopes_held() > 0 {
             tokio::time::sleep(Duration::from_millis(2)).await;

@@ -549,28 +549,9 @@ mod tests {
     /// Orders one envelope on the channel and cuts it into a block by the
     /// batch timeout; returns the height the block makes.
     async fn order_one(channel: &Supervised, data: &'static [u8]) -> u64 {
-        let handle = &channel.handle;
-        let chain = handle.chain().expect("running");
-        let envelope = crate::fabric::envelopeutil::testing::transaction(
-            handle.id(),
-            bytes::Bytes::from_static(data),
-        )
-        .encode_to_vec();
-        let submit = Submit {
-            messages: vec![OrderedMessage {
-                size: envelope.len(),
-                envelope: envelope.into(),
-            }],
-            config_seq: handle.config().sequence,
-            permit: InflightPermit::default(),
-            received: std::time::Instant::now(),
-        };
-        let target = handle.store().height() + 1;
-        assert_eq!(chain.submit.send(submit).await.expect("sent"), Ok(()));
-        // The cutter's batch timer runs once the cutter has the message.
-        eventually("the batch timer runs", || channel.clock.sleepers() > 0).await;
-        channel.clock.advance(handle.config().batch_timeout);
-        height_reaches(handle, target).await;
+        let target = channel.handle.store().height() + 1;
+        submit_one(channel, data).await;
+        height_reaches(&channel.handle, target).await;
         target
     }
 
@@ -629,7 +610,6 @@ mod tests {
 
     /// Submits one envelope and runs the batch timer, without waiting for
     /// the block.
-    #[cfg(feature = "failpoints")]
     async fn submit_one(channel: &Supervised, data: &'static [u8]) {
         let handle = &channel.handle;
         let chain = handle.chain().expect("running");
