@@ -145,6 +145,17 @@ async fn a_channel_with_a_damaged_ledger_starts_failed_and_the_others_serve() {
         answer.info
     );
     drop(stream);
+    // Deliver too: SERVICE_UNAVAILABLE, not NOT_FOUND.
+    let refused = deliver(
+        &mut client,
+        "beta",
+        ordo::tools::client::envelope::BlockPosition::Oldest,
+        ordo::tools::client::envelope::BlockPosition::Newest,
+        ordo::fabric::protos::orderer::seek_info::SeekBehavior::FailIfNotReady,
+    )
+    .await;
+    assert_eq!(refused.status, Some(Status::ServiceUnavailable));
+    assert!(refused.blocks.is_empty());
 
     // alpha serves: its chain, and new blocks.
     let blocks = all_blocks(&node, "alpha").await;

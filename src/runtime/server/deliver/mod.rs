@@ -188,10 +188,17 @@ impl DeliverStream {
             .check_header(&header, self.connection_certificate.as_deref())
             .map_err(bad)?;
         let channel = self.registrar.channel(&header.channel_id).ok_or_else(|| {
-            (
-                Status::NotFound,
-                format!("channel {:?} not found", header.channel_id),
-            )
+            // A channel that could not start is known, only not serving.
+            match self.registrar.failed_channel(&header.channel_id) {
+                Some(failed) => (
+                    Status::ServiceUnavailable,
+                    format!("channel {} failed to start: {}", failed.id, failed.reason),
+                ),
+                None => (
+                    Status::NotFound,
+                    format!("channel {:?} not found", header.channel_id),
+                ),
+            }
         })?;
         let payload = Payload::decode(envelope.payload.clone())
             .map_err(|e| bad(format!("error unmarshalling payload: {e}")))?;
