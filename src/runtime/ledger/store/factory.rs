@@ -256,6 +256,7 @@ impl BlockStore {
 /// Marks a store removed and closes its index, so its folder can go:
 /// readers still holding it find no channel.
 fn close_removed(store: &BlockStore) {
+    let _maintenance = lock(&store.inner.maintenance);
     store.inner.removed.store(true, Ordering::Release);
     *lock(&store.inner.writer) = None;
     lock(&store.inner.readers).clear();

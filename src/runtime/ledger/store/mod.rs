@@ -144,6 +144,10 @@ struct Inner {
     writer_taken: AtomicBool,
     /// The store was removed: reads and appends find no channel.
     removed: AtomicBool,
+    /// Held by a re-open for its whole run and by a removal: a removal
+    /// waits for a re-open, and a re-open never starts on a removed store
+    /// (which could touch a re-joined channel's folder of the same name).
+    maintenance: Mutex<()>,
     /// Recent blocks, marshalled, for Deliver.
     cache: BlockCache,
     /// Why appends are refused: the first write, sync or index failure,
@@ -181,6 +185,7 @@ impl BlockStore {
                 max_file_bytes,
                 writer_taken: AtomicBool::new(false),
                 removed: AtomicBool::new(false),
+                maintenance: Mutex::new(()),
                 cache: BlockCache::new(CacheLimits::default()),
                 fault: Mutex::new(None),
             }),

@@ -60,6 +60,7 @@ impl BlockStore {
     /// are published by the next writer. Blocking: call it on the blocking
     /// pool, while no [`super::BlockWriter`] exists (else `WriterBusy`).
     pub fn reopen(&self, room: u64) -> Result<(), LedgerError> {
+        let _maintenance = lock(&self.inner.maintenance);
         if self.inner.removed.load(Ordering::Acquire) {
             return Err(LedgerError::NotFound(self.inner.channel.clone()));
         }
