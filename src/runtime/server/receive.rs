@@ -32,6 +32,13 @@ pub const LARGE_MESSAGE: usize = 64 * 1024;
 
 /// gRPC's length prefix: a compression flag and a big-endian length.
 const PREFIX_LEN: usize = 5;
+/// How long a large message waits for room before it is refused
+/// (RESOURCE_EXHAUSTED; the client may send again): a waiting stream's
+/// unread data holds part of its connection's window, so waits must end.
+pub const WAIT_FOR_ROOM: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a large message may hold its room before all of it has arrived:
+/// a sender that stalls after its prefix must not keep the room for good.
+pub const HOLD_ROOM: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The bytes of large messages the node receives at once.
 #[derive(Clone, Debug)]
@@ -101,7 +108,16 @@ where
     }
 }
 
-type Acquire = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
+type Acquire = Pin<
+    Box<
+        dyn Future<
+                Output = Result<
+                    Result<OwnedSemaphorePermit, AcquireError>,
+                    tokio::time::error::Elapsed,
+                >,
+            > + Send,
+    >,
+>;
 
 /// Where the body is in its messages.
 #[derive(Debug, Default)]
@@ -125,6 +141,8 @@ pub struct BudgetedBody {
     acquiring: Option<Acquire>,
     /// Room of the message passing now, given back after its last byte.
     held: Option<OwnedSemaphorePermit>,
+    /// When the held room must be given back, complete or not.
+    hold_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Room taken for the message whose prefix completes next.
     ready: Option<OwnedSemaphorePermit>,
 }
@@ -139,6 +157,7 @@ impl BudgetedBody {
             scanned: 0,
             acquiring: None,
             held: None,
+            hold_deadline: None,
             ready: None,
         }
     }
@@ -159,6 +178,7 @@ impl BudgetedBody {
                 if self.framing.body_left == 0 {
                     // The message is complete: tonic has what it reserved.
                     self.held = None;
+                    self.hold_deadline = None;
                 }
                 continue;
             }
@@ -183,6 +203,10 @@ impl BudgetedBody {
                     f.prefix_len = 0;
                     f.body_left = length;
                     self.held = self.ready.take();
+                    self.hold_deadline = self
+                        .held
+                        .as_ref()
+                        .map(|_| Box::pin(tokio::time::sleep(HOLD_ROOM)));
                     at += 1;
                 }
             }
@@ -202,9 +226,28 @@ impl HttpBody for BudgetedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let this = self.get_mut();
         loop {
+            if let Some(deadline) = this.hold_deadline.as_mut() {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    this.held = None;
+                    this.hold_deadline = None;
+                    return Poll::Ready(Some(Err(Status::resource_exhausted(format!(
+                        "a large message did not arrive within {HOLD_ROOM:?} of its prefix"
+                    )))));
+                }
+            }
             if let Some(acquire) = this.acquiring.as_mut() {
-                let permit = std::task::ready!(acquire.as_mut().poll(cx))
-                    .map_err(|_| Status::unavailable("the node is stopping"))?;
+                let permit = match std::task::ready!(acquire.as_mut().poll(cx)) {
+                    Ok(Ok(permit)) => permit,
+                    Ok(Err(_)) => {
+                        return Poll::Ready(Some(Err(Status::unavailable("the node is stopping"))))
+                    }
+                    Err(_) => {
+                        this.acquiring = None;
+                        return Poll::Ready(Some(Err(Status::resource_exhausted(format!(
+                            "the node is receiving too many large messages (none had room within {WAIT_FOR_ROOM:?}); send again"
+                        )))));
+                    }
+                };
                 this.acquiring = None;
                 this.ready = Some(permit);
             }
@@ -221,14 +264,18 @@ impl HttpBody for BudgetedBody {
                         this.scanned = 0;
                     }
                     if let Some(room) = wait {
-                        this.acquiring =
-                            Some(Box::pin(this.budget.bytes.clone().acquire_many_owned(room)));
+                        this.acquiring = Some(Box::pin(tokio::time::timeout(
+                            WAIT_FOR_ROOM,
+                            this.budget.bytes.clone().acquire_many_owned(room),
+                        )));
                     }
                     return Poll::Ready(Some(Ok(Frame::data(out))));
                 }
                 if let Some(room) = wait {
-                    this.acquiring =
-                        Some(Box::pin(this.budget.bytes.clone().acquire_many_owned(room)));
+                    this.acquiring = Some(Box::pin(tokio::time::timeout(
+                        WAIT_FOR_ROOM,
+                        this.budget.bytes.clone().acquire_many_owned(room),
+                    )));
                     continue;
                 }
                 // Nothing left to pass: everything was scanned and sent.
@@ -323,6 +370,55 @@ mod tests {
         let rest = collect(passing).await;
         assert_eq!([&first[..], &rest[..]].concat(), all);
         assert_eq!(budget.in_use(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_that_finds_no_room_in_time_is_refused() {
+        let budget = ReceiveBudget::new(LARGE_MESSAGE * 2, 1 << 30);
+        let _taken = budget
+            .bytes
+            .clone()
+            .acquire_many_owned((LARGE_MESSAGE * 2) as u32)
+            .await
+            .expect("all of it");
+        let mut waiting =
+            BudgetedBody::new(body(vec![message(LARGE_MESSAGE + 10)]), budget.clone());
+        let first = waiting.frame().await.expect("frame").expect("data");
+        assert_eq!(
+            first.into_data().expect("data").len(),
+            4,
+            "the prefix but its last byte"
+        );
+        // Paused time moves on once everything waits: WAIT_FOR_ROOM passes.
+        let refused = waiting.frame().await.expect("an answer");
+        let status = refused.expect_err("refused");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sender_that_stalls_after_its_prefix_gives_the_room_back() {
+        let budget = ReceiveBudget::new(LARGE_MESSAGE * 4, 1 << 30);
+        let mut part = message(LARGE_MESSAGE * 2);
+        part.truncate(PREFIX_LEN + 100);
+        // A stream that sends part of a message, then nothing, for ever.
+        let stalled = futures::StreamExt::chain(
+            futures::stream::iter(vec![Ok::<_, Status>(Frame::data(Bytes::from(part)))]),
+            futures::stream::pending(),
+        );
+        let mut body = BudgetedBody::new(
+            Body::new(http_body_util::StreamBody::new(stalled)),
+            budget.clone(),
+        );
+        let mut refused = None;
+        while let Some(frame) = body.frame().await {
+            if let Err(status) = frame {
+                refused = Some(status);
+                break;
+            }
+        }
+        let status = refused.expect("refused once HOLD_ROOM passed");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status}");
+        assert_eq!(budget.in_use(), 0, "the room is back");
     }
 
     #[tokio::test]
