@@ -391,13 +391,29 @@ async fn goaway(stream: &mut TcpStream) -> (u32, Vec<u8>) {
 /// A client that pings far more often than Keepalive.ServerMinInterval.
 async fn ping_flood(address: SocketAddr) -> (u32, Vec<u8>) {
     let mut stream = TcpStream::connect(address).await.expect("connect");
-    let mut flood = PREFACE.to_vec();
-    flood.extend(frame(4, 0, &[]));
-    for _ in 0..5 {
-        flood.extend(frame(6, 0, &[0; 8]));
+    let mut start = PREFACE.to_vec();
+    start.extend(frame(4, 0, &[]));
+    stream.write_all(&start).await.expect("write");
+    // One ping at a time, each sent once the last is answered: the node
+    // closes after its GOAWAY, and a ping it never read would make that
+    // close a reset that can overtake the GOAWAY.
+    for _ in 0..10 {
+        stream
+            .write_all(&frame(6, 0, &[0; 8]))
+            .await
+            .expect("a ping");
+        loop {
+            let (kind, flags, payload) = read_frame(&mut stream).await.expect("an answer");
+            if kind == 7 {
+                let code = u32::from_be_bytes(payload[4..8].try_into().expect("code"));
+                return (code, payload[8..].to_vec());
+            }
+            if kind == 6 && flags & 1 == 1 {
+                break;
+            }
+        }
     }
-    stream.write_all(&flood).await.expect("write");
-    goaway(&mut stream).await
+    panic!("ten early pings and no GOAWAY");
 }
 
 /// Opens connections until the node has refused `refusals` of them; the
