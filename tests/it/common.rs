@@ -454,7 +454,22 @@ pub async fn spawn_ordo(
     env: &[(&str, String)],
     stderr: std::process::Stdio,
 ) -> std::process::Child {
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ordo"))
+    match try_spawn_ordo(dir, port, env, stderr).await {
+        Ok(child) => child,
+        Err(status) => panic!("ordo exited before it listened: {status}"),
+    }
+}
+
+/// As [`spawn_ordo`], or how the process ended if it ended before it
+/// listened (a port taken meanwhile by another socket: ports from
+/// [`free_port`] are free only when asked for).
+pub async fn try_spawn_ordo(
+    dir: &Path,
+    port: u16,
+    env: &[(&str, String)],
+    stderr: std::process::Stdio,
+) -> Result<std::process::Child, std::process::ExitStatus> {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ordo"))
         .arg("start")
         .env("ORDERER_GENERAL_LISTENPORT", port.to_string())
         .env("ORDERER_ADMIN_LISTENADDRESS", "")
@@ -470,13 +485,16 @@ pub async fn spawn_ordo(
     let address = format!("127.0.0.1:{port}");
     let deadline = std::time::Instant::now() + PATIENCE;
     while connect(&address).await.is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(status);
+        }
         assert!(
             std::time::Instant::now() < deadline,
             "ordo did not start listening"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    child
+    Ok(child)
 }
 
 /// Waits (bounded) until at least `count` Deliver streams are open on the node.

@@ -417,20 +417,45 @@ impl Harness {
     }
 
     async fn start(&mut self) {
-        let port = free_port();
-        let admin = format!("127.0.0.1:{}", free_port());
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log file");
-        let child = spawn_ordo(
-            self.dir.path(),
-            port,
-            &[("ORDERER_ADMIN_LISTENADDRESS", admin.clone())],
-            Stdio::from(log),
-        )
-        .await;
+        // A port from free_port may be taken by another socket before the
+        // node binds it (other tests open thousands of connections): the
+        // node then exits at once, and starts again on other ports.
+        let mut attempts = 0;
+        let (port, admin, child) = loop {
+            let port = free_port();
+            let admin = format!("127.0.0.1:{}", free_port());
+            let log = File::options()
+                .create(true)
+                .append(true)
+                .open(&self.log)
+                .expect("log file");
+            match try_spawn_ordo(
+                self.dir.path(),
+                port,
+                &[("ORDERER_ADMIN_LISTENADDRESS", admin.clone())],
+                Stdio::from(log),
+            )
+            .await
+            {
+                Ok(child) => break (port, admin, child),
+                Err(status)
+                    if attempts < 3
+                        && std::fs::read_to_string(&self.log)
+                            .unwrap_or_default()
+                            .trim_end()
+                            .lines()
+                            .last()
+                            .is_some_and(|l| l.contains("in use")) =>
+                {
+                    attempts += 1;
+                    println!("the node exited before it listened ({status}); starting again on other ports");
+                }
+                Err(status) => panic!(
+                    "the node exited before it listened ({status}):\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                ),
+            }
+        };
         let process = Process {
             child: Some(child),
             address: format!("127.0.0.1:{port}"),
