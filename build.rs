@@ -15,6 +15,7 @@ const PROTOS: &[&str] = &[
     "proto/orderer/ab.proto",
     "proto/orderer/cluster.proto",
     "proto/orderer/configuration.proto",
+    "proto/orderer/kafka.proto",
     "proto/orderer/etcdraft/configuration.proto",
     "proto/orderer/etcdraft/metadata.proto",
     "proto/ordo/deliver_wire.proto",
