@@ -138,6 +138,7 @@ pub struct Metrics {
     /// supervisor stopped restarting it.
     channel_errored: Family<ChannelLabel, Gauge>,
     etcdraft: EtcdRaftFamilies,
+    kafka: KafkaFamilies,
 }
 
 /// Fabric's etcdraft families (`consensus_etcdraft_*`), by channel.
@@ -165,6 +166,79 @@ pub struct EtcdRaftMetrics {
     pub normal_proposals_received: Counter,
     pub config_proposals_received: Counter,
     pub data_persist_duration: Histogram,
+}
+
+/// The Kafka consenter's families (`consensus_kafka_*`), by channel.
+struct KafkaFamilies {
+    produce_latency: LatencyFamily,
+    consumer_lag: Family<ChannelLabel, Gauge>,
+    time_to_cut_sent: Family<ChannelLabel, Counter>,
+    time_to_cut_used: Family<ChannelLabel, Counter>,
+}
+
+/// One channel's Kafka metrics (zero for other consenters).
+#[derive(Debug, Clone)]
+pub struct KafkaMetrics {
+    /// From posting a record to the broker's acknowledgement.
+    pub produce_latency: Histogram,
+    /// Records of the partition this node has not read yet.
+    pub consumer_lag: Gauge,
+    /// Time-to-cut records this node posted.
+    pub time_to_cut_sent: Counter,
+    /// Time-to-cut records that cut a block here (whoever posted them).
+    pub time_to_cut_used: Counter,
+}
+
+impl KafkaFamilies {
+    fn new() -> KafkaFamilies {
+        KafkaFamilies {
+            produce_latency: Family::new_with_constructor(latency_histogram),
+            consumer_lag: Family::default(),
+            time_to_cut_sent: Family::default(),
+            time_to_cut_used: Family::default(),
+        }
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        let sub = registry.sub_registry_with_prefix("consensus_kafka");
+        sub.register_with_unit(
+            "produce_latency",
+            "The time from posting a record to the channel's partition to the broker's acknowledgement.",
+            prometheus_client::registry::Unit::Seconds,
+            self.produce_latency.clone(),
+        );
+        sub.register(
+            "consumer_lag",
+            "The records of the channel's partition this node has not read yet.",
+            self.consumer_lag.clone(),
+        );
+        sub.register(
+            "time_to_cut_sent",
+            "The time-to-cut records this node posted when its batch timer fired.",
+            self.time_to_cut_sent.clone(),
+        );
+        sub.register(
+            "time_to_cut_used",
+            "The time-to-cut records that cut a block on this node, whoever posted them.",
+            self.time_to_cut_used.clone(),
+        );
+    }
+
+    fn channel(&self, label: &ChannelLabel) -> KafkaMetrics {
+        KafkaMetrics {
+            produce_latency: self.produce_latency.get_or_create(label).clone(),
+            consumer_lag: self.consumer_lag.get_or_create(label).clone(),
+            time_to_cut_sent: self.time_to_cut_sent.get_or_create(label).clone(),
+            time_to_cut_used: self.time_to_cut_used.get_or_create(label).clone(),
+        }
+    }
+
+    fn forget(&self, label: &ChannelLabel) {
+        self.produce_latency.remove(label);
+        self.consumer_lag.remove(label);
+        self.time_to_cut_sent.remove(label);
+        self.time_to_cut_used.remove(label);
+    }
 }
 
 impl EtcdRaftFamilies {
@@ -295,6 +369,7 @@ impl Metrics {
             chain_restarts: Family::default(),
             channel_errored: Family::default(),
             etcdraft: EtcdRaftFamilies::new(),
+            kafka: KafkaFamilies::new(),
             registry: Mutex::new(Registry::default()),
         };
         // Fabric's help texts, so the two expositions read alike.
@@ -416,6 +491,7 @@ impl Metrics {
             metrics.channel_errored.clone(),
         );
         metrics.etcdraft.register(&mut registry);
+        metrics.kafka.register(&mut registry);
         *metrics
             .registry
             .lock()
@@ -482,6 +558,7 @@ impl Metrics {
             broadcast_to_block: self.broadcast_to_block.get_or_create(&label).clone(),
             chain_restarts: self.chain_restarts.get_or_create(&label).clone(),
             etcdraft: self.etcdraft.channel(&label),
+            kafka: self.kafka.channel(&label),
         })
     }
 
@@ -521,6 +598,7 @@ impl Metrics {
         self.chain_restarts.remove(&label);
         self.channel_errored.remove(&label);
         self.etcdraft.forget(&label);
+        self.kafka.forget(&label);
         for actor in ["chain", "cutter", "ledger", "proposer"] {
             let labels = ActorLabels {
                 channel: channel.to_string(),
@@ -669,6 +747,7 @@ pub struct ChannelMetrics {
     pub broadcast_to_block: Histogram,
     pub chain_restarts: Counter,
     pub etcdraft: EtcdRaftMetrics,
+    pub kafka: KafkaMetrics,
 }
 
 impl ChannelMetrics {

@@ -182,6 +182,7 @@ fn node_resources(
             &config.raw.consensus.tick_interval_override,
         )
         .ok(),
+        kafka: Arc::new(config.kafka.clone()),
     }
 }
 

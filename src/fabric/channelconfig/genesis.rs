@@ -22,7 +22,12 @@ use crate::fabric::protos::common::{
     OrdererAddresses, Payload, Policy, SignatureHeader,
 };
 use crate::fabric::protos::msp::MspConfig;
-use crate::fabric::protos::orderer::{BatchSize, BatchTimeout, ChannelRestrictions, ConsensusType};
+use crate::fabric::protos::orderer::{
+    BatchSize, BatchTimeout, ChannelRestrictions, ConsensusType, KafkaBrokers,
+};
+
+/// The Orderer group value that lists a Kafka channel's brokers.
+pub const KAFKA_BROKERS: &str = "KafkaBrokers";
 
 /// Consensus type name of the solo consenter.
 pub const SOLO: &str = "solo";
@@ -41,6 +46,8 @@ pub struct GenesisProfile {
     pub orderer_organizations: Vec<OrganizationProfile>,
     /// The Application group's organizations; `None`: no Application group.
     pub application_organizations: Option<Vec<OrganizationProfile>>,
+    /// `KafkaBrokers` of a kafka channel (host:port).
+    pub kafka_brokers: Vec<String>,
 }
 
 /// An organization of a genesis profile: its MSP, and configtxgen's default
@@ -116,6 +123,7 @@ impl GenesisProfile {
             orderer_addresses,
             orderer_organizations: Vec::new(),
             application_organizations: None,
+            kafka_brokers: Vec::new(),
         }
     }
 
@@ -149,7 +157,17 @@ impl GenesisProfile {
                     &ChannelRestrictions { max_count: 0 },
                 ),
                 value(keys::CAPABILITIES, &capabilities("V2_0")),
-            ]),
+            ])
+            .into_iter()
+            .chain((!self.kafka_brokers.is_empty()).then(|| {
+                value(
+                    KAFKA_BROKERS,
+                    &KafkaBrokers {
+                        brokers: self.kafka_brokers.clone(),
+                    },
+                )
+            }))
+            .collect(),
             policies: HashMap::from([
                 implicit_meta(keys::READERS, Rule::Any),
                 implicit_meta(keys::WRITERS, Rule::Any),

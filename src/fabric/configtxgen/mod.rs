@@ -3,7 +3,8 @@
 //!
 //! The subset: `Organizations` (Name, ID, MSPDir, Policies, OrdererEndpoints),
 //! `Orderer` defaults (OrdererType, Addresses, BatchTimeout, BatchSize,
-//! MaxChannels, EtcdRaft consenters and options, Policies, Capabilities),
+//! MaxChannels, EtcdRaft consenters and options, Kafka brokers, Policies,
+//! Capabilities),
 //! `Application`, `Channel` and `Profiles`. YAML anchors, aliases and `<<`
 //! merge keys work as in Fabric's samples; a profile may also list
 //! organizations by name. Paths (MSPDir, TLS certificates) are relative to the
@@ -19,7 +20,7 @@ use bytes::Bytes;
 use prost::Message;
 use serde::Deserialize;
 
-use crate::fabric::channelconfig::genesis::{genesis_block, hashing_values, value};
+use crate::fabric::channelconfig::genesis::{genesis_block, hashing_values, value, KAFKA_BROKERS};
 use crate::fabric::channelconfig::{keys, parse_go_duration, ETCDRAFT};
 use crate::fabric::localconfig::parse_byte_size;
 use crate::fabric::protos::common::{
@@ -27,7 +28,12 @@ use crate::fabric::protos::common::{
     ConfigGroup, ConfigPolicy, ConfigValue, ImplicitMetaPolicy, OrdererAddresses, Policy,
 };
 use crate::fabric::protos::etcdraft;
-use crate::fabric::protos::orderer::{BatchSize, BatchTimeout, ChannelRestrictions, ConsensusType};
+use crate::fabric::protos::orderer::{
+    BatchSize, BatchTimeout, ChannelRestrictions, ConsensusType, KafkaBrokers,
+};
+
+/// Consensus type name of the Kafka consenter.
+const KAFKA: &str = "kafka";
 
 /// The file name Fabric's tools look for.
 pub const CONFIGTX_FILE: &str = "configtx.yaml";
@@ -92,12 +98,20 @@ struct OrdererYaml {
     #[serde(default)]
     max_channels: u64,
     etcd_raft: Option<EtcdRaftYaml>,
+    kafka: Option<KafkaYaml>,
     #[serde(default)]
     organizations: Option<Vec<OrganizationRef>>,
     #[serde(default)]
     policies: Option<BTreeMap<String, PolicyYaml>>,
     #[serde(default)]
     capabilities: Option<BTreeMap<String, bool>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct KafkaYaml {
+    #[serde(default)]
+    brokers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -400,6 +414,18 @@ impl Builder<'_> {
             ),
         ]);
         values.extend(capabilities(&orderer.capabilities));
+        if orderer.orderer_type == KAFKA {
+            // As configtxgen: a kafka channel names its brokers.
+            let brokers = orderer
+                .kafka
+                .as_ref()
+                .map(|k| k.brokers.clone())
+                .unwrap_or_default();
+            if brokers.is_empty() {
+                return Err(self.invalid("OrdererType kafka needs Orderer.Kafka.Brokers"));
+            }
+            values.extend([value(KAFKA_BROKERS, &KafkaBrokers { brokers })]);
+        }
         let mut defaults = meta_defaults(false);
         defaults.push((
             keys::BLOCK_VALIDATION,

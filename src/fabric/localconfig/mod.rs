@@ -7,6 +7,7 @@
 
 mod duration;
 mod env;
+pub mod kafka;
 mod keys;
 pub mod sections;
 mod support;
@@ -440,6 +441,8 @@ pub struct NodeConfig {
     pub authentication_time_window: std::time::Duration,
     /// General.Cluster: how this node talks to the other consenters.
     pub cluster: ClusterConfig,
+    /// The `Kafka` section, resolved (retry schedule, TLS files read).
+    pub kafka: kafka::KafkaSettings,
 }
 
 /// `General.Cluster`, read at load time: the streams to and from the other
@@ -694,6 +697,7 @@ impl NodeConfig {
             metrics_provider: settings.metrics_provider,
             authentication_time_window: settings.authentication_time_window,
             cluster,
+            kafka: kafka::KafkaSettings::from_section(&raw.kafka, base_dir)?,
             raw,
         })
     }

@@ -10,6 +10,7 @@
 mod blockcreator;
 pub mod etcdraft;
 pub mod inflight;
+pub mod kafka;
 mod resources;
 pub mod revalidation;
 pub mod solo;
@@ -246,6 +247,7 @@ impl Consenters {
         let mut consenters = Consenters::empty();
         consenters.register(solo::SoloConsenter);
         consenters.register(etcdraft::EtcdRaftConsenter);
+        consenters.register(kafka::KafkaConsenter);
         consenters
     }
 

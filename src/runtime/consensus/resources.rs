@@ -46,6 +46,8 @@ pub struct NodeResources {
     /// `Consensus.TickIntervalOverride`: replaces every etcdraft channel's
     /// TickInterval.
     pub raft_tick_override: Option<std::time::Duration>,
+    /// The node's `Kafka` section, for the Kafka consenter's clients.
+    pub kafka: Arc<crate::fabric::localconfig::kafka::KafkaSettings>,
 }
 
 impl NodeResources {
@@ -62,6 +64,7 @@ impl NodeResources {
             block_puller: BlockPullerFactory::default(),
             clock: Clock::system(),
             raft_tick_override: None,
+            kafka: Arc::default(),
         })
     }
 }

@@ -40,6 +40,10 @@ pub struct ChainStatus {
     pub leader: Option<u64>,
     pub relation: ConsensusRelation,
     pub status: ParticipationStatus,
+    /// Set while the consenter has lost its backend (Kafka's brokers), as
+    /// Fabric's `Errored()`: Broadcast and Deliver answer SERVICE_UNAVAILABLE
+    /// (Deliver's BEST_EFFORT requests excepted) until it is back.
+    pub errored: Option<String>,
 }
 
 impl ChainRole {
@@ -81,6 +85,7 @@ impl ChainStatus {
             leader: None,
             relation: ConsensusRelation::Consenter,
             status: ParticipationStatus::Inactive,
+            errored: None,
         }
     }
 
@@ -99,6 +104,19 @@ impl ChainStatus {
             leader: None,
             relation: ConsensusRelation::Consenter,
             status: ParticipationStatus::Active,
+            errored: None,
+        }
+    }
+
+    /// A consenter whose every node orders the same stream (Kafka): no
+    /// leader; `errored` while the stream cannot be reached.
+    pub fn ordering(errored: Option<String>) -> ChainStatus {
+        ChainStatus {
+            role: ChainRole::None,
+            leader: None,
+            relation: ConsensusRelation::Consenter,
+            status: ParticipationStatus::Active,
+            errored,
         }
     }
 }

@@ -316,6 +316,7 @@ impl RaftChain {
             leader: self.leader,
             relation: ConsensusRelation::Consenter,
             status: ParticipationStatus::Active,
+            errored: None,
         });
         let leading = i64::from(self.role == ChainRole::Leader);
         self.metrics.is_leader.set(leading);

@@ -23,6 +23,7 @@ pub fn start(support: ChainSupport) -> ChainHandle {
         leader: None,
         relation: ConsensusRelation::Follower,
         status: ParticipationStatus::Onboarding,
+        errored: None,
     });
     let addr = Outsider {
         channel_id: support.channel_id,

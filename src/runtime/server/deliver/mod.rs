@@ -37,6 +37,7 @@ use crate::fabric::protos::orderer::seek_position::Type as Position;
 use crate::fabric::protos::orderer::SeekInfo;
 use crate::fabric::protos::ordo::wire::{deliver_response, DeliverResponse};
 use crate::runtime::channel::{ChannelHandle, ChannelState};
+use crate::runtime::consensus::ChainStatus;
 use crate::runtime::msgprocessor;
 use crate::runtime::registrar::Registrar;
 use access::{DeliverAccess, SessionAccess};
@@ -208,6 +209,9 @@ impl DeliverStream {
         if let Some(reason) = unavailable(&channel.state(), best_effort) {
             return Err((Status::ServiceUnavailable, reason));
         }
+        if let Some(reason) = consenter_errored(&channel.chain_status(), best_effort) {
+            return Err((Status::ServiceUnavailable, reason));
+        }
         let mut session =
             SessionAccess::new(envelope, channel.clone(), &self.access).map_err(bad)?;
         session
@@ -265,6 +269,7 @@ impl DeliverStream {
         let _reader = store.deliver_reader();
         let mut heights = store.subscribe();
         let mut states = channel.subscribe_state();
+        let mut chain_status = channel.status_publisher().subscribe();
         let Start::At(mut number) = seek.start else {
             return Outcome::Status(Status::NotFound);
         };
@@ -282,6 +287,12 @@ impl DeliverStream {
                     changed = states.changed() => {
                         let state = states.borrow_and_update().clone();
                         if changed.is_err() || unavailable(&state, seek.best_effort).is_some() {
+                            return Outcome::Status(Status::ServiceUnavailable);
+                        }
+                    }
+                    changed = chain_status.changed() => {
+                        let status = chain_status.borrow_and_update().clone();
+                        if changed.is_err() || consenter_errored(&status, seek.best_effort).is_some() {
                             return Outcome::Status(Status::ServiceUnavailable);
                         }
                     }
@@ -351,6 +362,13 @@ fn header_only(marshalled: Bytes) -> Result<Bytes, prost::DecodeError> {
         metadata: block.metadata,
     };
     Ok(Bytes::from(stripped.encode_to_vec()))
+}
+
+/// Why Deliver is refused while the consenter has lost its backend (Kafka's
+/// brokers): Fabric's `Errored()`, which BEST_EFFORT requests ignore.
+fn consenter_errored(status: &ChainStatus, best_effort: bool) -> Option<String> {
+    let reason = status.errored.as_ref().filter(|_| !best_effort)?;
+    Some(format!("the consenter is errored: {reason}"))
 }
 
 /// Why a channel in this state cannot serve Deliver, if it cannot. A
