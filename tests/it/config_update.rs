@@ -16,7 +16,7 @@ use crate::common::*;
 
 /// The channel's current config, read the way a client reads it: the last
 /// config block, found through the newest block's LAST_CONFIG.
-async fn current_config(node: &TestNode) -> ChannelConfig {
+pub(crate) async fn current_config(node: &TestNode) -> ChannelConfig {
     let blocks = all_blocks(node, CHANNEL).await;
     let newest = blocks.last().expect("a block");
     let index = blockutil::last_config_index(newest).expect("last config");
@@ -40,7 +40,7 @@ fn with_max_message_count(config: &Config, count: u32) -> Config {
     updated
 }
 
-fn batch_update(current: &ChannelConfig, count: u32) -> ConfigUpdate {
+pub(crate) fn batch_update(current: &ChannelConfig, count: u32) -> ConfigUpdate {
     compute_update(
         CHANNEL,
         &current.config,

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use prost::Message;
 
 use ordo::fabric::blockutil;
@@ -193,5 +194,324 @@ async fn one_node_orders_thousands_and_cuts_a_trickle_by_time() {
     assert!(
         offsets.last_offset_persisted > 3000,
         "the block records the time-to-cut's offset: {offsets:?}"
+    );
+}
+
+/// Nodes that boot from the same genesis block (same bytes, same chain).
+async fn kafka_nodes(count: usize, profile: &GenesisProfile) -> Vec<TestNode> {
+    let genesis = profile.genesis_block().encode_to_vec();
+    let mut nodes = Vec::new();
+    for _ in 0..count {
+        nodes.push(kafka_node_from(&genesis).await);
+    }
+    for node in &nodes {
+        wait_connected(node, &profile.channel_id).await;
+    }
+    nodes
+}
+
+async fn kafka_node_from(genesis: &[u8]) -> TestNode {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("genesis.block");
+    std::fs::write(&path, genesis).expect("write genesis");
+    let mut env = vec![
+        (
+            "ORDERER_GENERAL_BOOTSTRAPMETHOD".to_string(),
+            "file".to_string(),
+        ),
+        (
+            "ORDERER_GENERAL_BOOTSTRAPFILE".to_string(),
+            path.display().to_string(),
+        ),
+    ];
+    env.extend(kafka_env());
+    let mut node = TestNode {
+        node: None,
+        dir,
+        extra_env: env,
+        consenters: ordo::runtime::consensus::Consenters::standard(),
+        reader: None,
+    };
+    node.start().await;
+    node
+}
+
+/// Every node holds the same blocks: same header hash at every height.
+async fn assert_identical_chains(nodes: &[TestNode], channel: &str) -> Vec<Block> {
+    let reference = all_blocks(&nodes[0], channel).await;
+    verify_chain(&reference);
+    for (i, node) in nodes.iter().enumerate().skip(1) {
+        let blocks = all_blocks(node, channel).await;
+        assert_eq!(blocks.len(), reference.len(), "node {i} has as many blocks");
+        for (a, b) in reference.iter().zip(&blocks) {
+            let (a, b) = (
+                a.header.as_ref().expect("header"),
+                b.header.as_ref().expect("header"),
+            );
+            assert_eq!(
+                blockutil::header_hash(a),
+                blockutil::header_hash(b),
+                "node {i}: block {} differs",
+                a.number
+            );
+        }
+    }
+    reference
+}
+
+/// Waits until every node has ordered `count` transactions and has the
+/// same height.
+async fn wait_all_ordered(nodes: &[TestNode], channel: &str, count: usize) {
+    for node in nodes {
+        wait_until_ordered(node, channel, count).await;
+    }
+    let target = nodes.iter().map(|n| n.height(channel)).max().unwrap_or(0);
+    for node in nodes {
+        wait_for_height(node, channel, target).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_sharing_a_partition_write_identical_chains() {
+    let broker = KafkaBroker::start().await;
+    for (count, channel) in [(2, "twonodes"), (3, "threenodes")] {
+        let profile = kafka_profile(channel, &broker, 50);
+        let nodes = kafka_nodes(count, &profile).await;
+        // Every node takes Broadcast at once; trickles make time-cut blocks.
+        let per_node = 600;
+        let mut sending = Vec::new();
+        for (i, node) in nodes.iter().enumerate() {
+            let start = i * per_node;
+            sending.push(broadcast_all(node, channel, start..start + per_node));
+        }
+        let answers = futures::future::join_all(sending).await;
+        assert!(answers.iter().flatten().all(|s| *s == Status::Success));
+        for (i, node) in nodes.iter().enumerate() {
+            let n = count * per_node + i;
+            let statuses = broadcast_all(node, channel, n..n + 1).await;
+            assert_eq!(statuses, vec![Status::Success]);
+        }
+        let total = count * per_node + count;
+        wait_all_ordered(&nodes, channel, total).await;
+        let blocks = assert_identical_chains(&nodes, channel).await;
+        let mut numbers = tx_numbers(&blocks);
+        numbers.sort_unstable();
+        assert_eq!(
+            numbers,
+            (0..total).collect::<Vec<_>>(),
+            "every envelope once"
+        );
+        let time_cut = blocks
+            .iter()
+            .skip(1)
+            .filter(|b| blockutil::entries(b).len() < 50)
+            .count();
+        assert!(time_cut > 0, "some blocks were cut by time");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_resumes_and_a_late_node_catches_up() {
+    let broker = KafkaBroker::start().await;
+    let profile = kafka_profile("resume", &broker, 40);
+    let genesis = profile.genesis_block().encode_to_vec();
+    let mut first = kafka_node_from(&genesis).await;
+    wait_connected(&first, "resume").await;
+    let statuses = broadcast_all(&first, "resume", 0..500).await;
+    assert!(statuses.iter().all(|s| *s == Status::Success));
+    wait_until_ordered(&first, "resume", 500).await;
+    // Stopped with a batch pending: it is read again from the partition.
+    let statuses = broadcast_all(&first, "resume", 500..510).await;
+    assert!(statuses.iter().all(|s| *s == Status::Success));
+    first.restart().await;
+    wait_connected(&first, "resume").await;
+    let statuses = broadcast_all(&first, "resume", 510..700).await;
+    assert!(statuses.iter().all(|s| *s == Status::Success));
+    let blocks = wait_until_ordered(&first, "resume", 700).await;
+    assert_sent_once_in_order(&blocks, 0..700);
+    // A node that joins late reads the partition from the start.
+    let late = kafka_node_from(&genesis).await;
+    wait_connected(&late, "resume").await;
+    let nodes = [first, late];
+    wait_all_ordered(&nodes, "resume", 700).await;
+    assert_identical_chains(&nodes, "resume").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_update_through_kafka_applies_at_the_same_block_everywhere() {
+    use super::config_update::{batch_update, current_config};
+    use ordo::fabric::configtx::compute::config_update_envelope;
+
+    let broker = KafkaBroker::start().await;
+    let profile = kafka_profile(CHANNEL, &broker, 20);
+    let nodes = kafka_nodes(2, &profile).await;
+    let statuses = broadcast_all(&nodes[0], CHANNEL, 0..100).await;
+    assert!(statuses.iter().all(|s| *s == Status::Success));
+    let current = current_config(&nodes[1]).await;
+    let update = config_update_envelope(&batch_update(&current, 7));
+    let mut client = nodes[1].client().await;
+    let mut stream = BroadcastStream::open(&mut client).await;
+    stream.send(update).await;
+    let answer = stream.next().await.expect("an answer");
+    assert_eq!(answer.status, Status::Success as i32, "{}", answer.info);
+    let statuses = broadcast_all(&nodes[0], CHANNEL, 100..200).await;
+    assert!(statuses.iter().all(|s| *s == Status::Success));
+    wait_all_ordered(&nodes, CHANNEL, 200).await;
+    let blocks = assert_identical_chains(&nodes, CHANNEL).await;
+    let config_at = blocks
+        .iter()
+        .skip(1)
+        .position(blockutil::is_config_block)
+        .map(|p| p + 1)
+        .expect("a config block");
+    for (number, block) in blocks.iter().enumerate().skip(1) {
+        let entries = blockutil::entries(block).len();
+        if number < config_at {
+            assert!(entries <= 20, "block {number} under the old BatchSize");
+        } else if number > config_at {
+            assert!(
+                entries <= 7,
+                "block {number} under the new BatchSize has {entries}"
+            );
+        }
+    }
+    assert!(
+        blocks[config_at + 1..]
+            .iter()
+            .any(|b| blockutil::entries(b).len() == 7),
+        "blocks are cut at the new count"
+    );
+    for node in &nodes {
+        assert_eq!(current_config(node).await.batch_size.max_message_count, 7);
+    }
+}
+
+/// What a client saw of each envelope it sent.
+#[derive(Default)]
+struct Tally {
+    acknowledged: Vec<usize>,
+    refused: Vec<(usize, Status)>,
+}
+
+/// Sends envelopes one at a time from `next` on, opening a new stream after
+/// each refusal (Broadcast ends a stream there), until `stop` says so.
+async fn send_until(
+    node: &TestNode,
+    channel: &str,
+    next: &mut usize,
+    tally: &mut Tally,
+    mut stop: impl FnMut(&Tally) -> bool,
+) {
+    let mut client = node.client().await;
+    let mut stream = BroadcastStream::open(&mut client).await;
+    while !stop(tally) {
+        let n = *next;
+        *next += 1;
+        stream.offer(kafka_tx(channel, n)).await;
+        let status = match tokio::time::timeout(PATIENCE, stream.responses.next()).await {
+            Ok(Some(Ok(answer))) => Status::try_from(answer.status).unwrap_or(Status::Unknown),
+            _ => Status::Unknown,
+        };
+        if status == Status::Success {
+            tally.acknowledged.push(n);
+        } else {
+            tally.refused.push((n, status));
+            stream = BroadcastStream::open(&mut client).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_goes_away_under_load_loses_and_repeats_nothing() {
+    use ordo::fabric::protos::orderer::seek_info::SeekBehavior;
+    use ordo::tools::client::envelope::BlockPosition;
+
+    let mut broker = KafkaBroker::start().await;
+    let node = kafka_node("outage", &broker, 30).await;
+    let mut next = 0;
+    let mut tally = Tally::default();
+    send_until(&node, "outage", &mut next, &mut tally, |t| {
+        t.acknowledged.len() >= 150
+    })
+    .await;
+
+    broker.kill();
+    // Broadcast is refused while the broker is away...
+    send_until(&node, "outage", &mut next, &mut tally, |t| {
+        t.refused
+            .iter()
+            .filter(|(_, s)| *s == Status::ServiceUnavailable)
+            .count()
+            >= 20
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while errored(&node, "outage").is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the chain never showed the broker gone"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...and so is Deliver.
+    let mut client = node.client().await;
+    let got = deliver(
+        &mut client,
+        "outage",
+        BlockPosition::Oldest,
+        BlockPosition::Newest,
+        SeekBehavior::BlockUntilReady,
+    )
+    .await;
+    assert_eq!(got.status, Some(Status::ServiceUnavailable));
+
+    assert!(
+        tally
+            .refused
+            .iter()
+            .all(|(_, s)| *s == Status::ServiceUnavailable),
+        "refused only as unavailable: {:?}",
+        tally.refused
+    );
+    broker.restart().await;
+    wait_connected(&node, "outage").await;
+    let resumed_from = tally.acknowledged.len();
+    send_until(&node, "outage", &mut next, &mut tally, |t| {
+        t.acknowledged.len() >= resumed_from + 150
+    })
+    .await;
+
+    wait_until_ordered(&node, "outage", tally.acknowledged.len()).await;
+    // Give the partition time to hand over anything still in flight: a
+    // trickle after it proves the chain has read past it.
+    let marker = next;
+    let statuses = broadcast_all(&node, "outage", marker..marker + 1).await;
+    assert_eq!(statuses, vec![Status::Success]);
+    let blocks = loop {
+        let blocks = all_blocks(&node, "outage").await;
+        if tx_numbers(&blocks).contains(&marker) {
+            break blocks;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    verify_chain(&blocks);
+    let ordered = tx_numbers(&blocks);
+    let mut seen = std::collections::HashSet::new();
+    for n in &ordered {
+        assert!(seen.insert(*n), "transaction {n} ordered twice");
+    }
+    for n in &tally.acknowledged {
+        assert!(seen.contains(n), "acknowledged transaction {n} is missing");
+    }
+    // Acknowledged ones keep their order.
+    let acked: std::collections::HashSet<usize> = tally.acknowledged.iter().copied().collect();
+    let in_blocks: Vec<usize> = ordered
+        .iter()
+        .copied()
+        .filter(|n| acked.contains(n))
+        .collect();
+    assert_eq!(
+        in_blocks, tally.acknowledged,
+        "acknowledged transactions in the order sent"
     );
 }
