@@ -515,3 +515,60 @@ async fn a_broker_that_goes_away_under_load_loses_and_repeats_nothing() {
         "acknowledged transactions in the order sent"
     );
 }
+
+/// The chain's actors fail (the cutter, on a record): the supervisor starts
+/// the tree again, which reads on from the last block's offsets.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
+async fn a_failed_kafka_chain_is_restarted_from_its_offsets() {
+    use ordo::runtime::faults::{self, points};
+
+    let _only_this_test = faults::exclusive();
+    let broker = KafkaBroker::start().await;
+    let node = kafka_node("failover", &broker, 25).await;
+    let mut next = 0;
+    let mut tally = Tally::default();
+    send_until(&node, "failover", &mut next, &mut tally, |t| {
+        t.acknowledged.len() >= 100
+    })
+    .await;
+    let channel = node
+        .node
+        .as_ref()
+        .expect("running")
+        .registrar()
+        .channel("failover")
+        .expect("channel");
+    let restarts = channel.metrics().chain_restarts.get();
+    faults::configure(points::KAFKA_CUTTER_RECORD, "1*return(EIO@failover)").expect("failpoint");
+    send_until(&node, "failover", &mut next, &mut tally, |t| {
+        t.acknowledged.len() >= 120
+    })
+    .await;
+    // Acknowledged once the broker has them: the cutter reads them after.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while channel.metrics().chain_restarts.get() == restarts {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the supervisor restarted the chain"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    faults::configure(points::KAFKA_CUTTER_RECORD, "off").expect("failpoint");
+    wait_connected(&node, "failover").await;
+    let resumed = tally.acknowledged.len();
+    send_until(&node, "failover", &mut next, &mut tally, |t| {
+        t.acknowledged.len() >= resumed + 100
+    })
+    .await;
+    let blocks = wait_until_ordered(&node, "failover", tally.acknowledged.len()).await;
+    let ordered = tx_numbers(&blocks);
+    let mut seen = std::collections::HashSet::new();
+    for n in &ordered {
+        assert!(seen.insert(*n), "transaction {n} ordered twice");
+    }
+    for n in &tally.acknowledged {
+        assert!(seen.contains(n), "acknowledged transaction {n} is missing");
+    }
+}
