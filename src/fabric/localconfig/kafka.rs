@@ -109,6 +109,16 @@ impl KafkaSettings {
                 format!("{version:?} is not a Kafka version such as 2.8.0"),
             ));
         }
+        if !version.is_empty() && !at_least_0_11(&version) {
+            // Posting once, in order, through retries needs the idempotent
+            // producer, which brokers have from 0.11 on.
+            return Err(invalid(
+                "Kafka.Version",
+                format!(
+                    "{version} is below 0.11.0, the first Kafka version with idempotent producers"
+                ),
+            ));
+        }
         let tls = if section.tls.enabled {
             let read = |key: &'static str, path: &str| -> Result<String, ConfigError> {
                 let full = base_dir.join(path);
@@ -165,6 +175,13 @@ impl KafkaSettings {
             replication_factor: i32::from(section.topic.replication_factor),
         })
     }
+}
+
+fn at_least_0_11(version: &str) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    major >= 1 || minor >= 11
 }
 
 fn is_version(text: &str) -> bool {
@@ -224,6 +241,12 @@ mod tests {
             ),
             "{err}"
         );
+        let mut section = Kafka::default();
+        section.version = "0.10.2.0".into();
+        let err = KafkaSettings::from_section(&section, Path::new(".")).unwrap_err();
+        assert!(err.to_string().contains("below 0.11.0"), "{err}");
+        section.version = "2.8.0".into();
+        assert!(KafkaSettings::from_section(&section, Path::new(".")).is_ok());
         let mut section = Kafka::default();
         section.version = "two".into();
         let err = KafkaSettings::from_section(&section, Path::new(".")).unwrap_err();

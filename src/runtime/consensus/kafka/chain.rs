@@ -36,11 +36,12 @@ use futures::future::join_all;
 use prost::Message as _;
 use tokio::sync::{oneshot, watch};
 use tokio_stream::wrappers::WatchStream;
+use tokio_util::sync::CancellationToken;
 
 use super::brokers_of;
-use super::client::{self, PartitionError, PartitionProducer};
+use super::client::{self, PartitionError, PartitionProducer, PostFailure};
 use super::consumer::{ConsumerActor, PartitionHealth, StopConsumer};
-use super::cutter::{CutterParts, KafkaBatch, KafkaCutter};
+use super::cutter::{CutterParts, KafkaBatch, KafkaCutter, Settled};
 use super::record::{Offsets, Record, Regular};
 use crate::fabric::channelconfig::ChannelConfig;
 use crate::fabric::configtx::PolicyEvaluator;
@@ -64,6 +65,8 @@ struct Connected {
     producer: PartitionProducer,
     cutter: Addr<KafkaCutter>,
     consumer: Addr<ConsumerActor>,
+    /// Ends the children's waits when the chain stops.
+    stop: CancellationToken,
 }
 
 /// Where the start-up stands.
@@ -92,6 +95,8 @@ pub struct KafkaChain {
     phase: Phase,
     /// Why the partition cannot be reached now, if it cannot.
     errored: Option<String>,
+    /// The consumer reported it cannot read, and has not read since.
+    consumer_lost: bool,
     /// When the current run of failures began.
     failing_since: Option<Instant>,
     /// In-flight room of posted submissions, by the offset of their last record.
@@ -156,6 +161,7 @@ impl KafkaChain {
             start_offsets,
             phase: Phase::Connecting,
             errored: Some("connecting to the Kafka brokers".into()),
+            consumer_lost: false,
             failing_since: None,
             permits: BTreeMap::new(),
             blocks: VecDeque::new(),
@@ -279,6 +285,7 @@ impl KafkaChain {
         consumer: rdkafka::consumer::StreamConsumer<client::ChainClientContext>,
         ctx: &mut Context<Self>,
     ) {
+        let stop = CancellationToken::new();
         let parts = CutterParts {
             channel_id: self.channel_id.clone(),
             config: self.config.clone(),
@@ -292,6 +299,8 @@ impl KafkaChain {
             next_block: self.creator.next_number(),
             offsets: self.start_offsets,
             chain: Mailbox::of(&ctx.address(), &self.metrics.chain),
+            settled: Mailbox::of(&ctx.address(), &self.metrics.chain),
+            stop: stop.clone(),
         };
         let cutter = KafkaCutter::new(parts, self.tree.member("cutter")).start();
         let consumer = ConsumerActor::new(
@@ -300,6 +309,8 @@ impl KafkaChain {
             &cutter,
             ctx.address().recipient(),
             &self.metrics.cutter,
+            self.start_offsets.next_to_read(),
+            stop.clone(),
             self.tree.member("consumer"),
         )
         .start();
@@ -307,6 +318,7 @@ impl KafkaChain {
             producer,
             cutter,
             consumer,
+            stop,
         });
         self.failing_since = None;
         self.set_errored(None);
@@ -331,15 +343,27 @@ impl KafkaChain {
         };
         let posted = producer.connect();
         ctx.spawn(posted.into_actor(self).map(|result, act, ctx| {
+            if act.errored.is_none() || act.halting() {
+                return;
+            }
             let reason = match result {
-                // The consumer clears the error when it reads again.
+                // The brokers take posts again; if the consumer still
+                // cannot read, it clears the error when it reads again.
+                Ok(_) if !act.consumer_lost => return act.recovered(),
                 Ok(_) => "waiting to read the partition again".to_string(),
+                Err(e) if e.failure() == PostFailure::Fatal => return act.fail(e.to_string(), ctx),
                 Err(e) => e.to_string(),
             };
-            if act.errored.is_some() && !act.halting() {
-                act.retry_later(reason, ctx, KafkaChain::probe);
-            }
+            act.retry_later(reason, ctx, KafkaChain::probe);
         }));
+    }
+
+    fn recovered(&mut self) {
+        if self.errored.is_some() && matches!(self.phase, Phase::Running(_)) {
+            tracing::info!(channel = %self.channel_id, "the channel's partition is reachable again");
+            self.failing_since = None;
+            self.set_errored(None);
+        }
     }
 
     /// The chain cannot go on: its supervisor restarts the tree, which goes
@@ -377,7 +401,14 @@ impl KafkaChain {
                             Ok(offset) => last = last.max(Some(offset)),
                             Err(e) => {
                                 let reason = e.to_string();
-                                act.partition_lost(reason.clone(), ctx);
+                                match e.failure() {
+                                    PostFailure::Unreachable => {
+                                        act.partition_lost(reason.clone(), ctx)
+                                    }
+                                    PostFailure::Fatal => act.fail(reason.clone(), ctx),
+                                    // This submission alone: the chain goes on.
+                                    PostFailure::Refused => {}
+                                }
                                 return Err(SubmitError::Unavailable(format!(
                                     "channel {}: {reason}",
                                     act.channel_id
@@ -416,6 +447,7 @@ impl KafkaChain {
 
     fn stop_children(&mut self) {
         if let Phase::Running(connected) = &self.phase {
+            connected.stop.cancel();
             let _ = mailbox::post(&connected.consumer.clone().recipient(), StopConsumer);
             let _ = mailbox::post(&connected.cutter.clone().recipient(), StopCutter);
         }
@@ -455,7 +487,23 @@ impl StreamHandler<u64> for KafkaChain {
     fn finished(&mut self, _: &mut Context<Self>) {}
 }
 
-crate::counted_handlers!(KafkaChain: Submit, Configure, KafkaBatch);
+crate::counted_handlers!(KafkaChain: Submit, Configure, KafkaBatch, Settled);
+
+/// Records up to `through` are in blocks handed to the ledger, or dropped:
+/// their room goes once those blocks are written.
+impl Handler<Settled> for KafkaChain {
+    type Result = ();
+
+    fn handle(&mut self, msg: Settled, _: &mut Context<Self>) {
+        let next = self.creator.next_number();
+        if self.store.height() >= next {
+            self.written_through = self.written_through.max(msg.through);
+            self.release_written(self.store.height());
+        } else {
+            self.blocks.push_back((next - 1, msg.through));
+        }
+    }
+}
 
 impl Handler<Submit> for KafkaChain {
     type Result = ResponseActFuture<Self, Result<(), SubmitError>>;
@@ -533,13 +581,13 @@ impl Handler<PartitionHealth> for KafkaChain {
 
     fn handle(&mut self, health: PartitionHealth, ctx: &mut Context<Self>) {
         match health {
-            PartitionHealth::Lost(reason) => self.partition_lost(reason, ctx),
+            PartitionHealth::Lost(reason) => {
+                self.consumer_lost = true;
+                self.partition_lost(reason, ctx);
+            }
             PartitionHealth::Readable => {
-                if self.errored.is_some() && matches!(self.phase, Phase::Running(_)) {
-                    tracing::info!(channel = %self.channel_id, "the channel's partition is reachable again");
-                    self.failing_since = None;
-                    self.set_errored(None);
-                }
+                self.consumer_lost = false;
+                self.recovered();
             }
         }
     }

@@ -29,9 +29,10 @@ pub fn client_config(settings: &KafkaSettings, brokers: &[String]) -> ClientConf
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", brokers.join(","))
+        // librdkafka's floor is one second.
         .set(
             "socket.connection.setup.timeout.ms",
-            millis(settings.dial_timeout),
+            millis(settings.dial_timeout.max(Duration::from_secs(1))),
         )
         // Reconnect soon after a broker returns, not after librdkafka's
         // default back-off of up to 10 s.
@@ -86,9 +87,59 @@ pub enum PartitionError {
     #[error("cannot create topic {topic}: {reason}")]
     Topic { topic: String, reason: String },
     #[error("cannot post to partition {topic}/0: {reason}")]
-    Post { topic: String, reason: String },
+    Post {
+        topic: String,
+        reason: String,
+        failure: PostFailure,
+    },
     #[error("cannot read partition {topic}/0: {reason}")]
     Read { topic: String, reason: String },
+}
+
+/// What a failed post says about the partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PostFailure {
+    /// The brokers could not be reached in time: the chain is errored.
+    Unreachable,
+    /// This record was refused (too large, say): the chain goes on.
+    Refused,
+    /// The producer can no longer be used (its idempotence broke, it was
+    /// fenced): the chain must start again with new clients.
+    Fatal,
+}
+
+impl PostFailure {
+    pub fn of(error: &KafkaError) -> PostFailure {
+        use RDKafkaErrorCode as Code;
+        match error.rdkafka_error_code() {
+            Some(
+                Code::Fatal
+                | Code::Fenced
+                | Code::OutOfOrderSequenceNumber
+                | Code::UnknownProducerId
+                | Code::InvalidProducerEpoch
+                | Code::ProducerFenced,
+            ) => PostFailure::Fatal,
+            Some(
+                Code::MessageSizeTooLarge
+                | Code::InvalidMessageSize
+                | Code::InvalidRecord
+                | Code::InvalidMessage,
+            ) => PostFailure::Refused,
+            _ => PostFailure::Unreachable,
+        }
+    }
+}
+
+impl PartitionError {
+    /// How a failed post should be taken; other errors are the partition
+    /// being unreachable.
+    pub fn failure(&self) -> PostFailure {
+        match self {
+            PartitionError::Post { failure, .. } => *failure,
+            _ => PostFailure::Unreachable,
+        }
+    }
 }
 
 /// librdkafka's logs and statistics, routed to tracing and the metrics.
@@ -206,6 +257,9 @@ impl PartitionProducer {
             .set("acks", "all")
             // Gather what many Broadcast streams send into few requests.
             .set("linger.ms", "2")
+            // Records as large as a channel allows (Fabric's producer takes
+            // up to 100 MiB): AbsoluteMaxBytes is checked before posting.
+            .set("message.max.bytes", "104857600")
             .set("batch.num.messages", "10000")
             .set(
                 "message.timeout.ms",
@@ -238,13 +292,14 @@ impl PartitionProducer {
                 .partition(PARTITION)
                 .payload(&payload),
         );
-        let queued = queued.map_err(|(e, _)| e.to_string());
+        let queued = queued.map_err(|(e, _)| (e.to_string(), PostFailure::of(&e)));
         let latency = self.metrics.produce_latency.clone();
         let started = Instant::now();
         async move {
-            let failed = |reason: String| PartitionError::Post {
+            let failed = |(reason, failure): (String, PostFailure)| PartitionError::Post {
                 topic: topic.to_string(),
                 reason,
+                failure,
             };
             let delivery = queued.map_err(failed)?;
             match delivery.await {
@@ -252,8 +307,11 @@ impl PartitionProducer {
                     latency.observe(started.elapsed().as_secs_f64());
                     Ok(delivered.offset)
                 }
-                Ok(Err((e, _))) => Err(failed(e.to_string())),
-                Err(_) => Err(failed("the producer was closed".into())),
+                Ok(Err((e, _))) => Err(failed((e.to_string(), PostFailure::of(&e)))),
+                Err(_) => Err(failed((
+                    "the producer was closed".into(),
+                    PostFailure::Unreachable,
+                ))),
             }
         }
     }
@@ -281,8 +339,10 @@ pub fn partition_consumer(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", "10")
+        // A chain that cannot read on from where its ledger ends must stop,
+        // not silently read from elsewhere (Fabric halts on out-of-range).
+        .set("auto.offset.reset", "error")
+        .set("fetch.wait.max.ms", "100")
         .set("statistics.interval.ms", "5000");
     let context = ChainClientContext {
         channel: channel.into(),

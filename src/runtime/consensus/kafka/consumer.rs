@@ -16,6 +16,7 @@ use bytes::Bytes;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::KafkaError;
 use rdkafka::Message as _;
+use tokio_util::sync::CancellationToken;
 
 use super::client::ChainClientContext;
 use super::cutter::{Consumed, KafkaCutter};
@@ -32,6 +33,34 @@ pub enum PartitionHealth {
     Readable,
 }
 
+/// How a consumer error is taken.
+fn severity(error: &KafkaError) -> Severity {
+    use rdkafka::error::RDKafkaErrorCode as Code;
+    if matches!(error, KafkaError::MessageConsumptionFatal(_)) {
+        return Severity::Fatal;
+    }
+    match error.rdkafka_error_code() {
+        // The offset to read on from is gone (retention, a new topic):
+        // reading from elsewhere would cut other blocks than the peers.
+        Some(Code::AutoOffsetReset | Code::OffsetOutOfRange | Code::Fatal) => Severity::Fatal,
+        Some(
+            Code::AllBrokersDown
+            | Code::UnknownTopicOrPartition
+            | Code::UnknownPartition
+            | Code::UnknownTopic,
+        ) => Severity::Lost,
+        // A connection dropped and re-made, a retried fetch: librdkafka
+        // recovers from these by itself.
+        _ => Severity::Passing,
+    }
+}
+
+enum Severity {
+    Passing,
+    Lost,
+    Fatal,
+}
+
 /// Stop reading (the chain halts or stops).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -46,6 +75,11 @@ pub struct ConsumerActor {
     chain: Recipient<PartitionHealth>,
     /// Set after a read failed, until a record is read again.
     lost: bool,
+    /// The offset the next record must have at least; the first record of
+    /// a chain that reads on from its ledger must have exactly this one.
+    expected: i64,
+    exact_start: bool,
+    stop: CancellationToken,
     guard: Option<ChildGuard>,
 }
 
@@ -56,6 +90,8 @@ impl ConsumerActor {
         cutter: &Addr<KafkaCutter>,
         chain: Recipient<PartitionHealth>,
         metrics: &crate::runtime::metrics::ActorMetrics,
+        from: i64,
+        stop: CancellationToken,
         guard: ChildGuard,
     ) -> ConsumerActor {
         ConsumerActor {
@@ -64,8 +100,26 @@ impl ConsumerActor {
             cutter: Mailbox::of(cutter, metrics),
             chain,
             lost: false,
+            expected: from.max(0),
+            exact_start: from > 0,
+            stop,
             guard: Some(guard),
         }
+    }
+
+    fn fail(&mut self, reason: String, ctx: &mut Context<Self>) {
+        tracing::error!(channel = %self.channel_id, %reason, "kafka consumer cannot go on");
+        if let Some(guard) = &self.guard {
+            guard.report_failure(reason);
+        }
+        ctx.stop();
+    }
+
+    fn stop_now(&mut self, ctx: &mut Context<Self>) {
+        if let Some(guard) = self.guard.take() {
+            guard.retire();
+        }
+        ctx.stop();
     }
 
     fn records(&self) -> impl futures::Stream<Item = Read> + 'static {
@@ -97,6 +151,17 @@ impl StreamHandler<Read> for ConsumerActor {
     fn handle(&mut self, read: Read, ctx: &mut Context<Self>) {
         match read {
             Ok(consumed) => {
+                if consumed.offset < self.expected
+                    || (self.exact_start && consumed.offset != self.expected)
+                {
+                    let reason = format!(
+                        "read offset {} where offset {} was next: the partition no longer holds what this chain has not read",
+                        consumed.offset, self.expected
+                    );
+                    return self.fail(reason, ctx);
+                }
+                self.exact_start = false;
+                self.expected = consumed.offset + 1;
                 if self.lost {
                     self.lost = false;
                     tracing::info!(channel = %self.channel_id, offset = consumed.offset, "partition readable again");
@@ -105,23 +170,37 @@ impl StreamHandler<Read> for ConsumerActor {
                 // The stream is not polled until the cutter has the record
                 // processed: records stay in order and in the broker.
                 let cutter = self.cutter.clone();
-                let processed = async move { cutter.send(consumed).await };
-                ctx.wait(processed.into_actor(self).map(|answer, act, ctx| {
-                    if answer.is_err() {
-                        if let Some(guard) = &act.guard {
-                            guard.report_failure("the cutter stopped taking records");
-                        }
-                        ctx.stop();
+                let stop = self.stop.clone();
+                let processed = async move {
+                    tokio::select! {
+                        answer = cutter.send(consumed) => Some(answer.is_ok()),
+                        _ = stop.cancelled() => None,
                     }
-                }));
+                };
+                ctx.wait(
+                    processed
+                        .into_actor(self)
+                        .map(|answer, act, ctx| match answer {
+                            None => act.stop_now(ctx),
+                            Some(true) => {}
+                            Some(false) => {
+                                act.fail("the cutter stopped taking records".into(), ctx)
+                            }
+                        }),
+                );
             }
-            Err(e) => {
-                if !self.lost {
+            Err(e) => match severity(&e) {
+                Severity::Fatal => self.fail(format!("reading the partition: {e}"), ctx),
+                Severity::Lost if !self.lost => {
                     self.lost = true;
                     tracing::warn!(channel = %self.channel_id, error = %e, "cannot read the partition");
                     self.tell_chain(PartitionHealth::Lost(e.to_string()));
                 }
-            }
+                Severity::Lost => {}
+                Severity::Passing => {
+                    tracing::info!(channel = %self.channel_id, error = %e, "kafka consumer error; librdkafka retries");
+                }
+            },
         }
     }
 
@@ -134,9 +213,6 @@ impl Handler<StopConsumer> for ConsumerActor {
     type Result = ();
 
     fn handle(&mut self, _: StopConsumer, ctx: &mut Context<Self>) {
-        if let Some(guard) = self.guard.take() {
-            guard.retire();
-        }
-        ctx.stop();
+        self.stop_now(ctx);
     }
 }

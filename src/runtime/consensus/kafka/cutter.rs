@@ -25,7 +25,7 @@
 //!   block: the ConsumerActor reads the next record only then.
 //! - [`StopCutter`] (from the ChainActor when it stops).
 //!
-//! Emits [`KafkaBatch`] to the ChainActor, in order.
+//! Emits [`KafkaBatch`] and [`Settled`] to the ChainActor, in order.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,12 +34,13 @@ use actix::prelude::*;
 use bytes::Bytes;
 use prost::Message as _;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::client::PartitionProducer;
 use super::record::{Offsets, Record, Regular};
 use crate::fabric::channelconfig::ChannelConfig;
 use crate::fabric::configtx::PolicyEvaluator;
-use crate::fabric::protos::common::Envelope;
+use crate::fabric::protos::common::{ChannelHeader, Envelope, HeaderType, Payload};
 use crate::runtime::blockcutter::{Batch, BlockCutter, OrderedMessage, StopCutter};
 use crate::runtime::channel::mailbox::Mailbox;
 use crate::runtime::channel::tree::ChildGuard;
@@ -70,6 +71,15 @@ pub struct KafkaBatch {
     pub offsets: Offsets,
 }
 
+/// Every record up to `through` is in a block handed to the chain, or was
+/// dropped: once those blocks are written, nothing up to it is in flight.
+/// Sent after records were dropped, when nothing is pending.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Settled {
+    pub through: i64,
+}
+
 /// What the cutter needs from its channel.
 pub struct CutterParts {
     pub channel_id: String,
@@ -87,6 +97,11 @@ pub struct CutterParts {
     pub next_block: u64,
     pub offsets: Offsets,
     pub chain: Mailbox<KafkaBatch>,
+    /// Where the cutter says which records are settled (see [`Settled`]).
+    pub settled: Mailbox<Settled>,
+    /// Cancelled when the chain stops: ends any wait (a config block, a
+    /// re-post) that would otherwise keep the cutter, and its tree, alive.
+    pub stop: CancellationToken,
 }
 
 pub struct KafkaCutter {
@@ -97,6 +112,8 @@ pub struct KafkaCutter {
     timer: Option<SpawnHandle>,
     /// Set once the cutter cannot go on: it answers nothing more.
     failed: bool,
+    /// Records were dropped since the last [`Settled`].
+    dropped: bool,
     guard: Option<ChildGuard>,
 }
 
@@ -116,6 +133,7 @@ impl KafkaCutter {
             parts,
             timer: None,
             failed: false,
+            dropped: false,
         }
     }
 
@@ -136,6 +154,50 @@ impl KafkaCutter {
             guard.report_failure(reason);
         }
         ctx.stop();
+    }
+
+    /// Stops on the chain's word (its stop token): planned, not a failure.
+    fn stop_now(&mut self, ctx: &mut Context<Self>) {
+        self.failed = true;
+        if let Some(guard) = self.guard.take() {
+            guard.retire();
+        }
+        ctx.stop();
+    }
+
+    /// `work`, unless the chain stops first.
+    fn until_stopped<F: std::future::Future>(
+        &self,
+        work: F,
+    ) -> impl std::future::Future<Output = Option<F::Output>> {
+        let stop = self.parts.stop.clone();
+        async move {
+            tokio::select! {
+                done = work => Some(done),
+                _ = stop.cancelled() => None,
+            }
+        }
+    }
+
+    /// A record was skipped or dropped: its in-flight room is released
+    /// once the records before it are written.
+    fn dropped(&mut self) {
+        self.dropped = true;
+    }
+
+    fn settle(&mut self, offset: i64, ctx: &mut Context<Self>) {
+        if !self.dropped || self.cutter.pending_count() > 0 || self.failed {
+            return;
+        }
+        self.dropped = false;
+        if self
+            .parts
+            .settled
+            .post(Settled { through: offset })
+            .is_err()
+        {
+            self.fail("the chain stopped taking settled offsets".into(), ctx);
+        }
     }
 
     fn emit(&mut self, batch: Batch, isolated: bool, offsets: Offsets, ctx: &mut Context<Self>) {
@@ -195,10 +257,12 @@ impl KafkaCutter {
             Ok(record) => record,
             Err(e) => {
                 tracing::warn!(channel = %self.channel(), offset, error = %e, "skipping a record that is not a KafkaMessage");
+                self.dropped();
+                self.settle(offset, ctx);
                 return done();
             }
         };
-        match record {
+        let step = match record {
             Record::Connect => done(),
             Record::TimeToCut { block_number } => {
                 self.time_to_cut(offset, block_number, ctx);
@@ -206,7 +270,8 @@ impl KafkaCutter {
             }
             Record::Normal(regular) => self.normal(offset, regular, ctx),
             Record::Config(regular) => self.config(offset, regular, ctx),
-        }
+        };
+        Box::pin(step.map(move |(), act, ctx| act.settle(offset, ctx)))
     }
 
     fn already_processed(&self, regular: &Regular) -> bool {
@@ -239,24 +304,37 @@ impl KafkaCutter {
 
     fn normal(&mut self, offset: i64, regular: Regular, ctx: &mut Context<Self>) -> Step {
         if self.already_processed(&regular) {
+            self.dropped();
             return done();
         }
-        let Some(size) = envelope_size(&regular.payload) else {
+        let Some((size, kind)) = envelope_facts(&regular.payload) else {
             tracing::warn!(channel = %self.channel(), offset, "skipping a normal record whose payload is not an envelope");
+            self.dropped();
             return done();
         };
+        // Only the orderer makes these, and only as CONFIG records: a
+        // NORMAL one would change the config where no orderer expects it.
+        if matches!(
+            kind,
+            Some(HeaderType::Config | HeaderType::OrdererTransaction)
+        ) {
+            tracing::warn!(channel = %self.channel(), offset, "skipping a normal record that carries a config envelope");
+            self.dropped();
+            return done();
+        }
         let message = OrderedMessage {
             envelope: regular.payload,
             size,
         };
         let config = self.parts.config.borrow().clone();
         if regular.config_seq < config.sequence {
-            return self.revalidate_normal(offset, message, config);
+            return self.revalidate_normal(offset, regular.original_offset, message, config);
         }
         let before = self.parts.offsets;
         let outcome = self.cutter.ordered(message);
         if let Some(reason) = outcome.rejected {
             tracing::warn!(channel = %self.channel(), offset, %reason, "message dropped by the blockcutter");
+            self.dropped();
             return done();
         }
         if regular.original_offset != 0 {
@@ -295,6 +373,7 @@ impl KafkaCutter {
     fn revalidate_normal(
         &mut self,
         offset: i64,
+        original_offset: i64,
         message: OrderedMessage,
         config: Arc<ChannelConfig>,
     ) -> Step {
@@ -309,33 +388,43 @@ impl KafkaCutter {
             .await
             .map_err(|e| format!("re-validation failed: {e}"))?;
             let Some(message) = kept.into_iter().next() else {
-                return Ok(());
+                return Ok(false);
             };
+            // A copy posted anew keeps the offset of the first post, so that
+            // however often it is re-validated, one copy is processed.
             let record = Record::Normal(Regular {
                 payload: message.envelope,
                 config_seq,
-                original_offset: offset,
+                original_offset: first_post(original_offset, offset),
             });
             producer
                 .post(&record)
                 .await
-                .map(|_| ())
+                .map(|_| true)
                 .map_err(|e| format!("re-posting the message of offset {offset}: {e}"))
         };
-        Box::pin(work.into_actor(self).map(|result, act, ctx| {
-            if let Err(reason) = result {
-                act.fail(reason, ctx);
-            }
+        let work = self.until_stopped(work);
+        Box::pin(work.into_actor(self).map(|result, act, ctx| match result {
+            None => act.stop_now(ctx),
+            // Dropped, or re-posted: either way not in a block at this offset.
+            Some(Ok(_)) => act.dropped(),
+            Some(Err(reason)) => act.fail(reason, ctx),
         }))
     }
 
     fn config(&mut self, offset: i64, regular: Regular, ctx: &mut Context<Self>) -> Step {
         if self.already_processed(&regular) {
+            self.dropped();
             return done();
         }
         let current = self.parts.config.borrow().clone();
         if regular.config_seq < current.sequence {
             return self.recheck_config(offset, regular, current);
+        }
+        if let Err(reason) = acceptable_config(&regular.payload, &current) {
+            tracing::warn!(channel = %self.channel(), offset, %reason, "skipping a config record");
+            self.dropped();
+            return done();
         }
         let before = self.parts.offsets;
         self.stop_timer(ctx);
@@ -361,7 +450,11 @@ impl KafkaCutter {
         // the LedgerActor to write it and publish that config.
         let mut height = self.parts.height.clone();
         let written = async move { height.wait_for(|h| *h > number).await.is_ok() };
+        let written = self.until_stopped(written);
         Box::pin(written.into_actor(self).map(move |written, act, ctx| {
+            let Some(written) = written else {
+                return act.stop_now(ctx);
+            };
             if !written {
                 act.fail(
                     format!("the ledger stopped before writing config block {number}"),
@@ -388,12 +481,14 @@ impl KafkaCutter {
         let signer = self.parts.signer.clone();
         let filters = self.parts.filters.clone();
         let producer = self.parts.producer.clone();
-        let size = envelope_size(&regular.payload).unwrap_or(regular.payload.len());
+        let size = envelope_facts(&regular.payload).map_or(regular.payload.len(), |(size, _)| size);
+        let regular_original = regular.original_offset;
         let message = OrderedMessage {
             envelope: regular.payload,
             size,
         };
         let config_seq = current.sequence;
+        let original_offset = regular_original;
         let work = async move {
             let checked = tokio::task::spawn_blocking(move || {
                 recheck_config(
@@ -413,7 +508,7 @@ impl KafkaCutter {
             let record = Record::Config(Regular {
                 payload: message.envelope,
                 config_seq,
-                original_offset: offset,
+                original_offset: first_post(original_offset, offset),
             });
             producer
                 .post(&record)
@@ -421,21 +516,76 @@ impl KafkaCutter {
                 .map(|_| true)
                 .map_err(|e| format!("re-posting the config update of offset {offset}: {e}"))
         };
+        let work = self.until_stopped(work);
         Box::pin(
             work.into_actor(self)
                 .map(move |result, act, ctx| match result {
-                    Ok(true) => act.parts.offsets.last_resubmitted_config_offset = offset,
-                    Ok(false) => {}
-                    Err(reason) => act.fail(reason, ctx),
+                    None => act.stop_now(ctx),
+                    Some(Ok(reposted)) => {
+                        if reposted {
+                            act.parts.offsets.last_resubmitted_config_offset = offset;
+                        }
+                        act.dropped();
+                    }
+                    Some(Err(reason)) => act.fail(reason, ctx),
                 }),
         )
     }
 }
 
-/// Fabric's message size: payload plus signature.
-fn envelope_size(payload: &Bytes) -> Option<usize> {
+/// Fabric's message size (payload plus signature) and the envelope's
+/// header type, if it has one.
+fn envelope_facts(payload: &Bytes) -> Option<(usize, Option<HeaderType>)> {
     let envelope = Envelope::decode(payload.clone()).ok()?;
-    Some(envelope.payload.len() + envelope.signature.len())
+    let size = envelope.payload.len() + envelope.signature.len();
+    let kind = Payload::decode(envelope.payload)
+        .ok()
+        .and_then(|p| p.header)
+        .and_then(|h| ChannelHeader::decode(h.channel_header).ok())
+        .and_then(|h| HeaderType::try_from(h.r#type).ok());
+    Some((size, kind))
+}
+
+/// The offset a copy posted anew names: the first post's.
+fn first_post(original_offset: i64, offset: i64) -> i64 {
+    if original_offset != 0 {
+        original_offset
+    } else {
+        offset
+    }
+}
+
+/// A CONFIG record must make this channel's next config (a block the
+/// ledger cannot read as one would stop the channel on every orderer), or,
+/// on the system channel, create a channel. Every orderer judges alike.
+fn acceptable_config(payload: &Bytes, current: &ChannelConfig) -> Result<(), String> {
+    let (_, kind) = envelope_facts(payload).ok_or("not an envelope")?;
+    match kind {
+        Some(HeaderType::Config) => {
+            let envelope = Envelope::decode(payload.clone()).map_err(|e| e.to_string())?;
+            let next = ChannelConfig::from_config_envelope(&envelope).map_err(|e| e.to_string())?;
+            if next.channel_id != current.channel_id {
+                return Err(format!("a config of channel {:?}", next.channel_id));
+            }
+            if next.sequence != current.sequence + 1 {
+                return Err(format!(
+                    "config sequence {} does not follow {}",
+                    next.sequence, current.sequence
+                ));
+            }
+            Ok(())
+        }
+        Some(HeaderType::OrdererTransaction) if is_system_channel(current) => Ok(()),
+        _ => Err("neither a config nor, on the system channel, a channel creation".into()),
+    }
+}
+
+fn is_system_channel(config: &ChannelConfig) -> bool {
+    config
+        .config
+        .channel_group
+        .as_ref()
+        .is_some_and(|g| g.groups.contains_key("Consortiums"))
 }
 
 impl Actor for KafkaCutter {
@@ -465,10 +615,6 @@ impl Handler<StopCutter> for KafkaCutter {
 
     fn handle(&mut self, _: StopCutter, ctx: &mut Context<Self>) {
         // Its owner stops it: the owner reports if that was not planned.
-        self.failed = true;
-        if let Some(guard) = self.guard.take() {
-            guard.retire();
-        }
-        ctx.stop();
+        self.stop_now(ctx);
     }
 }
