@@ -213,10 +213,15 @@ impl KafkaChain {
         let from = self.start_offsets.next_to_read();
         let attempt = async move {
             let topic = client::topic_of(&channel);
-            if let Err(e) = client::ensure_topic(&settings, &brokers, &topic).await {
-                // Brokers that create topics themselves, or refuse the admin
-                // API, still take the CONNECT below if the topic exists.
-                tracing::warn!(%channel, error = %e, "topic not created");
+            match client::ensure_topic(&settings, &brokers, &topic).await {
+                Ok(()) => {}
+                Err(e @ PartitionError::Topic { .. }) => {
+                    // Brokers that create topics themselves, or refuse the
+                    // admin API, still take the CONNECT below if the topic
+                    // exists.
+                    tracing::warn!(%channel, error = %e, "topic not created");
+                }
+                Err(e) => return Err(e),
             }
             let producer = PartitionProducer::new(&settings, &brokers, &channel, metrics.clone())?;
             let connect_offset = producer.connect().await?;

@@ -84,8 +84,12 @@ pub const PARTITION: i32 = 0;
 pub enum PartitionError {
     #[error("cannot set up the Kafka client: {0}")]
     Client(String),
+    /// The brokers answered, and refused to create the topic.
     #[error("cannot create topic {topic}: {reason}")]
     Topic { topic: String, reason: String },
+    /// The brokers did not answer.
+    #[error("the Kafka brokers cannot be reached: {0}")]
+    Unreachable(String),
     #[error("cannot post to partition {topic}/0: {reason}")]
     Post {
         topic: String,
@@ -214,14 +218,13 @@ pub async fn ensure_topic(
         1,
         TopicReplication::Fixed(settings.replication_factor),
     );
-    let options = AdminOptions::new().operation_timeout(Some(settings.produce_timeout));
+    let options = AdminOptions::new()
+        .operation_timeout(Some(settings.produce_timeout))
+        .request_timeout(Some(settings.produce_timeout));
     let results = admin
         .create_topics([&new_topic], &options)
         .await
-        .map_err(|e| PartitionError::Topic {
-            topic: topic.into(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| PartitionError::Unreachable(e.to_string()))?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -256,15 +259,18 @@ impl PartitionProducer {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             // Gather what many Broadcast streams send into few requests.
-            .set("linger.ms", "2")
+            .set("linger.ms", "5")
             // Records as large as a channel allows (Fabric's producer takes
             // up to 100 MiB): AbsoluteMaxBytes is checked before posting.
             .set("message.max.bytes", "104857600")
             .set("batch.num.messages", "10000")
-            .set(
-                "message.timeout.ms",
-                settings.produce_timeout.as_millis().to_string(),
-            );
+            // Never give a record up while the process runs: a timed-out
+            // idempotent record makes librdkafka bump the producer epoch,
+            // which some brokers (tansu 0.6) cannot take. While the brokers
+            // are away the consumer reports the chain errored, new
+            // submissions are refused, and those in flight are answered
+            // once the brokers are back.
+            .set("message.timeout.ms", "0");
         let context = ChainClientContext {
             channel: channel.into(),
             consumer_lag: None,
@@ -342,7 +348,9 @@ pub fn partition_consumer(
         // A chain that cannot read on from where its ledger ends must stop,
         // not silently read from elsewhere (Fabric halts on out-of-range).
         .set("auto.offset.reset", "error")
-        .set("fetch.wait.max.ms", "100")
+        // Some brokers (tansu) answer a fetch only after this long: it is
+        // the time from post to block, against idle polling of the broker.
+        .set("fetch.wait.max.ms", "50")
         .set("statistics.interval.ms", "5000");
     let context = ChainClientContext {
         channel: channel.into(),
