@@ -17,6 +17,8 @@ mod crypto;
 mod deliver;
 mod etcdraft_cluster;
 mod hostile_load;
+mod kafka_broker;
+mod kafka_client;
 mod node_config;
 mod operations;
 mod participation;
