@@ -74,6 +74,10 @@ fn producer(broker: &KafkaBroker, extra: &[(&str, &str)]) -> (FutureProducer<Obs
     (producer, observed)
 }
 
+/// Tansu answers a fetch only after about this long (see
+/// `consume_latency_follows_fetch_wait_max_ms`); librdkafka's default is 500.
+const FETCH_WAIT_MAX_MS: &str = "50";
+
 /// A consumer that is assigned its partition rather than joining a group: the
 /// consenter tracks its offsets itself, in the blocks' metadata. librdkafka
 /// still wants a group.id for `assign` ("Local: Unknown group" without one);
@@ -84,6 +88,7 @@ fn consumer_config(broker: &KafkaBroker) -> ClientConfig {
         .set("group.id", "ordo-probe")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
+        .set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS)
         .set("reconnect.backoff.max.ms", "1000");
     config
 }
@@ -487,4 +492,142 @@ fn producer_with_timeout(
 ) -> (FutureProducer<Observed>, Observed) {
     let timeout = timeout_ms.to_string();
     producer(broker, &[("message.timeout.ms", timeout.as_str())])
+}
+
+/// What a kill with messages in flight does to a plain and to an idempotent
+/// producer: every acked message must be at its acked offset afterwards;
+/// returns how many messages the log holds more than once.
+async fn kill_with_messages_in_flight(idempotent: bool) -> usize {
+    const COUNT: usize = 20_000;
+    // At ~50k messages/s, most are still queued or in flight at the first ack.
+    const ACKED_BEFORE_KILL: usize = 1;
+    let mut broker = KafkaBroker::start().await;
+    broker.create_topic("inflight").await;
+    let idempotence = if idempotent { "true" } else { "false" };
+    let (producer, producer_saw) = producer(&broker, &[("enable.idempotence", idempotence)]);
+
+    let mut deliveries = (0..COUNT).map(|index| {
+        producer
+            .send_result(
+                FutureRecord::<(), _>::to("inflight")
+                    .partition(0)
+                    .payload(&payload(index)),
+            )
+            .unwrap_or_else(|(error, _)| panic!("queued: {error}"))
+    });
+    // Kill once the first acks are in, with the rest queued or in flight.
+    let first: Vec<_> = deliveries.by_ref().take(ACKED_BEFORE_KILL).collect();
+    let rest: Vec<_> = deliveries.collect();
+    let mut acked: Vec<i64> = Vec::with_capacity(COUNT);
+    for delivery in join_all(first).await {
+        acked.push(
+            delivery
+                .expect("delivery reported")
+                .unwrap_or_else(|(error, _)| panic!("delivery failed: {error}"))
+                .offset,
+        );
+    }
+    broker.kill();
+    broker.restart().await;
+    let (_, written_before_kill) = watermarks(&broker, "inflight").await;
+    let mut failed = Vec::new();
+    for delivery in join_all(rest).await {
+        match delivery.expect("delivery reported") {
+            Ok(delivery) => acked.push(delivery.offset),
+            Err((error, _)) => failed.push(format!("{error}")),
+        }
+    }
+    let (_, high) = watermarks(&broker, "inflight").await;
+    let (consumer, consumer_saw) = stream_consumer(&broker, "inflight", Offset::Beginning);
+    let log = receive(&consumer, &consumer_saw, high as usize).await;
+    let mut copies: HashMap<&[u8], usize> = HashMap::new();
+    for (_, body) in &log {
+        *copies.entry(body.as_slice()).or_default() += 1;
+    }
+    let duplicated = copies.values().filter(|count| **count > 1).count();
+    println!(
+        "idempotence={idempotent}: {written_before_kill} written before the kill; {} of {COUNT} acked, {} failed {:?}; log holds {high}, {duplicated} more than once; producer saw {:?}",
+        acked.len(),
+        failed.len(),
+        failed.first(),
+        producer_saw
+            .errors()
+            .iter()
+            .filter(|error| !error.contains("Connection refused") && !error.contains("brokers are down"))
+            .collect::<Vec<_>>()
+    );
+    assert!(failed.is_empty(), "deliveries failed across a restart");
+    for (index, offset) in acked.iter().enumerate() {
+        let at = usize::try_from(*offset).expect("offset");
+        assert_eq!(
+            log[at].1,
+            payload(index),
+            "message {index} at its acked offset {offset}"
+        );
+    }
+    let offsets: Vec<i64> = log.iter().map(|(offset, _)| *offset).collect();
+    assert_eq!(offsets, (0..high).collect::<Vec<_>>(), "contiguous offsets");
+    duplicated
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_producer_killed_with_messages_in_flight() {
+    kill_with_messages_in_flight(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_producer_killed_with_messages_in_flight() {
+    let duplicated = kill_with_messages_in_flight(true).await;
+    assert_eq!(
+        duplicated, 0,
+        "an idempotent producer's retries are not written twice"
+    );
+}
+
+/// Tansu's Fetch waits out about the whole of the request's max wait before
+/// answering, even when it has records (Kafka answers as soon as it has
+/// min.bytes): the consumer's fetch.wait.max.ms is the latency from produce
+/// to consume. Prints that latency and the broker's CPU with the consumer
+/// idle at the end (it then fetches every fetch.wait.max.ms).
+async fn fetch_wait_effect(fetch_wait_ms: &str) {
+    let broker = KafkaBroker::start().await;
+    broker.create_topic("latency").await;
+    let (producer, _) = producer(&broker, &[]);
+    let observed = Observed::default();
+    let consumer: StreamConsumer<Observed> = consumer_config(&broker)
+        .set("fetch.wait.max.ms", fetch_wait_ms)
+        .create_with_context(observed.clone())
+        .expect("consumer");
+    consumer
+        .assign(&partition_at("latency", Offset::Beginning))
+        .expect("assign");
+
+    let mut latencies = Vec::new();
+    for index in 0..5 {
+        let sent = Instant::now();
+        let offset = produce_one(&producer, "latency", &payload(index)).await;
+        let received = receive(&consumer, &observed, 1).await;
+        assert_eq!(received, vec![(offset, payload(index))]);
+        latencies.push(sent.elapsed());
+    }
+    latencies.sort();
+
+    let pid = broker.pid().expect("broker runs");
+    let before = cpu_time(pid);
+    let idle = Duration::from_secs(1);
+    let nothing = tokio::time::timeout(idle, consumer.recv()).await;
+    assert!(nothing.is_err(), "nothing more to read: {nothing:?}");
+    let idle_cpu = cpu_time(pid) - before;
+    println!(
+        "fetch.wait.max.ms={fetch_wait_ms}: produce-to-consume median {:?}, max {:?}; broker CPU {idle_cpu:?} per {idle:?} with the consumer idle",
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consume_latency_follows_fetch_wait_max_ms() {
+    for fetch_wait_ms in ["500", FETCH_WAIT_MAX_MS] {
+        fetch_wait_effect(fetch_wait_ms).await;
+    }
 }
