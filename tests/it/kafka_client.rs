@@ -631,3 +631,34 @@ async fn consume_latency_follows_fetch_wait_max_ms() {
         fetch_wait_effect(fetch_wait_ms).await;
     }
 }
+
+/// Envelopes up to Fabric's AbsoluteMaxBytes travel as single messages: the
+/// producer needs message.max.bytes above them (librdkafka's default is
+/// 1000000); the consumer gets them with librdkafka's default fetch sizes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_larger_than_a_mebibyte_pass() {
+    const LARGE: usize = 3 * 1024 * 1024;
+    let broker = KafkaBroker::start().await;
+    broker.create_topic("large").await;
+    let large = vec![7u8; LARGE];
+
+    let (default_producer, _) = producer(&broker, &[]);
+    let refused = default_producer
+        .send_result(
+            FutureRecord::<(), _>::to("large")
+                .partition(0)
+                .payload(&large),
+        )
+        .err()
+        .map(|(error, _)| error.rdkafka_error_code());
+    assert_eq!(refused, Some(Some(RDKafkaErrorCode::MessageSizeTooLarge)));
+
+    let (producer, _) = producer(&broker, &[("message.max.bytes", "10485760")]);
+    let offset = produce_one(&producer, "large", &large).await;
+    let small = produce_one(&producer, "large", b"after").await;
+    let (consumer, observed) = stream_consumer(&broker, "large", Offset::Beginning);
+    let received = receive(&consumer, &observed, 2).await;
+    assert_eq!(received[0].0, offset);
+    assert_eq!(received[0].1.len(), LARGE);
+    assert_eq!(received[1], (small, b"after".to_vec()));
+}
