@@ -9,6 +9,7 @@ use std::fs::{File, OpenOptions};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -25,6 +26,8 @@ const READY_PATIENCE: Duration = Duration::from_secs(60);
 /// Between two readiness polls: each poll is a metadata round trip, so this
 /// only keeps a broker that refuses connections from being hammered.
 const READY_POLL: Duration = Duration::from_millis(50);
+/// Fresh ports tried when the one found free is taken before the broker binds it.
+const START_ATTEMPTS: usize = 5;
 /// The log file in the data folder; kept across restarts.
 const LOG_FILE: &str = "broker.log";
 /// The SQLite database, relative to the data folder (the broker's working dir).
@@ -35,6 +38,7 @@ const STORAGE_ENGINE: &str = "sqlite://tansu.db";
 pub struct KafkaBroker {
     binary: PathBuf,
     port: u16,
+    cluster_id: String,
     dir: TempDir,
     child: Option<Child>,
 }
@@ -48,16 +52,38 @@ impl KafkaBroker {
             .prefix("ordo-kafka-")
             .tempdir()
             .expect("temporary data folder for the broker");
-        let port = free_port();
+        // Unique, so that a broker answering on our port is known to be ours
+        // (another test's broker could have taken the port meanwhile). Kept
+        // across restarts: tansu files its data under the cluster id.
+        let cluster_id = dir
+            .path()
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .expect("temporary folder name");
         let mut broker = KafkaBroker {
             binary,
-            port,
+            port: free_port(),
+            cluster_id,
             dir,
             child: None,
         };
-        broker.spawn();
-        broker.wait_ready().await;
-        broker
+        // A port found free can be taken before the broker binds it: then
+        // the broker exits, and another port is tried.
+        for _ in 0..START_ATTEMPTS {
+            broker.spawn();
+            match broker.ready().await {
+                Ok(()) => return broker,
+                Err(NotReady::Exited(_)) => {
+                    broker.kill();
+                    broker.port = free_port();
+                }
+                Err(not_ready) => panic!("{not_ready}"),
+            }
+        }
+        panic!(
+            "the Kafka broker did not start in {START_ATTEMPTS} attempts; its log:\n{}",
+            broker.log_tail()
+        );
     }
 
     /// "127.0.0.1:PORT": the `bootstrap.servers` value for clients.
@@ -80,6 +106,12 @@ impl KafkaBroker {
     /// Polls with metadata requests until the broker answers one. Panics with
     /// the broker's log if it exits or does not answer in time.
     pub async fn wait_ready(&mut self) {
+        if let Err(not_ready) = self.ready().await {
+            panic!("{not_ready}");
+        }
+    }
+
+    async fn ready(&mut self) -> Result<(), NotReady> {
         let deadline = Instant::now() + READY_PATIENCE;
         let address = self.address();
         let probe: BaseConsumer = ClientConfig::new()
@@ -89,31 +121,33 @@ impl KafkaBroker {
             .set("reconnect.backoff.max.ms", "100")
             .create()
             .expect("metadata client");
-        let probe = std::sync::Arc::new(probe);
+        let probe = Arc::new(probe);
         loop {
             if let Some(status) = self.exited() {
-                panic!(
+                return Err(NotReady::Exited(format!(
                     "the Kafka broker on {address} exited ({status}) before it answered; its log:\n{}",
                     self.log_tail()
-                );
+                )));
             }
             let client = probe.clone();
             let answered = tokio::task::spawn_blocking(move || {
-                client
-                    .fetch_metadata(None, Duration::from_secs(1))
-                    .map(|metadata| !metadata.brokers().is_empty())
-                    .unwrap_or(false)
+                client.client().fetch_cluster_id(Duration::from_secs(1))
             })
             .await
             .expect("metadata poll");
-            if answered {
-                return;
+            match answered {
+                Some(cluster_id) if cluster_id == self.cluster_id => return Ok(()),
+                Some(other) => {
+                    // Someone else's broker on our port: ours will exit.
+                    tracing::debug!(%other, "another broker answers on {address}");
+                }
+                None => {}
             }
             if Instant::now() > deadline {
-                panic!(
+                return Err(NotReady::Silent(format!(
                     "the Kafka broker on {address} did not answer within {READY_PATIENCE:?}; its log:\n{}",
                     self.log_tail()
-                );
+                )));
             }
             tokio::time::sleep(READY_POLL).await;
         }
@@ -187,9 +221,9 @@ impl KafkaBroker {
             .args(["--listener-url", &url])
             .args(["--advertised-listener-url", &url])
             .args(["--storage-engine", STORAGE_ENGINE])
+            .args(["--cluster-id", &self.cluster_id])
             .arg("--silent")
             // Flags win over these, but a stray value must not leak in.
-            .env_remove("CLUSTER_ID")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -223,6 +257,21 @@ impl KafkaBroker {
         let log = std::fs::read_to_string(self.dir.path().join(LOG_FILE)).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+/// Why a spawned broker is not ready; each carries the message and log.
+#[derive(Debug)]
+enum NotReady {
+    Exited(String),
+    Silent(String),
+}
+
+impl std::fmt::Display for NotReady {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotReady::Exited(message) | NotReady::Silent(message) => formatter.write_str(message),
+        }
     }
 }
 

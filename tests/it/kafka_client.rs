@@ -495,43 +495,58 @@ fn producer_with_timeout(
 }
 
 /// What a kill with messages in flight does to a plain and to an idempotent
-/// producer: every acked message must be at its acked offset afterwards;
-/// returns how many messages the log holds more than once.
-async fn kill_with_messages_in_flight(idempotent: bool) -> usize {
+/// producer: every message is acked in the end and is in the log.
+async fn kill_with_messages_in_flight(idempotent: bool) -> KillOutcome {
     const COUNT: usize = 20_000;
-    // At ~50k messages/s, most are still queued or in flight at the first ack.
-    const ACKED_BEFORE_KILL: usize = 1;
+    // Killed once this many are written: at ~30-50k messages/s most of the
+    // rest are then queued or in flight.
+    const WRITTEN_BEFORE_KILL: i64 = 1000;
     let mut broker = KafkaBroker::start().await;
     broker.create_topic("inflight").await;
     let idempotence = if idempotent { "true" } else { "false" };
     let (producer, producer_saw) = producer(&broker, &[("enable.idempotence", idempotence)]);
+    let watermark_reader: BaseConsumer = consumer_config(&broker).create().expect("consumer");
+    let watermark_reader = Arc::new(watermark_reader);
+    let high_watermark = || {
+        let reader = watermark_reader.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                reader
+                    .fetch_watermarks("inflight", 0, Duration::from_secs(10))
+                    .expect("watermarks")
+                    .1
+            })
+            .await
+            .expect("watermarks task")
+        }
+    };
+    // Connected before the burst, so that its polls are quick.
+    assert_eq!(high_watermark().await, 0);
 
-    let mut deliveries = (0..COUNT).map(|index| {
-        producer
-            .send_result(
-                FutureRecord::<(), _>::to("inflight")
-                    .partition(0)
-                    .payload(&payload(index)),
-            )
-            .unwrap_or_else(|(error, _)| panic!("queued: {error}"))
-    });
-    // Kill once the first acks are in, with the rest queued or in flight.
-    let first: Vec<_> = deliveries.by_ref().take(ACKED_BEFORE_KILL).collect();
-    let rest: Vec<_> = deliveries.collect();
-    let mut acked: Vec<i64> = Vec::with_capacity(COUNT);
-    for delivery in join_all(first).await {
-        acked.push(
-            delivery
-                .expect("delivery reported")
-                .unwrap_or_else(|(error, _)| panic!("delivery failed: {error}"))
-                .offset,
-        );
-    }
+    let deliveries: Vec<_> = (0..COUNT)
+        .map(|index| {
+            producer
+                .send_result(
+                    FutureRecord::<(), _>::to("inflight")
+                        .partition(0)
+                        .payload(&payload(index)),
+                )
+                .unwrap_or_else(|(error, _)| panic!("queued: {error}"))
+        })
+        .collect();
+    let deadline = Instant::now() + PATIENCE;
+    let written_at_kill = loop {
+        let high = high_watermark().await;
+        if high >= WRITTEN_BEFORE_KILL {
+            break high;
+        }
+        assert!(Instant::now() < deadline, "only {high} written");
+    };
     broker.kill();
     broker.restart().await;
-    let (_, written_before_kill) = watermarks(&broker, "inflight").await;
+    let mut acked: Vec<i64> = Vec::with_capacity(COUNT);
     let mut failed = Vec::new();
-    for delivery in join_all(rest).await {
+    for delivery in join_all(deliveries).await {
         match delivery.expect("delivery reported") {
             Ok(delivery) => acked.push(delivery.offset),
             Err((error, _)) => failed.push(format!("{error}")),
@@ -545,8 +560,22 @@ async fn kill_with_messages_in_flight(idempotent: bool) -> usize {
         *copies.entry(body.as_slice()).or_default() += 1;
     }
     let duplicated = copies.values().filter(|count| **count > 1).count();
+    // Acks whose offset does not hold their message. An idempotent producer's
+    // retry of a batch the broker had already written is answered
+    // DUPLICATE_SEQUENCE_NUMBER with base offset -1 by tansu, and librdkafka
+    // then reports offsets -1, 0, 1, ... for that batch.
+    let misplaced = acked
+        .iter()
+        .enumerate()
+        .filter(|(index, offset)| {
+            usize::try_from(**offset)
+                .ok()
+                .and_then(|at| log.get(at))
+                .is_none_or(|(_, body)| *body != payload(*index))
+        })
+        .count();
     println!(
-        "idempotence={idempotent}: {written_before_kill} written before the kill; {} of {COUNT} acked, {} failed {:?}; log holds {high}, {duplicated} more than once; producer saw {:?}",
+        "idempotence={idempotent}: killed at {written_at_kill}+ of {COUNT} written; {} acked, {misplaced} of them at an offset that holds another message, {} failed {:?}; log holds {high}, {duplicated} messages more than once; producer saw {:?}",
         acked.len(),
         failed.len(),
         failed.first(),
@@ -557,31 +586,47 @@ async fn kill_with_messages_in_flight(idempotent: bool) -> usize {
             .collect::<Vec<_>>()
     );
     assert!(failed.is_empty(), "deliveries failed across a restart");
-    for (index, offset) in acked.iter().enumerate() {
-        let at = usize::try_from(*offset).expect("offset");
-        assert_eq!(
-            log[at].1,
-            payload(index),
-            "message {index} at its acked offset {offset}"
+    assert_eq!(acked.len(), COUNT);
+    for index in 0..COUNT {
+        assert!(
+            copies.contains_key(payload(index).as_slice()),
+            "acked message {index} is in the log"
         );
     }
     let offsets: Vec<i64> = log.iter().map(|(offset, _)| *offset).collect();
     assert_eq!(offsets, (0..high).collect::<Vec<_>>(), "contiguous offsets");
-    duplicated
+    KillOutcome {
+        duplicated,
+        misplaced,
+    }
+}
+
+struct KillOutcome {
+    /// Messages the log holds more than once.
+    duplicated: usize,
+    /// Acks whose offset does not hold their message.
+    misplaced: usize,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_producer_killed_with_messages_in_flight() {
-    kill_with_messages_in_flight(false).await;
+    let outcome = kill_with_messages_in_flight(false).await;
+    // Duplicates are possible (and seen): a batch written but not acked
+    // before the kill is sent again.
+    assert_eq!(
+        outcome.misplaced, 0,
+        "a plain producer's acked offsets hold its messages"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_producer_killed_with_messages_in_flight() {
-    let duplicated = kill_with_messages_in_flight(true).await;
+    let outcome = kill_with_messages_in_flight(true).await;
     assert_eq!(
-        duplicated, 0,
+        outcome.duplicated, 0,
         "an idempotent producer's retries are not written twice"
     );
+    // Its acked offsets cannot be trusted after a restart (`misplaced`).
 }
 
 /// Tansu's Fetch waits out about the whole of the request's max wait before
