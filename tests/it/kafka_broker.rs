@@ -253,8 +253,13 @@ impl KafkaBroker {
             .expect("broker log file")
     }
 
+    /// What the broker wrote to stdout and stderr so far, over all its runs.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join(LOG_FILE)).unwrap_or_default()
+    }
+
     fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.path().join(LOG_FILE)).unwrap_or_default();
+        let log = self.log();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
     }

@@ -8,11 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
@@ -706,4 +708,149 @@ async fn messages_larger_than_a_mebibyte_pass() {
     assert_eq!(received[0].0, offset);
     assert_eq!(received[0].1.len(), LARGE);
     assert_eq!(received[1], (small, b"after".to_vec()));
+}
+
+/// Topics are not created on first use: what CreateTopics answers, and what
+/// a producer and a consumer of a missing topic see.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_are_created_explicitly() {
+    let broker = KafkaBroker::start().await;
+    let admin: AdminClient<DefaultClientContext> =
+        broker.client_config().create().expect("admin client");
+    let topic = NewTopic::new("made", 1, TopicReplication::Fixed(1));
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let first = admin
+        .create_topics([&topic], &options)
+        .await
+        .expect("CreateTopics answered");
+    assert_eq!(first, vec![Ok("made".to_string())]);
+    let again = admin
+        .create_topics([&topic], &options)
+        .await
+        .expect("CreateTopics answered");
+    assert_eq!(
+        again,
+        vec![Err((
+            "made".to_string(),
+            RDKafkaErrorCode::TopicAlreadyExists
+        ))]
+    );
+
+    // Assigned first, so that it has the producer's 2 s to show anything.
+    let (consumer, consumer_saw) = stream_consumer(&broker, "missing", Offset::Beginning);
+    let (producer, producer_saw) = producer_with_timeout(&broker, 2000);
+    let refused = producer
+        .send(
+            FutureRecord::<(), _>::to("missing")
+                .partition(0)
+                .payload(b"x"),
+            Duration::from_secs(0),
+        )
+        .await
+        .map(|delivery| delivery.offset)
+        .map_err(|(error, _)| error.rdkafka_error_code());
+    let read = tokio::time::timeout(Duration::from_millis(200), consumer.recv())
+        .await
+        .map(|received| received.map(|message| message.offset()));
+    println!(
+        "producing to a missing topic: {refused:?}, producer saw {:?}; consuming it: {read:?}, consumer saw {:?}",
+        producer_saw.errors(),
+        consumer_saw.errors(),
+    );
+    assert_eq!(refused, Err(Some(RDKafkaErrorCode::MessageTimedOut)));
+    assert!(read.is_err(), "read from a missing topic: {read:?}");
+    assert_eq!(topic_names(&broker).await, vec!["made".to_string()]);
+
+    // Created afterwards, the topic is found by both without a restart.
+    broker.create_topic("missing").await;
+    let offset = produce_one(&producer, "missing", b"now").await;
+    let produced_at = Instant::now();
+    let received = receive(&consumer, &consumer_saw, 1).await;
+    println!(
+        "a consumer assigned before its topic existed read offset {offset} {:?} after the produce",
+        produced_at.elapsed()
+    );
+    assert_eq!(received, vec![(offset, b"now".to_vec())]);
+}
+
+async fn topic_names(broker: &KafkaBroker) -> Vec<String> {
+    let client: BaseConsumer = consumer_config(broker).create().expect("consumer");
+    tokio::task::spawn_blocking(move || {
+        client
+            .fetch_metadata(None, Duration::from_secs(10))
+            .expect("metadata")
+            .topics()
+            .iter()
+            .map(|topic| topic.name().to_string())
+            .collect()
+    })
+    .await
+    .expect("metadata task")
+}
+
+/// After its deliveries time out, an idempotent librdkafka producer goes on
+/// with a new producer epoch. Tansu 0.6.0 then panics in its storage task
+/// ("more or less than one row", checking the producer's sequence): from then
+/// on it answers no produce request of anyone until it is restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_producer_after_a_delivery_timeout() {
+    let mut broker = KafkaBroker::start().await;
+    broker.create_topic("epoch").await;
+    let timing_out = [("message.timeout.ms", "2000")];
+    let idempotent_timing_out = [
+        ("message.timeout.ms", "2000"),
+        ("enable.idempotence", "true"),
+    ];
+    let (idempotent, _) = producer(&broker, &idempotent_timing_out);
+    let (plain, _) = producer(&broker, &timing_out);
+    let first = produce_one(&idempotent, "epoch", b"first").await;
+
+    broker.kill();
+    let timed_out = try_produce(&idempotent, "epoch", b"lost").await;
+    assert_eq!(timed_out, Err(Some(RDKafkaErrorCode::MessageTimedOut)));
+    broker.restart().await;
+
+    let idempotent_after = try_produce(&idempotent, "epoch", b"refused").await;
+    let plain_after = try_produce(&plain, "epoch", b"plain").await;
+    let (fresh, _) = producer(&broker, &idempotent_timing_out);
+    let fresh_after = try_produce(&fresh, "epoch", b"fresh").await;
+    let panicked = broker.log().contains("more or less than one row");
+    println!(
+        "after an idempotent producer's timeout and a restart: it {idempotent_after:?} (fatal error {:?}); then a plain producer {plain_after:?}, a new idempotent one {fresh_after:?}; tansu's storage panicked: {panicked}",
+        idempotent.client().fatal_error(),
+    );
+    assert!(idempotent_after.is_err(), "delivered: {idempotent_after:?}");
+    // Facts of tansu 0.6.0; a broker that handles the new epoch fails here.
+    assert!(panicked, "tansu's storage did not panic");
+    assert!(
+        plain_after.is_err(),
+        "a plain producer delivered: {plain_after:?}"
+    );
+
+    // A restart brings the broker back, with its data.
+    broker.restart().await;
+    let (recovered, _) = producer(&broker, &idempotent_timing_out);
+    let second = produce_one(&recovered, "epoch", b"second").await;
+    let (consumer, observed) = stream_consumer(&broker, "epoch", Offset::Beginning);
+    let (_, high) = watermarks(&broker, "epoch").await;
+    let log = receive(&consumer, &observed, high as usize).await;
+    assert_eq!(log.first(), Some(&(first, b"first".to_vec())));
+    assert_eq!(log.last(), Some(&(second, b"second".to_vec())));
+}
+
+async fn try_produce(
+    producer: &FutureProducer<Observed>,
+    topic: &str,
+    payload: &[u8],
+) -> Result<i64, Option<RDKafkaErrorCode>> {
+    producer
+        .send(
+            FutureRecord::<(), _>::to(topic)
+                .partition(0)
+                .payload(payload),
+            Duration::from_secs(0),
+        )
+        .await
+        .map(|delivery| delivery.offset)
+        .map_err(|(error, _)| error.rdkafka_error_code())
 }
