@@ -505,8 +505,14 @@ async fn kill_with_messages_in_flight(idempotent: bool) -> KillOutcome {
     const WRITTEN_BEFORE_KILL: i64 = 1000;
     let mut broker = KafkaBroker::start().await;
     broker.create_topic("inflight").await;
-    let idempotence = if idempotent { "true" } else { "false" };
-    let (producer, producer_saw) = producer(&broker, &[("enable.idempotence", idempotence)]);
+    // An idempotent producer must never time out against tansu 0.6.0 (see
+    // `idempotent_producer_after_a_delivery_timeout`): 0 is no timeout.
+    let settings: &[(&str, &str)] = if idempotent {
+        &[("enable.idempotence", "true"), ("message.timeout.ms", "0")]
+    } else {
+        &[("enable.idempotence", "false")]
+    };
+    let (producer, producer_saw) = producer(&broker, settings);
     let watermark_reader: BaseConsumer = consumer_config(&broker).create().expect("consumer");
     let watermark_reader = Arc::new(watermark_reader);
     let high_watermark = || {
