@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond the Rust toolchain: a Python virtual
 # environment in .venv with Fabric's official protos and grpcio (the conformance
-# client). Safe to run again; it only installs what is missing.
+# client), and tansu, the Kafka-protocol broker of the Kafka consenter's tests.
+# Safe to run again; it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,4 +24,5 @@ if [ ! -x .venv/bin/python ] || ! cmp -s "$requirements" "$stamp"; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$requirements"
   cp "$requirements" "$stamp"
 fi
+scripts/kafka-broker.sh install
 echo "test environment ready: $(.venv/bin/python --version)"

@@ -421,37 +421,87 @@ async fn send_until(
     }
 }
 
+/// One client sending `numbers` one at a time, each after the answer to the
+/// last, opening a new stream after a refusal, until told to stop.
+async fn load(
+    address: String,
+    channel: &'static str,
+    numbers: impl Iterator<Item = usize>,
+    tally: std::sync::Arc<std::sync::Mutex<Tally>>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut client = ordo::tools::client::connect(&address)
+        .await
+        .expect("connect");
+    let mut stream = BroadcastStream::open(&mut client).await;
+    for n in numbers {
+        if *stop.borrow() {
+            return;
+        }
+        stream.offer(kafka_tx(channel, n)).await;
+        // In flight while the brokers go away: answered once they are back.
+        let status = match tokio::time::timeout(4 * PATIENCE, stream.responses.next()).await {
+            Ok(Some(Ok(answer))) => Status::try_from(answer.status).unwrap_or(Status::Unknown),
+            _ => Status::Unknown,
+        };
+        let refused = {
+            let mut tally = tally.lock().expect("tally");
+            if status == Status::Success {
+                tally.acknowledged.push(n);
+                false
+            } else {
+                tally.refused.push((n, status));
+                true
+            }
+        };
+        if refused {
+            stream = BroadcastStream::open(&mut client).await;
+        }
+    }
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + 2 * PATIENCE;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_that_goes_away_under_load_loses_and_repeats_nothing() {
     use ordo::fabric::protos::orderer::seek_info::SeekBehavior;
     use ordo::tools::client::envelope::BlockPosition;
+    use std::sync::{Arc, Mutex};
 
     let mut broker = KafkaBroker::start().await;
     let node = kafka_node("outage", &broker, 30).await;
-    let mut next = 0;
-    let mut tally = Tally::default();
-    send_until(&node, "outage", &mut next, &mut tally, |t| {
-        t.acknowledged.len() >= 150
-    })
-    .await;
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    // Two clients: one sends the even numbers, one the odd ones.
+    let loaders: Vec<_> = (0..2)
+        .map(|k| {
+            tokio::spawn(load(
+                node.address(),
+                "outage",
+                (k..).step_by(2),
+                tally.clone(),
+                stopped.clone(),
+            ))
+        })
+        .collect();
+    let acked = |tally: &Arc<Mutex<Tally>>| tally.lock().expect("tally").acknowledged.len();
+    wait_until("load acknowledged", || acked(&tally) >= 150).await;
 
     broker.kill();
-    // Broadcast is refused while the broker is away...
-    send_until(&node, "outage", &mut next, &mut tally, |t| {
-        t.refused
-            .iter()
-            .filter(|(_, s)| *s == Status::ServiceUnavailable)
-            .count()
-            >= 20
+    wait_until("the chain shows the brokers gone", || {
+        errored(&node, "outage").is_some()
     })
     .await;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while errored(&node, "outage").is_none() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the chain never showed the broker gone"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    // New submissions are refused while the brokers are away...
+    for n in 0..5 {
+        let statuses = broadcast_all(&node, "outage", 1_000_000 + n..1_000_001 + n).await;
+        assert_eq!(statuses, vec![Status::ServiceUnavailable]);
     }
     // ...and so is Deliver.
     let mut client = node.client().await;
@@ -465,6 +515,23 @@ async fn a_broker_that_goes_away_under_load_loses_and_repeats_nothing() {
     .await;
     assert_eq!(got.status, Some(Status::ServiceUnavailable));
 
+    broker.restart().await;
+    wait_connected(&node, "outage").await;
+    let resumed_from = acked(&tally);
+    wait_until("load acknowledged after the outage", || {
+        acked(&tally) >= resumed_from + 150
+    })
+    .await;
+    stop.send(true).expect("stop");
+    for loader in loaders {
+        loader.await.expect("loader");
+    }
+
+    let tally = Arc::try_unwrap(tally)
+        .ok()
+        .expect("loaders done")
+        .into_inner()
+        .expect("tally");
     assert!(
         tally
             .refused
@@ -473,26 +540,21 @@ async fn a_broker_that_goes_away_under_load_loses_and_repeats_nothing() {
         "refused only as unavailable: {:?}",
         tally.refused
     );
-    broker.restart().await;
-    wait_connected(&node, "outage").await;
-    let resumed_from = tally.acknowledged.len();
-    send_until(&node, "outage", &mut next, &mut tally, |t| {
-        t.acknowledged.len() >= resumed_from + 150
-    })
-    .await;
-
-    wait_until_ordered(&node, "outage", tally.acknowledged.len()).await;
-    // Give the partition time to hand over anything still in flight: a
-    // trickle after it proves the chain has read past it.
-    let marker = next;
+    // A last envelope proves the chain has read past everything sent before.
+    let marker = 2_000_000;
     let statuses = broadcast_all(&node, "outage", marker..marker + 1).await;
     assert_eq!(statuses, vec![Status::Success]);
+    let deadline = tokio::time::Instant::now() + 2 * PATIENCE;
     let blocks = loop {
         let blocks = all_blocks(&node, "outage").await;
         if tx_numbers(&blocks).contains(&marker) {
             break blocks;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the marker is ordered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     };
     verify_chain(&blocks);
     let ordered = tx_numbers(&blocks);
@@ -503,17 +565,25 @@ async fn a_broker_that_goes_away_under_load_loses_and_repeats_nothing() {
     for n in &tally.acknowledged {
         assert!(seen.contains(n), "acknowledged transaction {n} is missing");
     }
-    // Acknowledged ones keep their order.
-    let acked: std::collections::HashSet<usize> = tally.acknowledged.iter().copied().collect();
-    let in_blocks: Vec<usize> = ordered
-        .iter()
-        .copied()
-        .filter(|n| acked.contains(n))
-        .collect();
-    assert_eq!(
-        in_blocks, tally.acknowledged,
-        "acknowledged transactions in the order sent"
-    );
+    // Each client's acknowledged transactions keep the order it sent them in.
+    for k in 0..2 {
+        let acked: Vec<usize> = tally
+            .acknowledged
+            .iter()
+            .copied()
+            .filter(|n| n % 2 == k)
+            .collect();
+        let acked_set: std::collections::HashSet<usize> = acked.iter().copied().collect();
+        let in_blocks: Vec<usize> = ordered
+            .iter()
+            .copied()
+            .filter(|n| acked_set.contains(n))
+            .collect();
+        assert_eq!(
+            in_blocks, acked,
+            "client {k}'s transactions in the order sent"
+        );
+    }
 }
 
 /// The chain's actors fail (the cutter, on a record): the supervisor starts

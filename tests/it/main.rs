@@ -19,6 +19,7 @@ mod etcdraft_cluster;
 mod hostile_load;
 mod kafka;
 mod kafka_broker;
+mod kafka_client;
 mod node_config;
 mod operations;
 mod participation;
