@@ -10,7 +10,7 @@ use crate::fabric::channelconfig::ChannelConfig;
 use crate::fabric::configtx::{self, PolicyEvaluator};
 use crate::fabric::protos::common::Envelope;
 use crate::runtime::blockcutter::OrderedMessage;
-use crate::runtime::msgprocessor::RuleSet;
+use crate::runtime::msgprocessor::{systemchannel, RuleSet};
 use crate::security::signer::SigningIdentity;
 
 /// The second filter pass: the messages still valid under `config`, how many
@@ -56,6 +56,9 @@ pub fn recheck_config(
     filters: &RuleSet,
     message: &OrderedMessage,
 ) -> Result<(OrderedMessage, ChannelConfig), SubmitError> {
+    if systemchannel::is_orderer_transaction(&message.envelope) {
+        return recheck_creation(channel, current, policies, signer, filters, message);
+    }
     let proposed = configtx::last_update(&message.envelope)
         .and_then(|update| configtx::propose_config_update(current, &update, policies))
         .map_err(|e| {
@@ -78,4 +81,34 @@ pub fn recheck_config(
         envelope: envelope.encode_to_vec().into(),
     };
     Ok((message, proposed.config))
+}
+
+/// A channel creation (an ORDERER_TRANSACTION on the system channel) checked
+/// again against the system channel's `current` config: the creation update
+/// it carries must still hold, as Fabric's system channel processor checks
+/// it again. The config it "makes" is `current`: ordering it does not move
+/// the system channel's config. (The limit on the number of channels is
+/// checked when Broadcast takes the request, not here.)
+fn recheck_creation(
+    channel: &str,
+    current: &ChannelConfig,
+    policies: &dyn PolicyEvaluator,
+    signer: &SigningIdentity,
+    filters: &RuleSet,
+    message: &OrderedMessage,
+) -> Result<(OrderedMessage, ChannelConfig), SubmitError> {
+    let refused = |reason: String| {
+        tracing::warn!(%channel, %reason, "channel creation no longer valid under the current config");
+        SubmitError::Invalid(format!("channel creation no longer valid: {reason}"))
+    };
+    let update = systemchannel::creation_update(&message.envelope).map_err(refused)?;
+    let creation =
+        systemchannel::process_channel_creation(current, policies, signer, filters, &update)
+            .map_err(|r| refused(r.info))?;
+    let envelope = creation.envelope;
+    let message = OrderedMessage {
+        size: envelope.payload.len() + envelope.signature.len(),
+        envelope: envelope.encode_to_vec().into(),
+    };
+    Ok((message, current.clone()))
 }

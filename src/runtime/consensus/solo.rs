@@ -49,6 +49,13 @@ use crate::runtime::metrics::ChannelMetrics;
 use crate::runtime::msgprocessor::RuleSet;
 use crate::security::signer::SigningIdentity;
 
+/// Whether a marshalled envelope is a CONFIG envelope: the only kind whose
+/// block moves the channel's config.
+pub(crate) fn is_channel_config(envelope: &[u8]) -> bool {
+    crate::runtime::msgprocessor::systemchannel::header_type(envelope)
+        == Some(crate::fabric::protos::common::HeaderType::Config as i32)
+}
+
 /// Consensus type name.
 pub const SOLO: &str = crate::fabric::channelconfig::genesis::SOLO;
 
@@ -283,10 +290,16 @@ impl SoloChain {
             timeout: config.batch_timeout,
             received,
         };
+        let moves_config = is_channel_config(&ordered.message.envelope);
         let posted = self.cutter.config.post(ordered);
         posted.map_err(|gone| self.lost("cutter", gone, ctx))?;
-        // Nothing more is admitted until the config block is written.
-        self.config_in_flight = Some(config.sequence);
+        // Nothing more is admitted until the config block is written. A
+        // system channel's channel creation (ORDERER_TRANSACTION) gets a
+        // block of its own too, but leaves the config where it is: nothing
+        // to wait for.
+        if moves_config {
+            self.config_in_flight = Some(config.sequence);
+        }
         Ok(())
     }
 
@@ -394,7 +407,9 @@ impl Handler<BatchCut> for SoloChain {
         // Making the block reads every byte of the batch (the data hash) and
         // signs it: off the actor thread. The chain waits for it (its mailbox
         // pauses, the thread does not), so blocks keep their order.
-        let next = self.creator.next_block(msg.is_config);
+        // Only a CONFIG envelope makes a config block (LAST_CONFIG names it).
+        let is_config = msg.is_config && msg.batch.iter().all(|e| is_channel_config(e));
+        let next = self.creator.next_block(is_config);
         let number = next.number();
         let batch = msg.batch;
         let making = tokio::task::spawn_blocking(move || next.make(batch, Bytes::new()));
