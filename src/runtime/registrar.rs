@@ -281,10 +281,9 @@ impl Registrar {
         &self,
         orderer_transaction: &[u8],
     ) -> Result<Option<Arc<ChannelHandle>>, RegistrarError> {
-        let config = crate::runtime::msgprocessor::systemchannel::created_config(
-            orderer_transaction,
-        )
-        .map_err(RegistrarError::Creation)?;
+        let config =
+            crate::runtime::msgprocessor::systemchannel::created_config(orderer_transaction)
+                .map_err(RegistrarError::Creation)?;
         let genesis = crate::fabric::channelconfig::genesis::genesis_block_from_envelope(
             config.encode_to_vec().into(),
         );

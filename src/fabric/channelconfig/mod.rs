@@ -19,8 +19,8 @@ use prost::Message;
 
 pub use duration::parse_go_duration;
 pub use parts::{
-    ApplicationValues, ChannelValues, ConsensusState, Consortium, EtcdRaftConfig, OrdererValues, Organization,
-    PolicyInfo, PolicyRule, ETCDRAFT,
+    ApplicationValues, ChannelValues, ConsensusState, Consortium, EtcdRaftConfig, OrdererValues,
+    Organization, PolicyInfo, PolicyRule, ETCDRAFT,
 };
 
 use crate::fabric::protos::common::{

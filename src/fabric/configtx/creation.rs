@@ -42,13 +42,17 @@ const CREATION_POLICY_AS_ADMINS: [&str; 2] = ["V1_4_2", "V2_0"];
 pub enum CreationError {
     #[error("{0}")]
     Malformed(String),
-    #[error("Failing initial channel config creation: mismatched channel IDs: '{update}' != '{header}'")]
+    #[error(
+        "Failing initial channel config creation: mismatched channel IDs: '{update}' != '{header}'"
+    )]
     ChannelMismatch { update: String, header: String },
     #[error("Config update has an empty writeset")]
     EmptyWriteSet,
     #[error("Config update has missing application group")]
     NoApplication,
-    #[error("Config update for channel creation does not set application group version to 1, was {0}")]
+    #[error(
+        "Config update for channel creation does not set application group version to 1, was {0}"
+    )]
     ApplicationVersion(u64),
     #[error("Consortium config value missing")]
     NoConsortium,
@@ -58,7 +62,9 @@ pub enum CreationError {
     NotSystemChannel,
     #[error("Unknown consortium name: {0}")]
     UnknownConsortium(String),
-    #[error("Proposed configuration has no application group members, but consortium contains members")]
+    #[error(
+        "Proposed configuration has no application group members, but consortium contains members"
+    )]
     NoMembers,
     #[error("Attempted to include a member which is not in the consortium")]
     NotAMember,
@@ -153,7 +159,10 @@ fn read_request(update_envelope: &Envelope) -> Result<CreationRequest, CreationE
             header: channel_header.channel_id,
         });
     }
-    let write_set = update.write_set.as_ref().ok_or(CreationError::EmptyWriteSet)?;
+    let write_set = update
+        .write_set
+        .as_ref()
+        .ok_or(CreationError::EmptyWriteSet)?;
     let application = write_set
         .groups
         .get(keys::APPLICATION_GROUP)
@@ -311,4 +320,3 @@ fn zero_versions(group: &mut ConfigGroup) {
         zero_versions(child);
     }
 }
-

@@ -114,8 +114,7 @@ pub fn is_orderer_transaction(envelope: &[u8]) -> bool {
 pub fn created_config(orderer_transaction: &[u8]) -> Result<Envelope, String> {
     let envelope =
         Envelope::decode(orderer_transaction).map_err(|e| format!("not an envelope: {e}"))?;
-    let payload =
-        Payload::decode(envelope.payload).map_err(|e| format!("not a payload: {e}"))?;
+    let payload = Payload::decode(envelope.payload).map_err(|e| format!("not a payload: {e}"))?;
     let header = payload.header.ok_or("the payload has no header")?;
     let channel_header = ChannelHeader::decode(header.channel_header)
         .map_err(|e| format!("bad channel header: {e}"))?;

@@ -206,8 +206,7 @@ impl BroadcastStream {
             )));
         };
         let id = channel.id().to_string();
-        accept_on(channel, &header, envelope, self.registrar.signer(), system)
-            .map_err(|r| (id, r))
+        accept_on(channel, &header, envelope, self.registrar.signer(), system).map_err(|r| (id, r))
     }
 }
 

@@ -487,7 +487,10 @@ async fn remove(
             "cannot remove: channel does not exist",
         ),
         Err(e @ RegistrarError::SystemChannelExists) => with_allow(
-            error(StatusCode::METHOD_NOT_ALLOWED, format!("cannot remove: {e}")),
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("cannot remove: {e}"),
+            ),
             "GET",
         ),
         Err(e) => {
