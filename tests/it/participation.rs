@@ -675,9 +675,11 @@ async fn answers_carry_fabric_texts_and_headers() {
         .join(genesis::genesis_block("alpha", system).encode_to_vec())
         .await
         .expect("join");
+    // A system channel (Fabric 2.x) joins only a node without channels.
+    assert_eq!(answer.status, 403);
     assert_eq!(
         error_of(&answer),
-        "invalid join block: invalid config: contains consortiums: system channel not supported"
+        "cannot join: application channels already exist"
     );
     let no_boundary = admin
         .request(

@@ -320,3 +320,233 @@ fn zero_versions(group: &mut ConfigGroup) {
         zero_versions(child);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fabric::channelconfig::genesis::GenesisProfile;
+    use crate::fabric::configtx::compute::signed_config_update_envelope;
+    use crate::fabric::configtx::ChannelPolicies;
+    use crate::fabric::protos::common::{
+        policy::PolicyType, ImplicitMetaPolicy, Policy,
+    };
+    use crate::security::testing::{TestIdentity, TestOrg};
+
+    struct System {
+        config: ChannelConfig,
+        org1: TestOrg,
+    }
+
+    /// A system channel: the embedded profile's Orderer group, no
+    /// Application group, SampleConsortium with Org1MSP and Org2MSP.
+    fn system() -> System {
+        let orderer = TestOrg::new("OrdererMSP");
+        let org1 = TestOrg::new("Org1MSP");
+        let org2 = TestOrg::new("Org2MSP");
+        let mut profile = GenesisProfile::embedded("syschannel", vec![]);
+        profile.orderer_organizations = vec![orderer.profile()];
+        profile.application_organizations = Some(vec![org1.profile(), org2.profile()]);
+        let mut config = profile.config();
+        let root = config.channel_group.as_mut().expect("root");
+        let application = root
+            .groups
+            .remove(keys::APPLICATION_GROUP)
+            .expect("application");
+        let creation = Policy {
+            r#type: PolicyType::ImplicitMeta as i32,
+            value: ImplicitMetaPolicy {
+                sub_policy: keys::ADMINS.into(),
+                rule: 0, // ANY
+            }
+            .encode_to_vec()
+            .into(),
+        };
+        let consortium = ConfigGroup {
+            groups: application.groups,
+            values: HashMap::from([(
+                keys::CHANNEL_CREATION_POLICY.to_string(),
+                ConfigValue {
+                    version: 0,
+                    value: creation.encode_to_vec().into(),
+                    mod_policy: "/Channel/Orderer/Admins".into(),
+                },
+            )]),
+            mod_policy: "/Channel/Orderer/Admins".into(),
+            ..ConfigGroup::default()
+        };
+        root.groups.insert(
+            keys::CONSORTIUMS_GROUP.into(),
+            ConfigGroup {
+                groups: HashMap::from([("SampleConsortium".to_string(), consortium)]),
+                mod_policy: "/Channel/Orderer/Admins".into(),
+                ..ConfigGroup::default()
+            },
+        );
+        System {
+            config: ChannelConfig::from_config("syschannel".into(), config).expect("system"),
+            org1,
+        }
+    }
+
+    /// configtxgen's creation update for `channel` in `consortium` with
+    /// these members (Application to version 1, its policies at version
+    /// `admins_version`), signed by `signer`.
+    fn creation(
+        channel: &str,
+        consortium: &str,
+        members: &[&str],
+        app_version: u64,
+        signer: &TestIdentity,
+    ) -> Envelope {
+        let member_groups = || -> HashMap<String, ConfigGroup> {
+            members
+                .iter()
+                .map(|m| (m.to_string(), ConfigGroup::default()))
+                .collect()
+        };
+        let admins = ConfigPolicy {
+            version: 0,
+            policy: Some(Policy {
+                r#type: PolicyType::ImplicitMeta as i32,
+                value: ImplicitMetaPolicy {
+                    sub_policy: keys::ADMINS.into(),
+                    rule: 2, // MAJORITY
+                }
+                .encode_to_vec()
+                .into(),
+            }),
+            mod_policy: keys::ADMINS.into(),
+        };
+        let read_app = ConfigGroup {
+            groups: member_groups(),
+            ..ConfigGroup::default()
+        };
+        let write_app = ConfigGroup {
+            version: app_version,
+            groups: member_groups(),
+            policies: HashMap::from([(keys::ADMINS.to_string(), admins)]),
+            mod_policy: keys::ADMINS.into(),
+            ..ConfigGroup::default()
+        };
+        let consortium_value = ConfigValue {
+            value: Consortium {
+                name: consortium.into(),
+            }
+            .encode_to_vec()
+            .into(),
+            ..ConfigValue::default()
+        };
+        let update = ConfigUpdate {
+            channel_id: channel.into(),
+            read_set: Some(ConfigGroup {
+                groups: HashMap::from([(keys::APPLICATION_GROUP.to_string(), read_app)]),
+                values: HashMap::from([(keys::CONSORTIUM.to_string(), ConfigValue::default())]),
+                ..ConfigGroup::default()
+            }),
+            write_set: Some(ConfigGroup {
+                groups: HashMap::from([(keys::APPLICATION_GROUP.to_string(), write_app)]),
+                values: HashMap::from([(keys::CONSORTIUM.to_string(), consortium_value)]),
+                ..ConfigGroup::default()
+            }),
+            ..ConfigUpdate::default()
+        };
+        signer.as_update_signer(|s| {
+            signed_config_update_envelope(&update, std::slice::from_ref(s), s)
+        })
+    }
+
+    #[test]
+    fn an_admin_of_a_member_creates_a_channel_from_the_template() {
+        let system = system();
+        let update = creation("appchannel", "SampleConsortium", &["Org1MSP"], 1, &system.org1.admin);
+        let proposed =
+            propose_channel_creation(&system.config, &update, &ChannelPolicies).expect("created");
+        let config = proposed.config;
+        assert_eq!(config.channel_id, "appchannel");
+        assert_eq!(config.sequence, 1);
+        assert!(config.consortiums.is_none());
+        let root = config.config.channel_group.as_ref().expect("root");
+        let system_root = system.config.config.channel_group.as_ref().expect("root");
+        assert_eq!(
+            root.groups[keys::ORDERER_GROUP],
+            system_root.groups[keys::ORDERER_GROUP],
+            "the system channel's orderer group"
+        );
+        let application = &root.groups[keys::APPLICATION_GROUP];
+        assert_eq!(application.version, 1);
+        assert_eq!(application.groups.keys().collect::<Vec<_>>(), ["Org1MSP"]);
+        // The member is the consortium's definition of it.
+        assert_eq!(
+            application.groups["Org1MSP"],
+            system_root.groups[keys::CONSORTIUMS_GROUP].groups["SampleConsortium"].groups
+                ["Org1MSP"]
+        );
+        // The update's policies replace the template's creation policy.
+        assert_eq!(
+            application.policies.keys().collect::<Vec<_>>(),
+            [keys::ADMINS]
+        );
+        let consortium =
+            Consortium::decode(root.values[keys::CONSORTIUM].value.clone()).expect("consortium");
+        assert_eq!(consortium.name, "SampleConsortium");
+    }
+
+    #[test]
+    fn refusals_carry_fabrics_reasons() {
+        let system = system();
+        let admin = &system.org1.admin;
+        let refused = |update: Envelope| {
+            propose_channel_creation(&system.config, &update, &ChannelPolicies)
+                .expect_err("refused")
+        };
+        let by_client = refused(creation(
+            "appchannel",
+            "SampleConsortium",
+            &["Org1MSP"],
+            1,
+            &system.org1.client,
+        ));
+        assert!(
+            matches!(
+                &by_client,
+                CreationError::Apply { source: ConfigUpdateError::PolicyNotSatisfied { key, .. }, .. }
+                    if key == "[Group]  /Channel/Application"
+            ),
+            "{by_client}"
+        );
+        assert!(by_client.to_string().starts_with(
+            "error validating channel creation transaction for new channel 'appchannel', could not successfully apply update to template configuration: "
+        ));
+        assert_eq!(
+            refused(creation("appchannel", "Nope", &["Org1MSP"], 1, admin)),
+            CreationError::UnknownConsortium("Nope".into())
+        );
+        assert_eq!(
+            refused(creation("appchannel", "SampleConsortium", &["Org3MSP"], 1, admin)),
+            CreationError::NotAMember
+        );
+        assert_eq!(
+            refused(creation("appchannel", "SampleConsortium", &[], 1, admin)),
+            CreationError::NoMembers
+        );
+        assert_eq!(
+            refused(creation("appchannel", "SampleConsortium", &["Org1MSP"], 0, admin)),
+            CreationError::ApplicationVersion(0)
+        );
+        assert_eq!(
+            refused(creation("App_Channel", "SampleConsortium", &["Org1MSP"], 1, admin)),
+            CreationError::ChannelId("'App_Channel' contains illegal characters".into())
+        );
+        let mut application_channel = system.config.clone();
+        application_channel.consortiums = None;
+        assert_eq!(
+            propose_channel_creation(
+                &application_channel,
+                &creation("appchannel", "SampleConsortium", &["Org1MSP"], 1, admin),
+                &ChannelPolicies
+            )
+            .expect_err("not a system channel"),
+            CreationError::NotSystemChannel
+        );
+    }
+}
