@@ -327,9 +327,7 @@ mod tests {
     use crate::fabric::channelconfig::genesis::GenesisProfile;
     use crate::fabric::configtx::compute::signed_config_update_envelope;
     use crate::fabric::configtx::ChannelPolicies;
-    use crate::fabric::protos::common::{
-        policy::PolicyType, ImplicitMetaPolicy, Policy,
-    };
+    use crate::fabric::protos::common::{policy::PolicyType, ImplicitMetaPolicy, Policy};
     use crate::security::testing::{TestIdentity, TestOrg};
 
     struct System {
@@ -458,7 +456,13 @@ mod tests {
     #[test]
     fn an_admin_of_a_member_creates_a_channel_from_the_template() {
         let system = system();
-        let update = creation("appchannel", "SampleConsortium", &["Org1MSP"], 1, &system.org1.admin);
+        let update = creation(
+            "appchannel",
+            "SampleConsortium",
+            &["Org1MSP"],
+            1,
+            &system.org1.admin,
+        );
         let proposed =
             propose_channel_creation(&system.config, &update, &ChannelPolicies).expect("created");
         let config = proposed.config;
@@ -522,7 +526,13 @@ mod tests {
             CreationError::UnknownConsortium("Nope".into())
         );
         assert_eq!(
-            refused(creation("appchannel", "SampleConsortium", &["Org3MSP"], 1, admin)),
+            refused(creation(
+                "appchannel",
+                "SampleConsortium",
+                &["Org3MSP"],
+                1,
+                admin
+            )),
             CreationError::NotAMember
         );
         assert_eq!(
@@ -530,11 +540,23 @@ mod tests {
             CreationError::NoMembers
         );
         assert_eq!(
-            refused(creation("appchannel", "SampleConsortium", &["Org1MSP"], 0, admin)),
+            refused(creation(
+                "appchannel",
+                "SampleConsortium",
+                &["Org1MSP"],
+                0,
+                admin
+            )),
             CreationError::ApplicationVersion(0)
         );
         assert_eq!(
-            refused(creation("App_Channel", "SampleConsortium", &["Org1MSP"], 1, admin)),
+            refused(creation(
+                "App_Channel",
+                "SampleConsortium",
+                &["Org1MSP"],
+                1,
+                admin
+            )),
             CreationError::ChannelId("'App_Channel' contains illegal characters".into())
         );
         let mut application_channel = system.config.clone();
