@@ -445,3 +445,45 @@ async fn creations_are_refused_with_fabrics_answers() {
     assert_eq!(node.height(SYSTEM), 1);
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_system_channel_is_joined_only_by_a_node_without_channels() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fixture = fixture(dir.path(), 0);
+    let genesis = std::fs::read(&fixture.genesis).expect("genesis");
+
+    // A node with an application channel: Fabric 2.x's 403.
+    let mut busy = TestNode::embedded().await;
+    let answer = busy.admin().join(genesis.clone()).await.expect("join");
+    assert_eq!(answer.status, 403, "{}", answer.body);
+    assert_eq!(
+        answer.json(),
+        serde_json::json!({"error": "cannot join: application channels already exist"})
+    );
+    busy.stop().await;
+
+    // A node without channels joins it, and creates channels through it.
+    let mut env = fixture.boot_env();
+    env.retain(|(key, _)| key != "ORDERER_GENERAL_BOOTSTRAPFILE");
+    env.retain(|(key, _)| key != "ORDERER_GENERAL_BOOTSTRAPMETHOD");
+    env.push(("ORDERER_GENERAL_BOOTSTRAPMETHOD".into(), "none".into()));
+    let mut node = TestNode::with_env(env).await;
+    node.reader = Some(fixture.org1_client.clone());
+    let answer = node.admin().join(genesis.clone()).await.expect("join");
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    assert_eq!(answer.json()["name"], SYSTEM);
+    let list = node.admin().list().await.expect("list");
+    assert_eq!(list.json()["systemChannel"]["name"], SYSTEM);
+    let again = node.admin().join(genesis).await.expect("join");
+    assert_eq!(again.status, 405);
+    assert_eq!(
+        again.json(),
+        serde_json::json!({"error": "cannot join: system channel exists"})
+    );
+
+    let (status, info) = send_one(&node, fixture.admin_create_tx(APP)).await;
+    assert_eq!(status, Status::Success, "{info}");
+    wait_for_channel(&node, APP).await;
+    orders_transactions(&node, &fixture.org1_client, APP).await;
+    node.stop().await;
+}
