@@ -487,3 +487,136 @@ async fn a_system_channel_is_joined_only_by_a_node_without_channels() {
     orders_transactions(&node, &fixture.org1_client, APP).await;
     node.stop().await;
 }
+
+/// A configtx.yaml over the fixture's organizations: a system channel
+/// genesis profile and a two-organization channel creation profile.
+const CONFIGTX: &str = r#"
+Organizations:
+  - &OrdererOrg
+    Name: OrdererOrg
+    ID: OrdererMSP
+    MSPDir: crypto/ordererorg/msp
+    OrdererEndpoints: [127.0.0.1:7050]
+  - &Org1
+    Name: Org1MSP
+    ID: Org1MSP
+    MSPDir: crypto/org1/msp
+  - &Org2
+    Name: Org2MSP
+    ID: Org2MSP
+    MSPDir: crypto/org2/msp
+Profiles:
+  SystemGenesis:
+    Capabilities: {V2_0: true}
+    Orderer:
+      OrdererType: solo
+      BatchTimeout: 500ms
+      BatchSize: {MaxMessageCount: 10, AbsoluteMaxBytes: 10 MB, PreferredMaxBytes: 512 KB}
+      Capabilities: {V2_0: true}
+      Organizations: [*OrdererOrg]
+    Consortiums:
+      SampleConsortium:
+        Organizations: [*Org1, *Org2]
+  TwoOrgsChannel:
+    Consortium: SampleConsortium
+    Application:
+      Capabilities: {V2_0: true}
+      Organizations: [*Org1, *Org2]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordo_genesis_writes_system_channel_genesis_and_creation_transactions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fixture = fixture(dir.path(), 0);
+    // The organizations' MSP folders tell roles by NodeOUs, as cryptogen's do.
+    for (org, member) in [
+        ("org1", "org1admin"),
+        ("org2", "org2admin"),
+        ("ordererorg", "orderer"),
+    ] {
+        std::fs::copy(
+            fixture.crypto.join(member).join("config.yaml"),
+            fixture.crypto.join(org).join("msp/config.yaml"),
+        )
+        .expect("config.yaml");
+    }
+    std::fs::write(dir.path().join("configtx.yaml"), CONFIGTX).expect("configtx");
+    let base = dir.path().display().to_string();
+    let genesis = dir.path().join("ordo-system.block");
+    let (ok, out, err) = run_ordo(&[
+        "genesis",
+        "--config-path",
+        &base,
+        "--profile",
+        "SystemGenesis",
+        "--channel-id",
+        SYSTEM,
+        "--output-block",
+        &genesis.display().to_string(),
+    ])
+    .await;
+    assert!(ok, "{out}{err}");
+    let tx = dir.path().join("toolchannel.tx");
+    let (ok, out, err) = run_ordo(&[
+        "genesis",
+        "--config-path",
+        &base,
+        "--profile",
+        "TwoOrgsChannel",
+        "--channel-id",
+        "toolchannel",
+        "--output-create-channel-tx",
+        &tx.display().to_string(),
+        "--sign-msp-dir",
+        &fixture.org1_admin.display().to_string(),
+        "--msp-id",
+        "Org1MSP",
+    ])
+    .await;
+    assert!(ok, "{out}{err}");
+
+    let mut env = fixture.boot_env();
+    env.retain(|(key, _)| key != "ORDERER_GENERAL_BOOTSTRAPFILE");
+    env.push((
+        "ORDERER_GENERAL_BOOTSTRAPFILE".into(),
+        genesis.display().to_string(),
+    ));
+    let mut node = TestNode::with_env(env).await;
+    node.reader = Some(fixture.org1_client.clone());
+    let registrar = node.node.as_ref().expect("running").registrar().clone();
+    assert_eq!(registrar.system_channel_id().as_deref(), Some(SYSTEM));
+    drop(registrar);
+
+    // Ordo's own transaction, and one laid out by the official protos.
+    let own = Envelope::decode(std::fs::read(&tx).expect("tx").as_slice()).expect("envelope");
+    let (status, info) = send_one(&node, own).await;
+    assert_eq!(status, Status::Success, "{info}");
+    let (status, info) = send_one(&node, fixture.admin_create_tx(APP)).await;
+    assert_eq!(status, Status::Success, "{info}");
+    for channel in ["toolchannel", APP] {
+        wait_for_channel(&node, channel).await;
+        orders_transactions(&node, &fixture.org1_client, channel).await;
+    }
+    // Unsigned, as configtxgen writes it: the creation policy refuses it.
+    let (ok, out, err) = run_ordo(&[
+        "genesis",
+        "--config-path",
+        &base,
+        "--profile",
+        "TwoOrgsChannel",
+        "--channel-id",
+        "unsigned",
+        "--output-create-channel-tx",
+        &tx.display().to_string(),
+    ])
+    .await;
+    assert!(ok, "{out}{err}");
+    let unsigned = Envelope::decode(std::fs::read(&tx).expect("tx").as_slice()).expect("envelope");
+    let (status, info) = send_one(&node, unsigned).await;
+    assert_eq!(status, Status::BadRequest);
+    assert!(
+        info.contains("policy for [Group]  /Channel/Application not satisfied"),
+        "{info}"
+    );
+    node.stop().await;
+}
