@@ -321,23 +321,24 @@ fn zero_versions(group: &mut ConfigGroup) {
     }
 }
 
+/// A system channel config and creation updates for tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
     use crate::fabric::channelconfig::genesis::GenesisProfile;
     use crate::fabric::configtx::compute::signed_config_update_envelope;
-    use crate::fabric::configtx::ChannelPolicies;
     use crate::fabric::protos::common::{policy::PolicyType, ImplicitMetaPolicy, Policy};
     use crate::security::testing::{TestIdentity, TestOrg};
 
-    struct System {
-        config: ChannelConfig,
-        org1: TestOrg,
+    pub(crate) struct System {
+        pub(crate) config: ChannelConfig,
+        pub(crate) orderer: TestOrg,
+        pub(crate) org1: TestOrg,
     }
 
     /// A system channel: the embedded profile's Orderer group, no
     /// Application group, SampleConsortium with Org1MSP and Org2MSP.
-    fn system() -> System {
+    pub(crate) fn system() -> System {
         let orderer = TestOrg::new("OrdererMSP");
         let org1 = TestOrg::new("Org1MSP");
         let org2 = TestOrg::new("Org2MSP");
@@ -382,6 +383,7 @@ mod tests {
         );
         System {
             config: ChannelConfig::from_config("syschannel".into(), config).expect("system"),
+            orderer,
             org1,
         }
     }
@@ -389,7 +391,7 @@ mod tests {
     /// configtxgen's creation update for `channel` in `consortium` with
     /// these members (Application to version 1, its policies at version
     /// `admins_version`), signed by `signer`.
-    fn creation(
+    pub(crate) fn creation(
         channel: &str,
         consortium: &str,
         members: &[&str],
@@ -452,6 +454,13 @@ mod tests {
             signed_config_update_envelope(&update, std::slice::from_ref(s), s)
         })
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{creation, system};
+    use super::*;
+    use crate::fabric::configtx::ChannelPolicies;
 
     #[test]
     fn an_admin_of_a_member_creates_a_channel_from_the_template() {

@@ -112,3 +112,87 @@ fn recheck_creation(
     };
     Ok((message, current.clone()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fabric::channelconfig::keys;
+    use crate::fabric::configtx::creation::testing::{creation, system};
+    use crate::fabric::configtx::ChannelPolicies;
+
+    /// A channel creation ordered after the system channel's config moved
+    /// is checked again against it: still valid, it is wrapped anew and
+    /// leaves the config as it is; with its consortium gone, it is refused.
+    #[test]
+    fn a_channel_creation_is_checked_again_against_the_current_system_config() {
+        let system = system();
+        let dir = tempfile::tempdir().expect("tempdir");
+        system.orderer.write_orderer_msp(dir.path());
+        let signer =
+            SigningIdentity::from_msp_dir(dir.path(), "OrdererMSP").expect("orderer identity");
+        let filters = RuleSet::standard();
+        let update = creation(
+            "appchannel",
+            "SampleConsortium",
+            &["Org1MSP"],
+            1,
+            &system.org1.admin,
+        );
+        let created = systemchannel::process_channel_creation(
+            &system.config,
+            &ChannelPolicies,
+            &signer,
+            &filters,
+            &update,
+        )
+        .expect("created");
+        let message = OrderedMessage {
+            size: created.envelope.payload.len() + created.envelope.signature.len(),
+            envelope: created.envelope.encode_to_vec().into(),
+        };
+
+        // The system channel moved on (a later sequence, same consortiums).
+        let mut moved = system.config.clone();
+        moved.sequence += 1;
+        let (again, config) = recheck_config(
+            "syschannel",
+            &moved,
+            &ChannelPolicies,
+            &signer,
+            &filters,
+            &message,
+        )
+        .expect("still valid");
+        assert_eq!(config.sequence, moved.sequence, "the config does not move");
+        assert!(systemchannel::is_orderer_transaction(&again.envelope));
+        assert_eq!(
+            systemchannel::creation_update(&again.envelope).expect("update"),
+            update
+        );
+
+        // The consortium was removed meanwhile.
+        let mut config = system.config.config.clone();
+        if let Some(root) = config.channel_group.as_mut() {
+            if let Some(consortiums) = root.groups.get_mut(keys::CONSORTIUMS_GROUP) {
+                consortiums.groups.clear();
+            }
+        }
+        let without = ChannelConfig::from_config("syschannel".into(), config).expect("config");
+        let refused = recheck_config(
+            "syschannel",
+            &without,
+            &ChannelPolicies,
+            &signer,
+            &filters,
+            &message,
+        )
+        .expect_err("no consortium");
+        assert_eq!(
+            refused,
+            SubmitError::Invalid(
+                "channel creation no longer valid: Unknown consortium name: SampleConsortium"
+                    .into()
+            )
+        );
+    }
+}
