@@ -163,6 +163,18 @@ pub fn holds_channel_config(block: &Block) -> bool {
     single_header_type(block) == Some(HeaderType::Config as i32)
 }
 
+/// Whether a marshalled envelope is a CONFIG envelope: the only kind whose
+/// block is a config block (LAST_CONFIG names it, the config moves). A
+/// system channel's ORDERER_TRANSACTION is ordered alone too, but is not.
+pub fn is_config_envelope(envelope: &[u8]) -> bool {
+    Envelope::decode(envelope)
+        .ok()
+        .and_then(|e| Payload::decode(e.payload).ok())
+        .and_then(|p| p.header)
+        .and_then(|h| ChannelHeader::decode(h.channel_header).ok())
+        .is_some_and(|h| h.r#type == HeaderType::Config as i32)
+}
+
 /// The header type of a block's only envelope.
 fn single_header_type(block: &Block) -> Option<i32> {
     let [raw] = entries(block) else {

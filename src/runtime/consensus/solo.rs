@@ -49,13 +49,6 @@ use crate::runtime::metrics::ChannelMetrics;
 use crate::runtime::msgprocessor::RuleSet;
 use crate::security::signer::SigningIdentity;
 
-/// Whether a marshalled envelope is a CONFIG envelope: the only kind whose
-/// block moves the channel's config.
-pub(crate) fn is_channel_config(envelope: &[u8]) -> bool {
-    crate::runtime::msgprocessor::systemchannel::header_type(envelope)
-        == Some(crate::fabric::protos::common::HeaderType::Config as i32)
-}
-
 /// Consensus type name.
 pub const SOLO: &str = crate::fabric::channelconfig::genesis::SOLO;
 
@@ -290,7 +283,7 @@ impl SoloChain {
             timeout: config.batch_timeout,
             received,
         };
-        let moves_config = is_channel_config(&ordered.message.envelope);
+        let moves_config = crate::fabric::blockutil::is_config_envelope(&ordered.message.envelope);
         let posted = self.cutter.config.post(ordered);
         posted.map_err(|gone| self.lost("cutter", gone, ctx))?;
         // Nothing more is admitted until the config block is written. A
@@ -408,7 +401,11 @@ impl Handler<BatchCut> for SoloChain {
         // signs it: off the actor thread. The chain waits for it (its mailbox
         // pauses, the thread does not), so blocks keep their order.
         // Only a CONFIG envelope makes a config block (LAST_CONFIG names it).
-        let is_config = msg.is_config && msg.batch.iter().all(|e| is_channel_config(e));
+        let is_config = msg.is_config
+            && msg
+                .batch
+                .iter()
+                .all(|e| crate::fabric::blockutil::is_config_envelope(e));
         let next = self.creator.next_block(is_config);
         let number = next.number();
         let batch = msg.batch;

@@ -808,7 +808,7 @@ impl RaftChain {
             return Err(SubmitError::Unavailable("not the Raft leader".into()));
         };
         tracing::info!(channel = %self.channel_id, sequence = config.sequence, "ordering config update");
-        let moves_config = crate::runtime::consensus::solo::is_channel_config(&message.envelope);
+        let moves_config = crate::fabric::blockutil::is_config_envelope(&message.envelope);
         let ordered = OrderedConfig {
             message,
             permit,

@@ -141,7 +141,7 @@ impl Handler<BatchCut> for ProposerActor {
             && msg
                 .batch
                 .iter()
-                .all(|e| crate::runtime::consensus::solo::is_channel_config(e));
+                .all(|e| crate::fabric::blockutil::is_config_envelope(e));
         let next = self.creator.next_block(is_config);
         let batch = msg.batch;
         let making = tokio::task::spawn_blocking(move || next.make_unsigned(batch));
