@@ -429,7 +429,9 @@ async fn run(command: Command) -> Result<()> {
                     signer,
                 )?
             }
-            (None, None) => unreachable!("clap requires one output"),
+            (None, None) => {
+                anyhow::bail!("--output-block or --output-create-channel-tx is required")
+            }
         },
         Command::Config { command } => match command {
             ConfigCommand::Inspect { block } => commands::config::inspect(&block)?,
