@@ -18,6 +18,10 @@ Usage:
       and these Application organizations, signed as `peer channel create`
       signs it: by the identity in SIGNER_MSP (MSP ID SIGNER_ID), once in
       the update's signatures and once over the envelope
+  fabric_genesis.py checksystem BLOCK TX
+      reads a system channel genesis block and a channel creation transaction
+      made by `ordo genesis` with the official classes and checks that they
+      are laid out as configtxgen lays them out
 """
 import hashlib
 import os
@@ -343,11 +347,60 @@ def createtx(out, channel_id, consortium, signer_msp, signer_id, orgs):
     print("fabric genesis: wrote the channel creation transaction")
 
 
+def check_system(block_path, tx_path):
+    block = common_pb2.Block.FromString(read(block_path))
+    envelope = common_pb2.Envelope.FromString(block.data.data[0])
+    payload = common_pb2.Payload.FromString(envelope.payload)
+    channel = configtx_pb2.ConfigEnvelope.FromString(payload.data).config.channel_group
+    assert set(channel.groups) == {"Orderer", "Consortiums"}, set(channel.groups)
+    consortiums = channel.groups["Consortiums"]
+    assert consortiums.mod_policy == "/Channel/Orderer/Admins", consortiums.mod_policy
+    admins = consortiums.policies["Admins"]
+    assert admins.mod_policy == "/Channel/Orderer/Admins"
+    assert admins.policy.type == policies_pb2.Policy.SIGNATURE
+    accept_all = policies_pb2.SignaturePolicyEnvelope.FromString(admins.policy.value)
+    assert accept_all.rule.n_out_of.n == 0 and not accept_all.identities, accept_all
+    consortium = consortiums.groups["SampleConsortium"]
+    assert consortium.mod_policy == "/Channel/Orderer/Admins"
+    creation = consortium.values["ChannelCreationPolicy"]
+    assert creation.mod_policy == "/Channel/Orderer/Admins"
+    policy = policies_pb2.Policy.FromString(creation.value)
+    assert policy.type == policies_pb2.Policy.IMPLICIT_META
+    meta = policies_pb2.ImplicitMetaPolicy.FromString(policy.value)
+    assert (meta.rule, meta.sub_policy) == (policies_pb2.ImplicitMetaPolicy.ANY, "Admins"), meta
+    assert set(consortium.groups) == {"Org1MSP", "Org2MSP"}, set(consortium.groups)
+    assert "MSP" in consortium.groups["Org1MSP"].values
+
+    envelope = common_pb2.Envelope.FromString(read(tx_path))
+    payload = common_pb2.Payload.FromString(envelope.payload)
+    header = common_pb2.ChannelHeader.FromString(payload.header.channel_header)
+    assert header.type == common_pb2.CONFIG_UPDATE, header.type
+    update_envelope = configtx_pb2.ConfigUpdateEnvelope.FromString(payload.data)
+    update = configtx_pb2.ConfigUpdate.FromString(update_envelope.config_update)
+    assert update.channel_id == header.channel_id
+    read_app = update.read_set.groups["Application"]
+    write_app = update.write_set.groups["Application"]
+    assert (read_app.version, write_app.version) == (0, 1)
+    assert write_app.mod_policy == "Admins"
+    assert set(read_app.groups) == set(write_app.groups) == {"Org1MSP", "Org2MSP"}
+    for org in write_app.groups.values():
+        assert org.version == 0 and not org.values and not org.policies
+    assert set(write_app.policies) == {"Readers", "Writers", "Admins", "Endorsement", "LifecycleEndorsement"}
+    assert all(p.version == 0 for p in write_app.policies.values())
+    assert "Capabilities" in write_app.values
+    assert update.read_set.values["Consortium"].version == 0
+    consortium = configuration_pb2.Consortium.FromString(update.write_set.values["Consortium"].value)
+    assert consortium.name == "SampleConsortium"
+    print("fabric genesis: ordo's system channel genesis and creation transaction read as Fabric's layout")
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "make":
         make(sys.argv[2], sys.argv[3])
     elif sys.argv[1] == "syschannel":
         syschannel(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif sys.argv[1] == "checksystem":
+        check_system(sys.argv[2], sys.argv[3])
     elif sys.argv[1] == "createtx":
         createtx(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7:])
     elif sys.argv[1] == "check":

@@ -574,6 +574,13 @@ async fn ordo_genesis_writes_system_channel_genesis_and_creation_transactions() 
     ])
     .await;
     assert!(ok, "{out}{err}");
+    let checked = run_python(&[
+        script("fabric_genesis.py").as_os_str(),
+        "checksystem".as_ref(),
+        genesis.as_os_str(),
+        tx.as_os_str(),
+    ]);
+    assert!(checked.contains("read as Fabric's layout"), "{checked}");
 
     let mut env = fixture.boot_env();
     env.retain(|(key, _)| key != "ORDERER_GENERAL_BOOTSTRAPFILE");
