@@ -69,7 +69,8 @@ enum Command {
         #[command(flatten)]
         reader: ReaderFlags,
     },
-    /// Make a genesis config block from a profile of configtx.yaml (configtxgen).
+    /// Make a genesis config block from a profile of configtx.yaml
+    /// (configtxgen), or a system channel's channel creation transaction.
     Genesis {
         /// configtx.yaml, or the folder that holds it. Default: $FABRIC_CFG_PATH, else ./config.
         #[arg(long)]
@@ -78,8 +79,18 @@ enum Command {
         profile: String,
         #[arg(long)]
         channel_id: String,
+        #[arg(long, required_unless_present = "output_create_channel_tx")]
+        output_block: Option<PathBuf>,
+        /// Write the channel creation transaction of a profile with
+        /// Consortium and Application (configtxgen -outputCreateChannelTx).
+        #[arg(long, conflicts_with = "output_block")]
+        output_create_channel_tx: Option<PathBuf>,
+        /// Sign the creation transaction with this MSP folder, as
+        /// `peer channel create` does (needs --msp-id).
+        #[arg(long, requires = "msp_id", requires = "output_create_channel_tx")]
+        sign_msp_dir: Option<PathBuf>,
         #[arg(long)]
-        output_block: PathBuf,
+        msp_id: Option<String>,
     },
     /// Read and write config blocks and updates as JSON (configtxlator).
     Config {
@@ -401,7 +412,27 @@ async fn run(command: Command) -> Result<()> {
             profile,
             channel_id,
             output_block,
-        } => commands::genesis::run(config_path, &profile, &channel_id, &output_block)?,
+            output_create_channel_tx,
+            sign_msp_dir,
+            msp_id,
+        } => match (output_block, output_create_channel_tx) {
+            (Some(output_block), _) => {
+                commands::genesis::run(config_path, &profile, &channel_id, &output_block)?
+            }
+            (None, Some(output)) => {
+                let signer = sign_msp_dir.zip(msp_id);
+                commands::genesis::create_channel_tx(
+                    config_path,
+                    &profile,
+                    &channel_id,
+                    &output,
+                    signer,
+                )?
+            }
+            (None, None) => {
+                anyhow::bail!("--output-block or --output-create-channel-tx is required")
+            }
+        },
         Command::Config { command } => match command {
             ConfigCommand::Inspect { block } => commands::config::inspect(&block)?,
             ConfigCommand::Encode { json, output } => commands::config::encode(&json, &output)?,

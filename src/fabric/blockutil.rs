@@ -151,21 +151,40 @@ pub fn consenter_metadata(block: &Block) -> Option<Bytes> {
 /// Whether the block is a config block: its single envelope is of type CONFIG
 /// (or the legacy ORDERER_TRANSACTION).
 pub fn is_config_block(block: &Block) -> bool {
-    let [raw] = entries(block) else {
-        return false;
-    };
-    let Ok(envelope) = Envelope::decode(raw.clone()) else {
-        return false;
-    };
-    let Some(header) = Payload::decode(envelope.payload)
-        .ok()
-        .and_then(|p| p.header)
-    else {
-        return false;
-    };
-    ChannelHeader::decode(header.channel_header).is_ok_and(|h| {
-        h.r#type == HeaderType::Config as i32 || h.r#type == HeaderType::OrdererTransaction as i32
+    single_header_type(block).is_some_and(|t| {
+        t == HeaderType::Config as i32 || t == HeaderType::OrdererTransaction as i32
     })
+}
+
+/// Whether the block holds a CONFIG envelope: a block that moves the
+/// channel's config (and LAST_CONFIG). A system channel's ORDERER_TRANSACTION
+/// block is a config block to [`is_config_block`] but does not.
+pub fn holds_channel_config(block: &Block) -> bool {
+    single_header_type(block) == Some(HeaderType::Config as i32)
+}
+
+/// Whether a marshalled envelope is a CONFIG envelope: the only kind whose
+/// block is a config block (LAST_CONFIG names it, the config moves). A
+/// system channel's ORDERER_TRANSACTION is ordered alone too, but is not.
+pub fn is_config_envelope(envelope: &[u8]) -> bool {
+    Envelope::decode(envelope)
+        .ok()
+        .and_then(|e| Payload::decode(e.payload).ok())
+        .and_then(|p| p.header)
+        .and_then(|h| ChannelHeader::decode(h.channel_header).ok())
+        .is_some_and(|h| h.r#type == HeaderType::Config as i32)
+}
+
+/// The header type of a block's only envelope.
+fn single_header_type(block: &Block) -> Option<i32> {
+    let [raw] = entries(block) else {
+        return None;
+    };
+    let envelope = Envelope::decode(raw.clone()).ok()?;
+    let header = Payload::decode(envelope.payload).ok()?.header?;
+    ChannelHeader::decode(header.channel_header)
+        .ok()
+        .map(|h| h.r#type)
 }
 
 /// Block number, or 0 for a block without header (only reachable with foreign input).

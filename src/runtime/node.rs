@@ -382,6 +382,7 @@ impl Node {
             }
         };
         registrar.wait_started().await;
+        registrar.follow_system_channel();
         let own_cluster_listener = config.cluster.listener.as_ref();
         let main_tls = if own_cluster_listener.is_some() {
             listener_tls(

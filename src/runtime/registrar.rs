@@ -61,6 +61,23 @@ pub enum RegistrarError {
     NoArbiter,
     #[error("joining at config block {0} needs the channel's earlier blocks from its other orderers (onboarding); this node joins channels at their genesis block (block 0)")]
     Onboarding(u64),
+    /// Fabric 2.x's answer to a join or a removal of an application channel
+    /// while the node runs a system channel.
+    #[error("system channel exists")]
+    SystemChannelExists,
+    /// A system channel join while application channels exist.
+    #[error("application channels already exist")]
+    AppChannelsExist,
+    #[error("there appear to be two system channels {0} and {1}")]
+    TwoSystemChannels(String, String),
+    /// Fabric removes only an etcdraft system channel.
+    #[error("cannot remove {consensus_type} system channel: {channel}")]
+    SystemChannelRemoval {
+        consensus_type: String,
+        channel: String,
+    },
+    #[error("the channel creation cannot be read: {0}")]
+    Creation(String),
 }
 
 /// A channel found on disk whose ledger or config could not be read at
@@ -106,6 +123,13 @@ pub struct Registrar {
     observers: RwLock<Vec<Arc<dyn ChannelObserver>>>,
     /// `General.MaxSendMsgSize`: the largest block a follower can fetch.
     max_block_bytes: usize,
+    /// The system channel, when the node runs one (Fabric 1.x/2.x): the
+    /// channel whose config has `Consortiums`. Channels are created through
+    /// it; joins and removals of other channels are refused.
+    system_channel: RwLock<Option<String>>,
+    /// The system channel's height up to which its channel creations have
+    /// been applied at start-up.
+    system_scanned: std::sync::atomic::AtomicU64,
 }
 
 impl Registrar {
@@ -138,6 +162,8 @@ impl Registrar {
             failed: RwLock::new(BTreeMap::new()),
             observers: RwLock::new(Vec::new()),
             max_block_bytes: config.grpc.max_send_msg_size,
+            system_channel: RwLock::new(None),
+            system_scanned: std::sync::atomic::AtomicU64::new(0),
         };
         let existing = registrar.factory.channel_ids();
         if existing.is_empty() {
@@ -146,12 +172,179 @@ impl Registrar {
         for id in existing {
             match registrar.open_channel(&id) {
                 Ok((store, channel_config)) => {
+                    if channel_config.is_system_channel() {
+                        registrar.set_system_channel(&id)?;
+                    }
                     registrar.start_channel(store, channel_config);
                 }
                 Err(failed) => registrar.keep_failed(failed),
             }
         }
+        registrar.apply_system_channel_creations();
         Ok(registrar)
+    }
+
+    fn set_system_channel(&self, id: &str) -> Result<(), RegistrarError> {
+        let mut system = self
+            .system_channel
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        match system.as_deref() {
+            Some(existing) if existing != id => Err(RegistrarError::TwoSystemChannels(
+                existing.to_string(),
+                id.to_string(),
+            )),
+            _ => {
+                tracing::info!(channel = %id, "system channel: channels are created through it");
+                *system = Some(id.to_string());
+                Ok(())
+            }
+        }
+    }
+
+    /// The system channel's ID, when the node runs one.
+    pub fn system_channel_id(&self) -> Option<String> {
+        self.system_channel
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The system channel, when the node runs one and it started.
+    pub fn system_channel(&self) -> Option<Arc<ChannelHandle>> {
+        self.system_channel_id().and_then(|id| self.channel(&id))
+    }
+
+    /// How many channels the node has (the system channel and those that
+    /// could not start included), as the limit on channels counts them.
+    pub fn channel_count(&self) -> usize {
+        let started = self
+            .channels
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        started
+            + self
+                .failed
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len()
+    }
+
+    /// At start-up: every channel the system channel's ledger created
+    /// exists. A crash after the system channel wrote an ORDERER_TRANSACTION
+    /// block and before the channel was created loses nothing.
+    fn apply_system_channel_creations(&self) {
+        let Some(system) = self.system_channel() else {
+            return;
+        };
+        let height = system.store().height();
+        for number in 0..height {
+            self.apply_creations_in(&system, number);
+        }
+        self.system_scanned
+            .store(height, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Creates the channels that block `number` of the system channel
+    /// creates, if they do not exist yet. Blocking (reads and writes disks).
+    fn apply_creations_in(&self, system: &ChannelHandle, number: u64) {
+        let block = match system.store().block(number) {
+            Ok(Some(block)) => block,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(channel = %system.id(), block = number, error = %e, "cannot read a system channel block for the channels it creates");
+                return;
+            }
+        };
+        for raw in crate::fabric::blockutil::entries(&block) {
+            if !crate::runtime::msgprocessor::systemchannel::is_orderer_transaction(raw) {
+                continue;
+            }
+            match self.create_from_orderer_transaction(raw) {
+                Ok(Some(created)) => {
+                    tracing::info!(channel = %created.id(), system_channel = %system.id(), block = number, "channel created through the system channel");
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(system_channel = %system.id(), block = number, error = %e, "the system channel ordered a channel creation that cannot be applied");
+                }
+            }
+        }
+    }
+
+    /// Creates the channel an ORDERER_TRANSACTION carries, from a genesis
+    /// block holding its CONFIG envelope, as Fabric does. A channel that
+    /// exists already (a replayed or repeated creation) is left alone:
+    /// `None`.
+    pub fn create_from_orderer_transaction(
+        &self,
+        orderer_transaction: &[u8],
+    ) -> Result<Option<Arc<ChannelHandle>>, RegistrarError> {
+        let config =
+            crate::runtime::msgprocessor::systemchannel::created_config(orderer_transaction)
+                .map_err(RegistrarError::Creation)?;
+        let genesis = crate::fabric::channelconfig::genesis::genesis_block_from_envelope(
+            config.encode_to_vec().into(),
+        );
+        let channel_config = ChannelConfig::from_config_block(&genesis)?;
+        let id = &channel_config.channel_id;
+        if self.channel(id).is_some() || self.failed_channel(id).is_some() {
+            tracing::debug!(channel = %id, "channel creation seen again; the channel exists");
+            return Ok(None);
+        }
+        if self.system_channel_id().as_deref() == Some(id.as_str()) {
+            return Err(RegistrarError::ChannelExists(id.clone()));
+        }
+        match self.create_channel(&genesis) {
+            Ok(handle) => Ok(Some(handle)),
+            // Created meanwhile by another path (the follower and start-up).
+            Err(RegistrarError::ChannelExists(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Follows the system channel: each channel creation it writes creates
+    /// the channel. Runs until the system channel or the registrar is gone.
+    pub fn follow_system_channel(self: &Arc<Self>) {
+        let Some(system) = self.system_channel() else {
+            return;
+        };
+        let registrar = Arc::downgrade(self);
+        let id = system.id().to_string();
+        let mut height = system.store().subscribe();
+        let mut next = self
+            .system_scanned
+            .load(std::sync::atomic::Ordering::Acquire);
+        drop(system);
+        tokio::spawn(async move {
+            loop {
+                let written = *height.borrow_and_update();
+                while next < written {
+                    let Some(registrar) = registrar.upgrade() else {
+                        return;
+                    };
+                    let Some(system) = registrar.system_channel() else {
+                        return;
+                    };
+                    if system.id() != id {
+                        return;
+                    }
+                    let number = next;
+                    let applied = tokio::task::spawn_blocking(move || {
+                        registrar.apply_creations_in(&system, number)
+                    })
+                    .await;
+                    if let Err(e) = applied {
+                        tracing::error!(system_channel = %id, block = number, error = %e, "applying the channel creations of a system channel block failed");
+                    }
+                    next += 1;
+                }
+                if height.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
     }
 
     /// A channel's ledger and the config of its last config block, as
@@ -222,7 +415,10 @@ impl Registrar {
                         source,
                     }
                 })?;
-                self.create_channel(&block)?;
+                let handle = self.create_channel(&block)?;
+                if handle.config().is_system_channel() {
+                    self.set_system_channel(handle.id())?;
+                }
             }
             (BootstrapMethod::Embedded, _) => {
                 let profile =
@@ -241,16 +437,49 @@ impl Registrar {
     pub fn join_channel(&self, config_block: &Block) -> Result<Arc<ChannelHandle>, RegistrarError> {
         let number = crate::fabric::blockutil::number(config_block);
         // Check the block before its number, so a bad block is named as such.
-        ChannelConfig::from_config_block(config_block)?;
+        let config = ChannelConfig::from_config_block(config_block)?;
+        // Fabric 2.x: no join while a system channel runs; a system channel
+        // joins only a node without channels.
+        if self.system_channel_id().is_some() {
+            return Err(RegistrarError::SystemChannelExists);
+        }
+        if config.is_system_channel() && self.channel_count() > 0 {
+            return Err(RegistrarError::AppChannelsExist);
+        }
         if number != 0 {
             return Err(RegistrarError::Onboarding(number));
         }
-        self.create_channel(config_block)
+        let handle = self.create_channel(config_block)?;
+        if config.is_system_channel() {
+            self.set_system_channel(handle.id())?;
+        }
+        Ok(handle)
     }
 
     /// Stops a channel's tree (its pending batch is written first) and removes
     /// the channel and its ledger. Other channels are not touched.
     pub async fn remove_channel(&self, id: &str) -> Result<(), RegistrarError> {
+        if let Some(system) = self.system_channel_id() {
+            if system != id {
+                return Err(RegistrarError::SystemChannelExists);
+            }
+            // Fabric removes an etcdraft system channel only; the channels
+            // it created stay, as application channels.
+            let consensus_type = self
+                .channel(id)
+                .map(|c| c.config().consensus_type.clone())
+                .unwrap_or_default();
+            if consensus_type != crate::fabric::channelconfig::ETCDRAFT {
+                return Err(RegistrarError::SystemChannelRemoval {
+                    consensus_type,
+                    channel: id.to_string(),
+                });
+            }
+            *self
+                .system_channel
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = None;
+        }
         if self.remove_failed(id) {
             return self.remove_ledger(id).await;
         }

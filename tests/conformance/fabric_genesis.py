@@ -7,14 +7,37 @@ Usage:
   fabric_genesis.py check BLOCK
       reads a genesis block made by `ordo genesis` with the official classes
       and checks its layout
+  fabric_genesis.py syschannel OUT CRYPTODIR MAXCOUNT [KAFKA_BROKER...]
+      writes a system channel genesis block (channel syschannel, solo, or
+      kafka on the brokers given) as
+      configtxgen 2.5 lays out a TwoOrgsOrdererGenesis profile: Orderer
+      group, and a Consortiums group with SampleConsortium (Org1MSP,
+      Org2MSP); MAXCOUNT is ChannelRestrictions.MaxCount
+  fabric_genesis.py createtx OUT CHANNEL CONSORTIUM SIGNER_MSP SIGNER_ID ORG...
+      writes a channel creation transaction as `configtxgen
+      -outputCreateChannelTx` lays it out for a profile with this Consortium
+      and these Application organizations, signed as `peer channel create`
+      signs it: by the identity in SIGNER_MSP (MSP ID SIGNER_ID), once in
+      the update's signatures and once over the envelope
+  fabric_genesis.py checksystem BLOCK TX
+      reads a system channel genesis block and a channel creation transaction
+      made by `ordo genesis` with the official classes and checks that they
+      are laid out as configtxgen lays them out
 """
 import hashlib
 import os
 import sys
 import time
 
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
 from fabric_protos.common import common_pb2, configtx_pb2, configuration_pb2, policies_pb2
-from fabric_protos.msp import msp_config_pb2, msp_principal_pb2
+from fabric_protos.msp import identities_pb2, msp_config_pb2, msp_principal_pb2
+from fabric_protos.peer import configuration_pb2 as peer_pb2
 from fabric_protos.orderer import configuration_pb2 as orderer_pb2
 from fabric_protos.orderer.etcdraft import configuration_pb2 as etcdraft_pb2
 
@@ -82,6 +105,7 @@ def organization(parent, name, msp_id, msp_dir, endpoints=None):
     signed_by(org, "Readers", msp_id, member)
     signed_by(org, "Writers", msp_id, member)
     signed_by(org, "Admins", msp_id, msp_principal_pb2.MSPRole.ADMIN)
+    return org
 
 
 def channel_config(consensus_type, metadata, crypto):
@@ -199,9 +223,192 @@ def check(path):
     print("fabric genesis: ordo's block reads as Fabric's layout")
 
 
+def system_channel_config(crypto, max_count, kafka_brokers=None):
+    """configtxgen 2.5's layout of a system channel genesis (profile
+    TwoOrgsOrdererGenesis): no Application group, a Consortiums group.
+    With kafka_brokers: OrdererType kafka and the KafkaBrokers value, as
+    configtxgen writes them (profile SampleDevModeKafka)."""
+    config = configtx_pb2.Config(sequence=0)
+    channel = config.channel_group
+    channel.mod_policy = "Admins"
+    value(channel, "HashingAlgorithm", configuration_pb2.HashingAlgorithm(name="SHA256"))
+    value(channel, "BlockDataHashingStructure", configuration_pb2.BlockDataHashingStructure(width=2**32 - 1))
+    value(channel, "OrdererAddresses", configuration_pb2.OrdererAddresses(addresses=["127.0.0.1:7050"]))
+    channel.values["OrdererAddresses"].mod_policy = "/Channel/Orderer/Admins"
+    capabilities(channel, "V2_0")
+    for name, rule in (("Readers", "ANY"), ("Writers", "ANY"), ("Admins", "MAJORITY")):
+        implicit_meta(channel, name, name, getattr(policies_pb2.ImplicitMetaPolicy, rule))
+
+    orderer = channel.groups["Orderer"]
+    orderer.mod_policy = "Admins"
+    value(orderer, "BatchSize", orderer_pb2.BatchSize(
+        max_message_count=10, absolute_max_bytes=99 * 1024 * 1024, preferred_max_bytes=512 * 1024))
+    value(orderer, "BatchTimeout", orderer_pb2.BatchTimeout(timeout="500ms"))
+    value(orderer, "ConsensusType", orderer_pb2.ConsensusType(type="kafka" if kafka_brokers else "solo"))
+    if kafka_brokers:
+        value(orderer, "KafkaBrokers", orderer_pb2.KafkaBrokers(brokers=kafka_brokers))
+    value(orderer, "ChannelRestrictions", orderer_pb2.ChannelRestrictions(max_count=max_count))
+    capabilities(orderer, "V2_0")
+    for name, rule in (("Readers", "ANY"), ("Writers", "ANY"), ("Admins", "MAJORITY")):
+        implicit_meta(orderer, name, name, getattr(policies_pb2.ImplicitMetaPolicy, rule))
+    implicit_meta(orderer, "BlockValidation", "Writers", policies_pb2.ImplicitMetaPolicy.ANY)
+    organization(orderer, "OrdererOrg", "OrdererMSP", os.path.join(crypto, "ordererorg", "msp"),
+                 ["127.0.0.1:7050"])
+
+    # NewConsortiumsGroup: Admins accepts everyone (a signature policy of
+    # none out of no principals), everything modified by the orderer admins.
+    consortiums = channel.groups["Consortiums"]
+    consortiums.mod_policy = "/Channel/Orderer/Admins"
+    accept_all = policies_pb2.SignaturePolicyEnvelope(version=0)
+    accept_all.rule.n_out_of.n = 0
+    admins = consortiums.policies["Admins"]
+    admins.mod_policy = "/Channel/Orderer/Admins"
+    admins.policy.type = policies_pb2.Policy.SIGNATURE
+    admins.policy.value = accept_all.SerializeToString()
+    sample = consortiums.groups["SampleConsortium"]
+    sample.mod_policy = "/Channel/Orderer/Admins"
+    creation = policies_pb2.Policy(
+        type=policies_pb2.Policy.IMPLICIT_META,
+        value=policies_pb2.ImplicitMetaPolicy(
+            sub_policy="Admins", rule=policies_pb2.ImplicitMetaPolicy.ANY
+        ).SerializeToString(),
+    )
+    sample.values["ChannelCreationPolicy"].value = creation.SerializeToString()
+    sample.values["ChannelCreationPolicy"].mod_policy = "/Channel/Orderer/Admins"
+    for org in ("Org1MSP", "Org2MSP"):
+        group = organization(sample, org, org, os.path.join(crypto, org.lower()[:4], "msp"))
+        signed_by(group, "Endorsement", org, msp_principal_pb2.MSPRole.MEMBER)
+    return config
+
+
+def syschannel(out, crypto, max_count, kafka_brokers=None):
+    config = system_channel_config(crypto, int(max_count), kafka_brokers)
+    block = genesis_block("syschannel", config)
+    with open(out, "wb") as f:
+        f.write(block.SerializeToString())
+    print("fabric genesis: wrote the system channel genesis")
+
+
+def sign(key, message):
+    """ECDSA P-256 over SHA-256, DER, low S: how Fabric's signers sign."""
+    der = key.sign(message, ec.ECDSA(hashes.SHA256()))
+    r, s = decode_dss_signature(der)
+    n = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+    if s > n // 2:
+        s = n - s
+    return encode_dss_signature(r, s)
+
+
+def createtx(out, channel_id, consortium, signer_msp, signer_id, orgs):
+    # The update configtxgen computes between DefaultConfigTemplate (the
+    # profile with the Application group's values and policies taken out)
+    # and the profile: the Application group goes to version 1 with its
+    # values and policies at version 0, the organizations are read and
+    # written at version 0 without content; the Consortium value is added
+    # to both sets by hand.
+    update = configtx_pb2.ConfigUpdate(channel_id=channel_id)
+    read_app = update.read_set.groups["Application"]
+    write = update.write_set
+    write_app = write.groups["Application"]
+    write_app.version = 1
+    write_app.mod_policy = "Admins"
+    for org in orgs:
+        read_app.groups[org].version = 0
+        write_app.groups[org].version = 0
+    update.read_set.values["Consortium"].version = 0
+    write.values["Consortium"].value = configuration_pb2.Consortium(name=consortium).SerializeToString()
+    capabilities(write_app, "V2_0")
+    acls = peer_pb2.ACLs()
+    acls.acls["event/Block"].policy_ref = "/Channel/Application/Readers"
+    acls.acls["event/FilteredBlock"].policy_ref = "/Channel/Application/Readers"
+    value(write_app, "ACLs", acls)
+    for name, sub, rule in (("Readers", "Readers", "ANY"), ("Writers", "Writers", "ANY"),
+                            ("Admins", "Admins", "MAJORITY"),
+                            ("LifecycleEndorsement", "Endorsement", "MAJORITY"),
+                            ("Endorsement", "Endorsement", "MAJORITY")):
+        implicit_meta(write_app, name, sub, getattr(policies_pb2.ImplicitMetaPolicy, rule))
+
+    cert = read(os.path.join(signer_msp, "signcerts", "cert.pem"))
+    key = serialization.load_pem_private_key(read(os.path.join(signer_msp, "keystore", "priv_sk")), None)
+    creator = identities_pb2.SerializedIdentity(mspid=signer_id, id_bytes=cert).SerializeToString()
+
+    def signature_header():
+        return common_pb2.SignatureHeader(creator=creator, nonce=os.urandom(24)).SerializeToString()
+
+    update_bytes = update.SerializeToString()
+    envelope_data = configtx_pb2.ConfigUpdateEnvelope(config_update=update_bytes)
+    config_signature = envelope_data.signatures.add()
+    config_signature.signature_header = signature_header()
+    config_signature.signature = sign(key, config_signature.signature_header + update_bytes)
+
+    channel_header = common_pb2.ChannelHeader(type=common_pb2.CONFIG_UPDATE, channel_id=channel_id)
+    channel_header.timestamp.seconds = int(time.time())
+    payload = common_pb2.Payload(data=envelope_data.SerializeToString())
+    payload.header.channel_header = channel_header.SerializeToString()
+    payload.header.signature_header = signature_header()
+    payload_bytes = payload.SerializeToString()
+    envelope = common_pb2.Envelope(payload=payload_bytes, signature=sign(key, payload_bytes))
+    with open(out, "wb") as f:
+        f.write(envelope.SerializeToString())
+    print("fabric genesis: wrote the channel creation transaction")
+
+
+def check_system(block_path, tx_path):
+    block = common_pb2.Block.FromString(read(block_path))
+    envelope = common_pb2.Envelope.FromString(block.data.data[0])
+    payload = common_pb2.Payload.FromString(envelope.payload)
+    channel = configtx_pb2.ConfigEnvelope.FromString(payload.data).config.channel_group
+    assert set(channel.groups) == {"Orderer", "Consortiums"}, set(channel.groups)
+    consortiums = channel.groups["Consortiums"]
+    assert consortiums.mod_policy == "/Channel/Orderer/Admins", consortiums.mod_policy
+    admins = consortiums.policies["Admins"]
+    assert admins.mod_policy == "/Channel/Orderer/Admins"
+    assert admins.policy.type == policies_pb2.Policy.SIGNATURE
+    accept_all = policies_pb2.SignaturePolicyEnvelope.FromString(admins.policy.value)
+    assert accept_all.rule.n_out_of.n == 0 and not accept_all.identities, accept_all
+    consortium = consortiums.groups["SampleConsortium"]
+    assert consortium.mod_policy == "/Channel/Orderer/Admins"
+    creation = consortium.values["ChannelCreationPolicy"]
+    assert creation.mod_policy == "/Channel/Orderer/Admins"
+    policy = policies_pb2.Policy.FromString(creation.value)
+    assert policy.type == policies_pb2.Policy.IMPLICIT_META
+    meta = policies_pb2.ImplicitMetaPolicy.FromString(policy.value)
+    assert (meta.rule, meta.sub_policy) == (policies_pb2.ImplicitMetaPolicy.ANY, "Admins"), meta
+    assert set(consortium.groups) == {"Org1MSP", "Org2MSP"}, set(consortium.groups)
+    assert "MSP" in consortium.groups["Org1MSP"].values
+
+    envelope = common_pb2.Envelope.FromString(read(tx_path))
+    payload = common_pb2.Payload.FromString(envelope.payload)
+    header = common_pb2.ChannelHeader.FromString(payload.header.channel_header)
+    assert header.type == common_pb2.CONFIG_UPDATE, header.type
+    update_envelope = configtx_pb2.ConfigUpdateEnvelope.FromString(payload.data)
+    update = configtx_pb2.ConfigUpdate.FromString(update_envelope.config_update)
+    assert update.channel_id == header.channel_id
+    read_app = update.read_set.groups["Application"]
+    write_app = update.write_set.groups["Application"]
+    assert (read_app.version, write_app.version) == (0, 1)
+    assert write_app.mod_policy == "Admins"
+    assert set(read_app.groups) == set(write_app.groups) == {"Org1MSP", "Org2MSP"}
+    for org in write_app.groups.values():
+        assert org.version == 0 and not org.values and not org.policies
+    assert set(write_app.policies) == {"Readers", "Writers", "Admins", "Endorsement", "LifecycleEndorsement"}
+    assert all(p.version == 0 for p in write_app.policies.values())
+    assert "Capabilities" in write_app.values
+    assert update.read_set.values["Consortium"].version == 0
+    consortium = configuration_pb2.Consortium.FromString(update.write_set.values["Consortium"].value)
+    assert consortium.name == "SampleConsortium"
+    print("fabric genesis: ordo's system channel genesis and creation transaction read as Fabric's layout")
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "make":
         make(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "syschannel":
+        syschannel(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:] or None)
+    elif sys.argv[1] == "checksystem":
+        check_system(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "createtx":
+        createtx(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7:])
     elif sys.argv[1] == "check":
         check(sys.argv[2])
     else:

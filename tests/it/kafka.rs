@@ -642,3 +642,65 @@ async fn a_failed_kafka_chain_is_restarted_from_its_offsets() {
         assert!(seen.contains(n), "acknowledged transaction {n} is missing");
     }
 }
+
+/// Fabric 1.x/2.x's way: a system channel ordering through Kafka, booted
+/// from a genesis block laid out as configtxgen makes it; `peer channel
+/// create`'s transaction creates a channel that inherits the Kafka
+/// consenter; a second node on the same genesis creates and orders the
+/// same channel from the partitions alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_system_channel_creates_channels_that_order_through_kafka() {
+    use super::system_channel::{fixture_with, orders_transactions, send_one, wait_for_channel};
+    use ordo::fabric::channelconfig::ChannelConfig;
+
+    const SYSTEM: &str = "syschannel";
+    const APP: &str = "kafkaapp";
+    let broker = KafkaBroker::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fixture = fixture_with(dir.path(), 0, &[broker.address()]);
+    let mut env = fixture.boot_env();
+    env.extend(kafka_env());
+    let mut first = TestNode::with_env(env.clone()).await;
+    first.reader = Some(fixture.org1_client.clone());
+    wait_connected(&first, SYSTEM).await;
+
+    let (status, info) = send_one(&first, fixture.admin_create_tx(APP)).await;
+    assert_eq!(status, Status::Success, "{info}");
+    wait_for_channel(&first, APP).await;
+    wait_connected(&first, APP).await;
+    let app = first
+        .node
+        .as_ref()
+        .expect("running")
+        .registrar()
+        .channel(APP)
+        .expect("channel");
+    assert_eq!(app.config().consensus_type, "kafka");
+    assert_eq!(
+        ordo::runtime::consensus::kafka::brokers_of(&app.config()).expect("brokers"),
+        vec![broker.address()]
+    );
+    orders_transactions(&first, &fixture.org1_client, APP).await;
+
+    // A second orderer learns of the channel from the system channel's
+    // partition and writes the same chains.
+    let mut second = TestNode::with_env(env).await;
+    second.reader = Some(fixture.org1_client.clone());
+    wait_for_channel(&second, APP).await;
+    wait_connected(&second, APP).await;
+    let nodes = [first, second];
+    let height = nodes[0].height(APP);
+    for node in &nodes {
+        wait_for_height(node, APP, height).await;
+    }
+    let app_blocks = assert_identical_chains(&nodes, APP).await;
+    let genesis = ChannelConfig::from_config_block(&app_blocks[0]).expect("config");
+    assert_eq!(genesis.sequence, 1);
+    let mut readers = nodes;
+    for node in readers.iter_mut() {
+        node.reader = Some(fixture.orderer.clone());
+    }
+    let system_height = readers[0].height(SYSTEM);
+    wait_for_height(&readers[1], SYSTEM, system_height).await;
+    assert_identical_chains(&readers, SYSTEM).await;
+}

@@ -29,5 +29,6 @@ mod restart_inputs;
 mod signing;
 #[cfg(feature = "failpoints")]
 mod storage_faults;
+mod system_channel;
 mod tls;
 mod writers;

@@ -667,18 +667,6 @@ async fn answers_carry_fabric_texts_and_headers() {
         error_of(&answer),
         "invalid join block: invalid config: must contain application config"
     );
-    let mut system = profile("alpha").config();
-    if let Some(root) = system.channel_group.as_mut() {
-        root.groups.insert("Consortiums".into(), Default::default());
-    }
-    let answer = admin
-        .join(genesis::genesis_block("alpha", system).encode_to_vec())
-        .await
-        .expect("join");
-    assert_eq!(
-        error_of(&answer),
-        "invalid join block: invalid config: contains consortiums: system channel not supported"
-    );
     let no_boundary = admin
         .request(
             Method::POST,

@@ -302,7 +302,8 @@ pub fn config_envelope(
     }
 }
 
-fn genesis_block_from_envelope(envelope: Bytes) -> Block {
+/// Block 0 holding one marshalled CONFIG envelope, as a channel's genesis.
+pub fn genesis_block_from_envelope(envelope: Bytes) -> Block {
     let data = vec![envelope];
     Block {
         header: Some(BlockHeader {

@@ -19,8 +19,8 @@ use prost::Message;
 
 pub use duration::parse_go_duration;
 pub use parts::{
-    ApplicationValues, ChannelValues, ConsensusState, EtcdRaftConfig, OrdererValues, Organization,
-    PolicyInfo, PolicyRule, ETCDRAFT,
+    ApplicationValues, ChannelValues, ConsensusState, Consortium, EtcdRaftConfig, OrdererValues,
+    Organization, PolicyInfo, PolicyRule, ETCDRAFT,
 };
 
 use crate::fabric::protos::common::{
@@ -34,6 +34,11 @@ use crate::security::policies::PolicyManager;
 pub mod keys {
     pub const ORDERER_GROUP: &str = "Orderer";
     pub const APPLICATION_GROUP: &str = "Application";
+    /// The group only a system channel has.
+    pub const CONSORTIUMS_GROUP: &str = "Consortiums";
+    /// The channel value naming the consortium a channel was created in.
+    pub const CONSORTIUM: &str = "Consortium";
+    pub const CHANNEL_CREATION_POLICY: &str = "ChannelCreationPolicy";
     pub const BATCH_SIZE: &str = "BatchSize";
     pub const BATCH_TIMEOUT: &str = "BatchTimeout";
     pub const CONSENSUS_TYPE: &str = "ConsensusType";
@@ -128,6 +133,8 @@ pub struct ChannelConfig {
     pub orderer: OrdererValues,
     /// The Application group, if the channel has one.
     pub application: Option<ApplicationValues>,
+    /// The `Consortiums` group: set on a system channel only.
+    pub consortiums: Option<std::collections::BTreeMap<String, Consortium>>,
     /// Every policy, by absolute path.
     pub policies: std::collections::BTreeMap<String, PolicyInfo>,
     /// The MSPs of every organization, with their identity cache.
@@ -139,6 +146,11 @@ pub struct ChannelConfig {
 }
 
 impl ChannelConfig {
+    /// Whether this is a system channel's config (it has consortiums).
+    pub fn is_system_channel(&self) -> bool {
+        self.consortiums.is_some()
+    }
+
     /// Reads the config from a config block (its single CONFIG envelope).
     pub fn from_config_block(block: &Block) -> Result<ChannelConfig, ChannelConfigError> {
         let raw = crate::fabric::blockutil::entries(block)
@@ -223,6 +235,11 @@ impl ChannelConfig {
             .get(keys::APPLICATION_GROUP)
             .map(parts::application_values)
             .transpose()?;
+        let consortiums = root
+            .groups
+            .get(keys::CONSORTIUMS_GROUP)
+            .map(parts::consortiums)
+            .transpose()?;
         let (msp_manager, policy_manager) = security::build(root)?;
         Ok(ChannelConfig {
             channel_id,
@@ -234,6 +251,7 @@ impl ChannelConfig {
             channel: parts::channel_values(root)?,
             orderer: orderer_values,
             application,
+            consortiums,
             policies: parts::policies(root),
             msp_manager,
             policy_manager,

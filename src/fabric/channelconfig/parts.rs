@@ -75,6 +75,18 @@ pub struct ApplicationValues {
     pub organizations: BTreeMap<String, Organization>,
 }
 
+/// One consortium of a system channel: the organizations that may create
+/// channels together, and the policy a creation must satisfy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consortium {
+    pub name: String,
+    /// The member organizations, by their group name.
+    pub organizations: BTreeMap<String, Organization>,
+    /// `ChannelCreationPolicy`: the policy a new channel's Application group
+    /// is modified under while it is created.
+    pub channel_creation_policy: Option<crate::fabric::protos::common::Policy>,
+}
+
 /// What kind of rule a policy is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PolicyRule {
@@ -196,6 +208,32 @@ pub(super) fn application_values(
         capabilities: capabilities(application, "Channel/Application/Capabilities")?,
         organizations: organizations(application, "Channel/Application")?,
     })
+}
+
+/// The `Consortiums` group of a system channel: consortium name -> members
+/// and creation policy.
+pub(super) fn consortiums(
+    group: &ConfigGroup,
+) -> Result<BTreeMap<String, Consortium>, ChannelConfigError> {
+    group
+        .groups
+        .iter()
+        .map(|(name, consortium)| {
+            let channel_creation_policy = optional::<crate::fabric::protos::common::Policy>(
+                consortium,
+                keys::CHANNEL_CREATION_POLICY,
+                "Channel/Consortiums/ChannelCreationPolicy",
+            )?;
+            Ok((
+                name.clone(),
+                Consortium {
+                    name: name.clone(),
+                    organizations: organizations(consortium, "Channel/Consortiums")?,
+                    channel_creation_policy,
+                },
+            ))
+        })
+        .collect()
 }
 
 /// Every policy of the tree, by absolute path (`/Channel/Orderer/Admins`).

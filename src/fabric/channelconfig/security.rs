@@ -16,11 +16,23 @@ use crate::security::policies::PolicyManager;
 pub(super) fn build(
     root: &ConfigGroup,
 ) -> Result<(Arc<MspManager>, Arc<PolicyManager>), ChannelConfigError> {
-    let mut configs = Vec::new();
-    for section in [keys::ORDERER_GROUP, keys::APPLICATION_GROUP] {
-        let Some(group) = root.groups.get(section) else {
-            continue;
-        };
+    let mut configs: Vec<(String, MspConfig)> = Vec::new();
+    // A system channel's consortium members are MSPs of the channel too, as
+    // in Fabric; one organization may be a member of several consortiums.
+    let mut sections: Vec<(String, &ConfigGroup)> = [keys::ORDERER_GROUP, keys::APPLICATION_GROUP]
+        .into_iter()
+        .filter_map(|section| root.groups.get(section).map(|g| (section.to_string(), g)))
+        .collect();
+    if let Some(consortiums) = root.groups.get(keys::CONSORTIUMS_GROUP) {
+        let mut names: Vec<&String> = consortiums.groups.keys().collect();
+        names.sort();
+        for name in names {
+            if let Some(group) = consortiums.groups.get(name) {
+                sections.push((format!("{}/{name}", keys::CONSORTIUMS_GROUP), group));
+            }
+        }
+    }
+    for (section, group) in sections {
         let mut orgs: Vec<(&String, &ConfigGroup)> = group.groups.iter().collect();
         orgs.sort_by(|a, b| a.0.cmp(b.0));
         for (name, org) in orgs {
@@ -32,6 +44,11 @@ pub(super) fn build(
                     org: format!("{section}/{name}"),
                     reason: format!("cannot decode the MSP value: {e}"),
                 })?;
+            // The same MSP defined twice alike is one MSP; defined two ways,
+            // Fabric refuses the config, and so does the MSP manager below.
+            if configs.iter().any(|(_, known)| *known == config) {
+                continue;
+            }
             configs.push((format!("{section}/{name}"), config));
         }
     }

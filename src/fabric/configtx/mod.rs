@@ -21,6 +21,7 @@
 
 pub mod compute;
 pub mod configmap;
+pub mod creation;
 pub mod semantic;
 pub mod validate;
 

@@ -10,8 +10,11 @@
 //! organizations by name. Paths (MSPDir, TLS certificates) are relative to the
 //! file's folder. Policies left out get configtxgen's defaults.
 
+mod consortiums;
 pub mod msp;
 pub mod policydsl;
+
+pub use consortiums::sign_channel_creation;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -81,6 +84,12 @@ struct ConfigTxYaml {
 struct ProfileYaml {
     orderer: Option<OrdererYaml>,
     application: Option<ApplicationYaml>,
+    /// A system channel's consortiums (Fabric 1.x/2.x).
+    #[serde(default)]
+    consortiums: Option<BTreeMap<String, consortiums::ConsortiumYaml>>,
+    /// The consortium a channel-creation profile creates its channel in.
+    #[serde(default)]
+    consortium: Option<String>,
     #[serde(default)]
     policies: Option<BTreeMap<String, PolicyYaml>>,
     #[serde(default)]
@@ -347,7 +356,14 @@ impl Builder<'_> {
                 self.application(application)?,
             );
         }
+        if let Some(consortiums) = &profile.consortiums {
+            groups.insert(
+                keys::CONSORTIUMS_GROUP.to_string(),
+                self.consortiums(consortiums)?,
+            );
+        }
         let mut values = hashing_values();
+        values.extend(consortiums::consortium_value(profile.consortium.as_deref()));
         if let Some(addresses) = orderer.addresses.as_ref().filter(|a| !a.is_empty()) {
             values.extend([value(
                 keys::ORDERER_ADDRESSES,

@@ -241,14 +241,18 @@ mod tests {
             ),
             "{err}"
         );
-        let mut section = Kafka::default();
-        section.version = "0.10.2.0".into();
+        let mut section = Kafka {
+            version: "0.10.2.0".into(),
+            ..Kafka::default()
+        };
         let err = KafkaSettings::from_section(&section, Path::new(".")).unwrap_err();
         assert!(err.to_string().contains("below 0.11.0"), "{err}");
         section.version = "2.8.0".into();
         assert!(KafkaSettings::from_section(&section, Path::new(".")).is_ok());
-        let mut section = Kafka::default();
-        section.version = "two".into();
+        let section = Kafka {
+            version: "two".into(),
+            ..Kafka::default()
+        };
         let err = KafkaSettings::from_section(&section, Path::new(".")).unwrap_err();
         assert!(
             matches!(

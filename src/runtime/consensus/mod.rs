@@ -56,6 +56,14 @@ pub struct Submit {
 /// Order one config message (Fabric's `Configure(config, configSeq)`): a CONFIG
 /// envelope made from a validated config update, written as a block of its own.
 /// The new config applies to every message ordered after it.
+///
+/// On a system channel the message may also be an ORDERER_TRANSACTION (a
+/// channel creation). It gets a block of its own too, but `config` is then
+/// the system channel's current config (same sequence) and nothing waits for
+/// the config to move: whether a block is a config block (LAST_CONFIG names
+/// it) is decided by the envelope's header type, CONFIG only. A config that
+/// moved on before ordering is handled by [`revalidation::recheck_config`],
+/// which checks either kind again.
 #[derive(Message)]
 #[rtype(result = "Result<(), SubmitError>")]
 pub struct Configure {

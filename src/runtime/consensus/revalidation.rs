@@ -10,7 +10,7 @@ use crate::fabric::channelconfig::ChannelConfig;
 use crate::fabric::configtx::{self, PolicyEvaluator};
 use crate::fabric::protos::common::Envelope;
 use crate::runtime::blockcutter::OrderedMessage;
-use crate::runtime::msgprocessor::RuleSet;
+use crate::runtime::msgprocessor::{systemchannel, RuleSet};
 use crate::security::signer::SigningIdentity;
 
 /// The second filter pass: the messages still valid under `config`, how many
@@ -56,6 +56,9 @@ pub fn recheck_config(
     filters: &RuleSet,
     message: &OrderedMessage,
 ) -> Result<(OrderedMessage, ChannelConfig), SubmitError> {
+    if systemchannel::is_orderer_transaction(&message.envelope) {
+        return recheck_creation(channel, current, policies, signer, filters, message);
+    }
     let proposed = configtx::last_update(&message.envelope)
         .and_then(|update| configtx::propose_config_update(current, &update, policies))
         .map_err(|e| {
@@ -78,4 +81,118 @@ pub fn recheck_config(
         envelope: envelope.encode_to_vec().into(),
     };
     Ok((message, proposed.config))
+}
+
+/// A channel creation (an ORDERER_TRANSACTION on the system channel) checked
+/// again against the system channel's `current` config: the creation update
+/// it carries must still hold, as Fabric's system channel processor checks
+/// it again. The config it "makes" is `current`: ordering it does not move
+/// the system channel's config. (The limit on the number of channels is
+/// checked when Broadcast takes the request, not here.)
+fn recheck_creation(
+    channel: &str,
+    current: &ChannelConfig,
+    policies: &dyn PolicyEvaluator,
+    signer: &SigningIdentity,
+    filters: &RuleSet,
+    message: &OrderedMessage,
+) -> Result<(OrderedMessage, ChannelConfig), SubmitError> {
+    let refused = |reason: String| {
+        tracing::warn!(%channel, %reason, "channel creation no longer valid under the current config");
+        SubmitError::Invalid(format!("channel creation no longer valid: {reason}"))
+    };
+    let update = systemchannel::creation_update(&message.envelope).map_err(refused)?;
+    let creation =
+        systemchannel::process_channel_creation(current, policies, signer, filters, &update)
+            .map_err(|r| refused(r.info))?;
+    let envelope = creation.envelope;
+    let message = OrderedMessage {
+        size: envelope.payload.len() + envelope.signature.len(),
+        envelope: envelope.encode_to_vec().into(),
+    };
+    Ok((message, current.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fabric::channelconfig::keys;
+    use crate::fabric::configtx::creation::testing::{creation, system};
+    use crate::fabric::configtx::ChannelPolicies;
+
+    /// A channel creation ordered after the system channel's config moved
+    /// is checked again against it: still valid, it is wrapped anew and
+    /// leaves the config as it is; with its consortium gone, it is refused.
+    #[test]
+    fn a_channel_creation_is_checked_again_against_the_current_system_config() {
+        let system = system();
+        let dir = tempfile::tempdir().expect("tempdir");
+        system.orderer.write_orderer_msp(dir.path());
+        let signer =
+            SigningIdentity::from_msp_dir(dir.path(), "OrdererMSP").expect("orderer identity");
+        let filters = RuleSet::standard();
+        let update = creation(
+            "appchannel",
+            "SampleConsortium",
+            &["Org1MSP"],
+            1,
+            &system.org1.admin,
+        );
+        let created = systemchannel::process_channel_creation(
+            &system.config,
+            &ChannelPolicies,
+            &signer,
+            &filters,
+            &update,
+        )
+        .expect("created");
+        let message = OrderedMessage {
+            size: created.envelope.payload.len() + created.envelope.signature.len(),
+            envelope: created.envelope.encode_to_vec().into(),
+        };
+
+        // The system channel moved on (a later sequence, same consortiums).
+        let mut moved = system.config.clone();
+        moved.sequence += 1;
+        let (again, config) = recheck_config(
+            "syschannel",
+            &moved,
+            &ChannelPolicies,
+            &signer,
+            &filters,
+            &message,
+        )
+        .expect("still valid");
+        assert_eq!(config.sequence, moved.sequence, "the config does not move");
+        assert!(systemchannel::is_orderer_transaction(&again.envelope));
+        assert_eq!(
+            systemchannel::creation_update(&again.envelope).expect("update"),
+            update
+        );
+
+        // The consortium was removed meanwhile.
+        let mut config = system.config.config.clone();
+        if let Some(root) = config.channel_group.as_mut() {
+            if let Some(consortiums) = root.groups.get_mut(keys::CONSORTIUMS_GROUP) {
+                consortiums.groups.clear();
+            }
+        }
+        let without = ChannelConfig::from_config("syschannel".into(), config).expect("config");
+        let refused = recheck_config(
+            "syschannel",
+            &without,
+            &ChannelPolicies,
+            &signer,
+            &filters,
+            &message,
+        )
+        .expect_err("no consortium");
+        assert_eq!(
+            refused,
+            SubmitError::Invalid(
+                "channel creation no longer valid: Unknown consortium name: SampleConsortium"
+                    .into()
+            )
+        );
+    }
 }

@@ -283,10 +283,16 @@ impl SoloChain {
             timeout: config.batch_timeout,
             received,
         };
+        let moves_config = crate::fabric::blockutil::is_config_envelope(&ordered.message.envelope);
         let posted = self.cutter.config.post(ordered);
         posted.map_err(|gone| self.lost("cutter", gone, ctx))?;
-        // Nothing more is admitted until the config block is written.
-        self.config_in_flight = Some(config.sequence);
+        // Nothing more is admitted until the config block is written. A
+        // system channel's channel creation (ORDERER_TRANSACTION) gets a
+        // block of its own too, but leaves the config where it is: nothing
+        // to wait for.
+        if moves_config {
+            self.config_in_flight = Some(config.sequence);
+        }
         Ok(())
     }
 
@@ -394,7 +400,13 @@ impl Handler<BatchCut> for SoloChain {
         // Making the block reads every byte of the batch (the data hash) and
         // signs it: off the actor thread. The chain waits for it (its mailbox
         // pauses, the thread does not), so blocks keep their order.
-        let next = self.creator.next_block(msg.is_config);
+        // Only a CONFIG envelope makes a config block (LAST_CONFIG names it).
+        let is_config = msg.is_config
+            && msg
+                .batch
+                .iter()
+                .all(|e| crate::fabric::blockutil::is_config_envelope(e));
+        let next = self.creator.next_block(is_config);
         let number = next.number();
         let batch = msg.batch;
         let making = tokio::task::spawn_blocking(move || next.make(batch, Bytes::new()));
@@ -642,6 +654,77 @@ mod tests {
             "only the small one"
         );
         assert_eq!(crate::fabric::blockutil::last_config_index(&last), Some(1));
+    }
+}
+
+#[cfg(test)]
+mod orderer_transactions {
+    use super::*;
+    use crate::fabric::blockutil;
+    use crate::fabric::channelconfig::genesis::GenesisProfile;
+    use crate::fabric::protos::common::HeaderType;
+    use crate::runtime::channel::testing::{state_becomes, supervised};
+    use crate::runtime::channel::ChannelState;
+    use prost::Message as _;
+
+    fn message(kind: HeaderType, data: &'static [u8]) -> OrderedMessage {
+        let envelope =
+            crate::tools::client::envelope::envelope("c1", kind, Bytes::from_static(data))
+                .encode_to_vec();
+        OrderedMessage {
+            size: envelope.len(),
+            envelope: envelope.into(),
+        }
+    }
+
+    /// A channel creation on a system channel is alone in its block, leaves
+    /// LAST_CONFIG where it was, and the chain goes on admitting at once:
+    /// the config it carries does not move the channel's.
+    #[actix_rt::test]
+    async fn a_channel_creation_is_isolated_and_does_not_hold_admission() {
+        let channel = supervised(GenesisProfile::embedded("c1", vec![]));
+        let handle = channel.handle.clone();
+        state_becomes(&handle, |s| *s == ChannelState::Active).await;
+        let chain = handle.chain().expect("running");
+        let current = handle.config();
+        let submit = |data| Submit {
+            messages: vec![message(HeaderType::EndorserTransaction, data)],
+            config_seq: current.sequence,
+            permit: InflightPermit::default(),
+            received: std::time::Instant::now(),
+        };
+        assert_eq!(
+            chain.submit.send(submit(b"before")).await.expect("sent"),
+            Ok(())
+        );
+        let configure = Configure {
+            message: message(HeaderType::OrdererTransaction, b"creation"),
+            config_seq: current.sequence,
+            config: current.clone(),
+            permit: InflightPermit::default(),
+            received: std::time::Instant::now(),
+        };
+        assert_eq!(chain.configure.send(configure).await.expect("sent"), Ok(()));
+        // Answered without waiting for a config block that never comes.
+        assert_eq!(
+            chain.submit.send(submit(b"after")).await.expect("sent"),
+            Ok(())
+        );
+        chain.halt.send(Halt).await.expect("halted");
+        let store = handle.store();
+        assert_eq!(store.height(), 4, "genesis, before, the creation, after");
+        let creation = store.block(2).expect("read").expect("block 2");
+        assert_eq!(blockutil::entries(&creation).len(), 1);
+        assert!(!blockutil::holds_channel_config(&creation));
+        for number in 1..4 {
+            let block = store.block(number).expect("read").expect("block");
+            assert_eq!(
+                blockutil::last_config_index(&block),
+                Some(0),
+                "block {number}"
+            );
+        }
+        assert_eq!(handle.config().sequence, current.sequence);
     }
 }
 

@@ -273,7 +273,7 @@ fn write_and_publish(
     if let Some(block) = blocks
         .iter()
         .rev()
-        .find(|b| crate::fabric::blockutil::is_config_block(b))
+        .find(|b| crate::fabric::blockutil::holds_channel_config(b))
     {
         let number = crate::fabric::blockutil::number(block);
         let next = ChannelConfig::from_config_block(block)

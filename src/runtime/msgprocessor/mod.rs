@@ -8,6 +8,7 @@
 
 mod expiration;
 mod sigfilter;
+pub mod systemchannel;
 
 use prost::Message;
 
@@ -76,6 +77,18 @@ impl Classification {
             Classification::OrdererTransaction => Some(Rejection::bad_request(
                 "message is of type that is no longer supported",
             )),
+            Classification::Normal | Classification::ConfigUpdate => None,
+        }
+    }
+
+    /// The refusal on a node that runs a system channel, as Fabric 2.x's
+    /// registrar words it: CONFIG and ORDERER_TRANSACTION envelopes are
+    /// made by orderers, never taken from clients.
+    pub fn refusal_with_system_channel(self) -> Option<Rejection> {
+        match self {
+            Classification::Config | Classification::OrdererTransaction => Some(
+                Rejection::bad_request("message is of type that cannot be processed directly"),
+            ),
             Classification::Normal | Classification::ConfigUpdate => None,
         }
     }

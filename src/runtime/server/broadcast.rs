@@ -185,19 +185,28 @@ impl BroadcastStream {
         let header = msgprocessor::channel_header(&envelope).map_err(unknown)?;
         self.metrics.header_type(header.r#type);
         // Looked up for every envelope (a read lock), so a removed channel is gone at once.
+        let system = self.registrar.system_channel_id().is_some();
         let Some(channel) = self.registrar.channel(&header.channel_id) else {
             // A channel that could not start is known, only not running.
-            let rejection = match self.registrar.failed_channel(&header.channel_id) {
-                Some(failed) => Rejection::service_unavailable(format!(
+            if let Some(failed) = self.registrar.failed_channel(&header.channel_id) {
+                return Err(unknown(Rejection::service_unavailable(format!(
                     "channel {} failed to start: {}",
                     failed.id, failed.reason
-                )),
-                None => Rejection::bad_request(msgprocessor::CHANNEL_DOES_NOT_EXIST),
-            };
-            return Err(unknown(rejection));
+                ))));
+            }
+            // Fabric 1.x/2.x: the system channel takes what no channel
+            // does; a config update there creates the channel.
+            if let Some(system) = self.registrar.system_channel() {
+                let id = system.id().to_string();
+                return accept_creation(&self.registrar, system, &header, &envelope)
+                    .map_err(|r| (id, r));
+            }
+            return Err(unknown(Rejection::bad_request(
+                msgprocessor::CHANNEL_DOES_NOT_EXIST,
+            )));
         };
         let id = channel.id().to_string();
-        accept_on(channel, &header, envelope, self.registrar.signer()).map_err(|r| (id, r))
+        accept_on(channel, &header, envelope, self.registrar.signer(), system).map_err(|r| (id, r))
     }
 }
 
@@ -423,15 +432,22 @@ fn accepted(
     }
 }
 
-/// Validates an envelope for a known channel.
+/// Validates an envelope for a known channel. `system`: whether the node
+/// runs a system channel (Fabric 2.x's wording of refusals then).
 fn accept_on(
     channel: Arc<ChannelHandle>,
     header: &crate::fabric::protos::common::ChannelHeader,
     envelope: Envelope,
     signer: &SigningIdentity,
+    system: bool,
 ) -> Result<Accepted, Rejection> {
     let kind = msgprocessor::classify(header);
-    if let Some(refusal) = kind.refusal() {
+    let refusal = if system {
+        kind.refusal_with_system_channel()
+    } else {
+        kind.refusal()
+    };
+    if let Some(refusal) = refusal {
         return Err(refusal);
     }
     if kind == Classification::ConfigUpdate {
@@ -440,6 +456,47 @@ fn accept_on(
     let config = channel.config();
     msgprocessor::check_normal_allowed(&config)?;
     filtered(channel, &config, &envelope, None)
+}
+
+/// An envelope for a channel that does not exist, on a node with a system
+/// channel (Fabric's system channel processor): a CONFIG_UPDATE creates the
+/// channel through the system channel; anything else is refused.
+fn accept_creation(
+    registrar: &Registrar,
+    system: Arc<ChannelHandle>,
+    header: &crate::fabric::protos::common::ChannelHeader,
+    envelope: &Envelope,
+) -> Result<Accepted, Rejection> {
+    let kind = msgprocessor::classify(header);
+    if let Some(refusal) = kind.refusal_with_system_channel() {
+        return Err(refusal);
+    }
+    if kind != Classification::ConfigUpdate {
+        return Err(Rejection {
+            status: Status::NotFound,
+            info: msgprocessor::CHANNEL_DOES_NOT_EXIST.into(),
+        });
+    }
+    let config = system.config();
+    let creation = msgprocessor::systemchannel::process_channel_creation(
+        &config,
+        system.policies().as_ref(),
+        registrar.signer(),
+        system.filters(),
+        envelope,
+    )?;
+    msgprocessor::systemchannel::check_channel_count(&config, registrar.channel_count())?;
+    tracing::info!(channel = %creation.channel_id, system_channel = %system.id(), "ordering a channel creation on the system channel");
+    let encoded = creation.envelope.encode_to_vec();
+    // Ordered through `Configure` (a block of its own) under the system
+    // channel's current config, which it does not change.
+    Ok(accepted(
+        system,
+        &config,
+        &creation.envelope,
+        encoded,
+        Some(config.clone()),
+    ))
 }
 
 /// In-flight room for the longest prefix of envelopes of these `sizes` that

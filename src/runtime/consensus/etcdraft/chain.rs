@@ -809,6 +809,7 @@ impl RaftChain {
             return Err(SubmitError::Unavailable("not the Raft leader".into()));
         };
         tracing::info!(channel = %self.channel_id, sequence = config.sequence, "ordering config update");
+        let moves_config = crate::fabric::blockutil::is_config_envelope(&message.envelope);
         let ordered = OrderedConfig {
             message,
             permit,
@@ -821,7 +822,10 @@ impl RaftChain {
             .config
             .post(ordered)
             .map_err(|gone| SubmitError::Unavailable(format!("the cutter is gone: {gone}")))?;
-        self.config_in_flight = Some(config.sequence);
+        // A channel creation on a system channel does not move the config.
+        if moves_config {
+            self.config_in_flight = Some(config.sequence);
+        }
         Ok(())
     }
 
@@ -1184,13 +1188,17 @@ fn messages_of(envelopes: Vec<Bytes>) -> Vec<OrderedMessage> {
         .collect()
 }
 
-/// Whether a marshalled envelope is a CONFIG message.
+/// Whether an envelope is a config message: a CONFIG envelope, or a system
+/// channel's ORDERER_TRANSACTION (a channel creation), each ordered alone.
 fn is_config_envelope(envelope: &Envelope) -> bool {
     Payload::decode(envelope.payload.clone())
         .ok()
         .and_then(|p| p.header)
         .and_then(|h| ChannelHeader::decode(h.channel_header).ok())
-        .is_some_and(|ch| ch.r#type == HeaderType::Config as i32)
+        .is_some_and(|ch| {
+            ch.r#type == HeaderType::Config as i32
+                || ch.r#type == HeaderType::OrdererTransaction as i32
+        })
 }
 
 impl Actor for RaftChain {

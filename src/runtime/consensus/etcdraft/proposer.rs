@@ -135,10 +135,17 @@ impl Handler<BatchCut> for ProposerActor {
     type Result = ();
 
     fn handle(&mut self, msg: BatchCut, ctx: &mut Context<Self>) {
-        let next = self.creator.next_block(msg.is_config);
+        // Only a CONFIG envelope makes a config block; a system channel's
+        // channel creation is alone in its block but moves no config.
+        let is_config = msg.is_config
+            && msg
+                .batch
+                .iter()
+                .all(|e| crate::fabric::blockutil::is_config_envelope(e));
+        let next = self.creator.next_block(is_config);
         let batch = msg.batch;
         let making = tokio::task::spawn_blocking(move || next.make_unsigned(batch));
-        let (permit, received, is_config) = (msg.permit, msg.received, msg.is_config);
+        let (permit, received) = (msg.permit, msg.received);
         ctx.wait(making.into_actor(self).map(move |made, act, ctx| {
             let block = match made {
                 Ok(block) => block,

@@ -31,9 +31,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
-use bytes::Bytes;
 use futures::future::join_all;
-use prost::Message as _;
 use tokio::sync::{oneshot, watch};
 use tokio_stream::wrappers::WatchStream;
 use tokio_util::sync::CancellationToken;
@@ -43,10 +41,10 @@ use super::client::{self, PartitionError, PartitionProducer, PostFailure};
 use super::consumer::{ConsumerActor, PartitionHealth, StopConsumer};
 use super::cutter::{CutterParts, KafkaBatch, KafkaCutter, Settled};
 use super::record::{Offsets, Record, Regular};
+use crate::fabric::blockutil;
 use crate::fabric::channelconfig::ChannelConfig;
 use crate::fabric::configtx::PolicyEvaluator;
 use crate::fabric::localconfig::kafka::KafkaSettings;
-use crate::fabric::protos::common::{ChannelHeader, Envelope, HeaderType, Payload};
 use crate::runtime::blockcutter::StopCutter;
 use crate::runtime::channel::mailbox::{self, Mailbox};
 use crate::runtime::channel::tree::{ChildGuard, TreeMembership};
@@ -311,9 +309,8 @@ impl KafkaChain {
         let consumer = ConsumerActor::new(
             self.channel_id.clone(),
             consumer,
-            &cutter,
+            Mailbox::of(&cutter, &self.metrics.cutter),
             ctx.address().recipient(),
-            &self.metrics.cutter,
             self.start_offsets.next_to_read(),
             stop.clone(),
             self.tree.member("consumer"),
@@ -459,17 +456,6 @@ impl KafkaChain {
     }
 }
 
-/// Whether the envelope is a CONFIG (it moves LAST_CONFIG); a channel
-/// creation on the system channel is isolated too, but is no config block.
-fn is_config_envelope(raw: &Bytes) -> bool {
-    let header = Envelope::decode(raw.clone())
-        .ok()
-        .and_then(|e| Payload::decode(e.payload).ok())
-        .and_then(|p| p.header)
-        .and_then(|h| ChannelHeader::decode(h.channel_header).ok());
-    header.is_some_and(|h| h.r#type == HeaderType::Config as i32)
-}
-
 impl Actor for KafkaChain {
     type Context = Context<Self>;
 
@@ -558,7 +544,13 @@ impl Handler<KafkaBatch> for KafkaChain {
             );
             return;
         }
-        let is_config = msg.isolated && msg.batch.first().is_some_and(is_config_envelope);
+        // Only a CONFIG envelope moves LAST_CONFIG; a channel creation on
+        // the system channel is isolated too, but is no config block.
+        let is_config = msg.isolated
+            && msg
+                .batch
+                .first()
+                .is_some_and(|e| blockutil::is_config_envelope(e));
         let next = self.creator.next_block(is_config);
         let offsets = msg.offsets;
         let batch = msg.batch;

@@ -19,7 +19,7 @@ use rdkafka::Message as _;
 use tokio_util::sync::CancellationToken;
 
 use super::client::ChainClientContext;
-use super::cutter::{Consumed, KafkaCutter};
+use super::cutter::Consumed;
 use crate::runtime::channel::mailbox::Mailbox;
 use crate::runtime::channel::tree::ChildGuard;
 
@@ -87,9 +87,8 @@ impl ConsumerActor {
     pub fn new(
         channel_id: String,
         consumer: StreamConsumer<ChainClientContext>,
-        cutter: &Addr<KafkaCutter>,
+        cutter: Mailbox<Consumed>,
         chain: Recipient<PartitionHealth>,
-        metrics: &crate::runtime::metrics::ActorMetrics,
         from: i64,
         stop: CancellationToken,
         guard: ChildGuard,
@@ -97,7 +96,7 @@ impl ConsumerActor {
         ConsumerActor {
             channel_id,
             consumer: Arc::new(consumer),
-            cutter: Mailbox::of(cutter, metrics),
+            cutter,
             chain,
             lost: false,
             expected: from.max(0),

@@ -575,17 +575,9 @@ fn acceptable_config(payload: &Bytes, current: &ChannelConfig) -> Result<(), Str
             }
             Ok(())
         }
-        Some(HeaderType::OrdererTransaction) if is_system_channel(current) => Ok(()),
+        Some(HeaderType::OrdererTransaction) if current.is_system_channel() => Ok(()),
         _ => Err("neither a config nor, on the system channel, a channel creation".into()),
     }
-}
-
-fn is_system_channel(config: &ChannelConfig) -> bool {
-    config
-        .config
-        .channel_group
-        .as_ref()
-        .is_some_and(|g| g.groups.contains_key("Consortiums"))
 }
 
 impl Actor for KafkaCutter {

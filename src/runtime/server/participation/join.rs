@@ -47,8 +47,6 @@ pub enum JoinBlockError {
         "invalid config: the last update is for channel '{update}' but the block for '{channel}'"
     )]
     LastUpdateChannel { update: String, channel: String },
-    #[error("invalid config: contains consortiums: system channel not supported")]
-    SystemChannel,
     #[error("invalid config: must contain application config")]
     NoApplication,
     #[error(
@@ -91,10 +89,10 @@ pub fn validate_join_block(
         .channel_group
         .as_ref()
         .map(|root| &root.groups);
-    if groups.is_some_and(|g| g.contains_key(CONSORTIUMS_GROUP)) {
-        return Err(JoinBlockError::SystemChannel);
-    }
-    if !groups.is_some_and(|g| g.contains_key(keys::APPLICATION_GROUP)) {
+    // A system channel (Fabric 1.x/2.x) has consortiums and no application
+    // config; the registrar decides whether this node may join it.
+    let system_channel = groups.is_some_and(|g| g.contains_key(CONSORTIUMS_GROUP));
+    if !system_channel && !groups.is_some_and(|g| g.contains_key(keys::APPLICATION_GROUP)) {
         return Err(JoinBlockError::NoApplication);
     }
     check_reads_back(block, &config, max_block_bytes)?;
@@ -288,15 +286,14 @@ mod tests {
             "invalid block: Header.DataHash is different from Hash(block.Data)"
         );
 
+        // A system channel's block is valid; the registrar decides whether
+        // this node may join it.
         let system = edited(|groups| {
+            groups.remove(keys::APPLICATION_GROUP);
             groups.insert(CONSORTIUMS_GROUP.into(), ConfigGroup::default());
         });
-        assert_eq!(
-            validate_join_block_default(&system)
-                .expect_err("system")
-                .to_string(),
-            "invalid config: contains consortiums: system channel not supported"
-        );
+        let config = validate_join_block_default(&system).expect("a system channel block");
+        assert!(config.is_system_channel());
 
         let orderer_only = edited(|groups| {
             groups.remove(keys::APPLICATION_GROUP);

@@ -43,7 +43,8 @@ pub const BLOCK_CONTENT_TYPE: &str = "application/octet-stream";
 /// `GET /participation/v1/channels`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ChannelList {
-    /// Always null: there is no system channel.
+    /// The system channel, when the node runs one (Fabric 1.x/2.x); it is
+    /// not in `channels` then.
     #[serde(rename = "systemChannel")]
     pub system_channel: Option<ChannelInfoShort>,
     /// Null, not an empty list, when the node has no channel (as Fabric).
@@ -359,8 +360,10 @@ async fn list(State(api): State<Participation>, headers: HeaderMap) -> Response 
     if let Err(refusal) = negotiate(&headers) {
         return refusal.into_response();
     }
+    let system = api.registrar.system_channel_id();
     let mut names = api.registrar.channel_ids();
     names.extend(api.registrar.failed_channels().into_iter().map(|c| c.id));
+    names.retain(|name| Some(name) != system.as_ref());
     names.sort();
     let channels: Vec<ChannelInfoShort> = names
         .into_iter()
@@ -370,7 +373,10 @@ async fn list(State(api): State<Participation>, headers: HeaderMap) -> Response 
         })
         .collect();
     fresh_json(&ChannelList {
-        system_channel: None,
+        system_channel: system.map(|name| ChannelInfoShort {
+            url: url(&name),
+            name,
+        }),
         channels: Some(channels).filter(|c| !c.is_empty()),
     })
 }
@@ -433,6 +439,9 @@ async fn join(State(api): State<Participation>, headers: HeaderMap, body: Body) 
     let joined = tokio::task::spawn_blocking(move || registrar.join_channel(&block)).await;
     match joined {
         Ok(Ok(channel)) => {
+            if api.registrar.system_channel_id().as_deref() == Some(channel.id()) {
+                api.registrar.follow_system_channel();
+            }
             let mut state = channel.subscribe_state();
             let _ = state.wait_for(|s| *s != ChannelState::Starting).await;
             let info = channel_info(&channel);
@@ -446,6 +455,15 @@ async fn join(State(api): State<Participation>, headers: HeaderMap, body: Body) 
             ),
             "GET, DELETE",
         ),
+        // Fabric 2.x: while a system channel runs, channels are created
+        // through it, not joined.
+        Ok(Err(e @ RegistrarError::SystemChannelExists)) => with_allow(
+            error(StatusCode::METHOD_NOT_ALLOWED, format!("cannot join: {e}")),
+            "GET",
+        ),
+        Ok(Err(e @ RegistrarError::AppChannelsExist)) => {
+            error(StatusCode::FORBIDDEN, format!("cannot join: {e}"))
+        }
         Ok(Err(e)) => error(StatusCode::BAD_REQUEST, format!("cannot join: {e}")),
         Err(e) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -467,6 +485,13 @@ async fn remove(
         Err(RegistrarError::NoSuchChannel(_)) => error(
             StatusCode::NOT_FOUND,
             "cannot remove: channel does not exist",
+        ),
+        Err(e @ RegistrarError::SystemChannelExists) => with_allow(
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("cannot remove: {e}"),
+            ),
+            "GET",
         ),
         Err(e) => {
             tracing::error!(channel = %name, error = %e, "channel removal failed");

@@ -105,6 +105,8 @@ pub enum CommandError {
     Genesis(#[from] GenesisError),
     #[error(transparent)]
     Compute(#[from] ComputeError),
+    #[error("cannot sign the channel creation transaction: {0}")]
+    Sign(String),
 }
 
 pub fn read(path: &Path) -> Result<Vec<u8>, CommandError> {
