@@ -393,6 +393,7 @@ struct Tally {
     refused: Vec<(usize, Status)>,
 }
 
+#[cfg(feature = "failpoints")]
 /// Sends envelopes one at a time from `next` on, opening a new stream after
 /// each refusal (Broadcast ends a stream there), until `stop` says so.
 async fn send_until(
