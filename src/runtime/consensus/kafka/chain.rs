@@ -305,7 +305,9 @@ impl KafkaChain {
             settled: Mailbox::of(&ctx.address(), &self.metrics.chain),
             stop: stop.clone(),
         };
-        let cutter = KafkaCutter::new(parts, self.tree.member("cutter")).start();
+        let cutter = KafkaCutter::new(parts)
+            .in_tree(self.tree.member("cutter"))
+            .start();
         let consumer = ConsumerActor::new(
             self.channel_id.clone(),
             consumer,

@@ -124,10 +124,10 @@ fn done() -> Step {
 }
 
 impl KafkaCutter {
-    pub fn new(parts: CutterParts, guard: ChildGuard) -> KafkaCutter {
+    pub fn new(parts: CutterParts) -> KafkaCutter {
         let config = parts.config.borrow().clone();
         KafkaCutter {
-            guard: Some(guard),
+            guard: None,
             cutter: BlockCutter::new(config.batch_size),
             timeout: config.batch_timeout,
             parts,
@@ -135,6 +135,12 @@ impl KafkaCutter {
             failed: false,
             dropped: false,
         }
+    }
+
+    /// Runs the cutter as a member of a channel's tree: its stop is reported.
+    pub fn in_tree(mut self, guard: ChildGuard) -> KafkaCutter {
+        self.guard = Some(guard);
+        self
     }
 
     fn channel(&self) -> &str {
@@ -608,5 +614,276 @@ impl Handler<StopCutter> for KafkaCutter {
     fn handle(&mut self, _: StopCutter, ctx: &mut Context<Self>) {
         // Its owner stops it: the owner reports if that was not planned.
         self.stop_now(ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fabric::channelconfig::genesis::GenesisProfile;
+    use crate::fabric::configtx::ChannelPolicies;
+    use crate::fabric::localconfig::kafka::KafkaSettings;
+    use crate::fabric::protos::common::Header;
+    use crate::runtime::metrics::ChannelMetrics;
+    use crate::security::signer::CertificateAuthority;
+    use std::sync::Mutex;
+
+    const CHANNEL: &str = "cutterchannel";
+
+    /// What the cutter sent its chain.
+    #[derive(Default)]
+    struct Seen {
+        batches: Vec<(u64, Vec<Bytes>, bool, Offsets)>,
+        settled: Vec<i64>,
+    }
+
+    struct Recorder(Arc<Mutex<Seen>>);
+
+    impl Actor for Recorder {
+        type Context = Context<Self>;
+    }
+
+    crate::counted_handlers!(Recorder: KafkaBatch, Settled);
+
+    impl Handler<KafkaBatch> for Recorder {
+        type Result = ();
+        fn handle(&mut self, msg: KafkaBatch, _: &mut Context<Self>) {
+            let seen = &mut self.0.lock().unwrap().batches;
+            seen.push((msg.number, msg.batch, msg.isolated, msg.offsets));
+        }
+    }
+
+    impl Handler<Settled> for Recorder {
+        type Result = ();
+        fn handle(&mut self, msg: Settled, _: &mut Context<Self>) {
+            self.0.lock().unwrap().settled.push(msg.through);
+        }
+    }
+
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    struct Flush;
+
+    impl Handler<Flush> for Recorder {
+        type Result = ();
+        fn handle(&mut self, _: Flush, _: &mut Context<Self>) {}
+    }
+
+    struct Rig {
+        cutter: Addr<KafkaCutter>,
+        recorder: Addr<Recorder>,
+        seen: Arc<Mutex<Seen>>,
+        _height: watch::Sender<u64>,
+        _config: watch::Sender<Arc<ChannelConfig>>,
+    }
+
+    /// A cutter at block 1 of a fresh channel (MaxMessageCount 3,
+    /// PreferredMaxBytes 200), on a clock that never moves: its timer
+    /// never fires, so it never posts.
+    fn rig() -> Rig {
+        let mut profile = GenesisProfile::embedded(CHANNEL, vec![]);
+        profile.batch_size.max_message_count = 3;
+        profile.batch_size.preferred_max_bytes = 200;
+        let config = ChannelConfig::from_config_block(&profile.genesis_block()).unwrap();
+        let (config_tx, config_rx) = watch::channel(Arc::new(config));
+        let (height_tx, height_rx) = watch::channel(1);
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let recorder = Recorder(seen.clone()).start();
+        let metrics = ChannelMetrics::detached(CHANNEL);
+        let signer = CertificateAuthority::generate("SampleOrg")
+            .unwrap()
+            .issue("orderer", "orderer")
+            .unwrap();
+        // Nothing listens there: nothing in these tests posts.
+        let producer = PartitionProducer::new(
+            &KafkaSettings::default(),
+            &["127.0.0.1:9".into()],
+            CHANNEL,
+            metrics.kafka.clone(),
+        )
+        .unwrap();
+        let (clock, _manual) = Clock::manual();
+        let parts = CutterParts {
+            channel_id: CHANNEL.into(),
+            config: config_rx,
+            height: height_rx,
+            filters: Arc::new(RuleSet::standard()),
+            policies: Arc::new(ChannelPolicies),
+            signer: Arc::new(signer),
+            producer,
+            clock,
+            metrics: metrics.kafka.clone(),
+            next_block: 1,
+            offsets: Offsets::FRESH,
+            chain: Mailbox::of(&recorder, &metrics.chain),
+            settled: Mailbox::of(&recorder, &metrics.chain),
+            stop: CancellationToken::new(),
+        };
+        Rig {
+            cutter: KafkaCutter::new(parts).start(),
+            recorder,
+            seen,
+            _height: height_tx,
+            _config: config_tx,
+        }
+    }
+
+    fn envelope(kind: HeaderType, data: &[u8]) -> Bytes {
+        let header = ChannelHeader {
+            r#type: kind as i32,
+            channel_id: CHANNEL.into(),
+            ..Default::default()
+        };
+        let payload = Payload {
+            header: Some(Header {
+                channel_header: header.encode_to_vec().into(),
+                signature_header: Bytes::new(),
+            }),
+            data: Bytes::copy_from_slice(data),
+        };
+        Envelope {
+            payload: payload.encode_to_vec().into(),
+            signature: Bytes::new(),
+        }
+        .encode_to_vec()
+        .into()
+    }
+
+    fn normal(data: &[u8], original_offset: i64) -> Record {
+        Record::Normal(Regular {
+            payload: envelope(HeaderType::EndorserTransaction, data),
+            config_seq: 0,
+            original_offset,
+        })
+    }
+
+    impl Rig {
+        async fn read(&self, records: Vec<(i64, Record)>) {
+            for (offset, record) in records {
+                let payload = Bytes::from(record.encode());
+                self.cutter
+                    .send(Consumed { offset, payload })
+                    .await
+                    .unwrap();
+            }
+            self.recorder.send(Flush).await.unwrap();
+        }
+
+        /// The batches so far: (number, envelope count, last offset persisted).
+        fn batches(&self) -> Vec<(u64, usize, i64)> {
+            let seen = self.seen.lock().unwrap();
+            let shape = |(n, b, _, o): &(u64, Vec<Bytes>, bool, Offsets)| {
+                (*n, b.len(), o.last_offset_persisted)
+            };
+            seen.batches.iter().map(shape).collect()
+        }
+    }
+
+    #[actix_rt::test]
+    async fn count_cuts_record_the_offset_of_their_last_record() {
+        let rig = rig();
+        let records = (1..=7).map(|o| (o, normal(b"tx", 0))).collect();
+        rig.read(vec![(0, Record::Connect)]).await;
+        rig.read(records).await;
+        assert_eq!(rig.batches(), vec![(1, 3, 3), (2, 3, 6)]);
+    }
+
+    #[actix_rt::test]
+    async fn only_a_time_to_cut_for_the_next_block_cuts() {
+        let rig = rig();
+        rig.read(vec![(0, normal(b"a", 0)), (1, normal(b"b", 0))])
+            .await;
+        // Stale (an earlier block) and faulty (beyond the next) are ignored.
+        rig.read(vec![
+            (2, Record::TimeToCut { block_number: 0 }),
+            (3, Record::TimeToCut { block_number: 5 }),
+        ])
+        .await;
+        assert!(rig.batches().is_empty());
+        // The next block's cuts what is pending; the block records the
+        // time-to-cut's own offset. A second one for it is stale.
+        rig.read(vec![
+            (4, Record::TimeToCut { block_number: 1 }),
+            (5, Record::TimeToCut { block_number: 1 }),
+        ])
+        .await;
+        assert_eq!(rig.batches(), vec![(1, 2, 4)]);
+        // For the next block, with nothing pending: no block.
+        rig.read(vec![(6, Record::TimeToCut { block_number: 2 })])
+            .await;
+        assert_eq!(rig.batches(), vec![(1, 2, 4)]);
+    }
+
+    #[actix_rt::test]
+    async fn a_batch_cut_before_a_record_ends_at_the_offset_before_it() {
+        let rig = rig();
+        // 80 + 80 fit PreferredMaxBytes 200; the third overflows it: the
+        // first two are cut, the third is pending. Restarting from offset
+        // 11 reads the pending one again.
+        let big = vec![b'x'; 60];
+        rig.read(vec![
+            (10, normal(&big, 0)),
+            (11, normal(&big, 0)),
+            (12, normal(&big, 0)),
+        ])
+        .await;
+        assert_eq!(rig.batches(), vec![(1, 2, 11)]);
+        // Over PreferredMaxBytes alone: the pending one is cut before it
+        // (ending at 12), then it is a block of its own (ending at 13).
+        rig.read(vec![(13, normal(&[b'y'; 300], 0))]).await;
+        assert_eq!(rig.batches(), vec![(1, 2, 11), (2, 1, 12), (3, 1, 13)]);
+    }
+
+    #[actix_rt::test]
+    async fn a_resubmitted_copy_is_processed_once() {
+        let rig = rig();
+        rig.read(vec![
+            (20, normal(b"copy", 7)),
+            (21, normal(b"copy", 7)),
+            (22, normal(b"other", 0)),
+            (23, normal(b"later", 0)),
+        ])
+        .await;
+        let seen = rig.seen.lock().unwrap();
+        let (_, batch, _, offsets) = &seen.batches[0];
+        assert_eq!(batch.len(), 3, "the second copy was skipped");
+        assert_eq!(offsets.last_original_offset_processed, 7);
+        assert_eq!(offsets.last_offset_persisted, 23);
+    }
+
+    #[actix_rt::test]
+    async fn rogue_records_are_skipped_by_every_orderer_alike() {
+        let rig = rig();
+        let config_as_normal = Record::Normal(Regular {
+            payload: envelope(HeaderType::Config, b"not really"),
+            config_seq: 0,
+            original_offset: 0,
+        });
+        let bad_config = Record::Config(Regular {
+            payload: envelope(HeaderType::Config, b"not a config"),
+            config_seq: 0,
+            original_offset: 0,
+        });
+        let creation_off_system = Record::Config(Regular {
+            payload: envelope(HeaderType::OrdererTransaction, b"creation"),
+            config_seq: 0,
+            original_offset: 0,
+        });
+        rig.read(vec![
+            (30, config_as_normal),
+            (31, bad_config),
+            (32, creation_off_system),
+        ])
+        .await;
+        let garbage = Consumed {
+            offset: 33,
+            payload: Bytes::from_static(b"\xff\xff"),
+        };
+        rig.cutter.send(garbage).await.unwrap();
+        rig.recorder.send(Flush).await.unwrap();
+        assert!(rig.batches().is_empty(), "nothing was ordered");
+        // Their room goes: everything up to them is settled.
+        let settled = rig.seen.lock().unwrap().settled.clone();
+        assert_eq!(settled.last(), Some(&33));
     }
 }
