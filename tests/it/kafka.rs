@@ -195,6 +195,24 @@ async fn one_node_orders_thousands_and_cuts_a_trickle_by_time() {
         offsets.last_offset_persisted > 3000,
         "the block records the time-to-cut's offset: {offsets:?}"
     );
+    let metrics = node
+        .node
+        .as_ref()
+        .expect("running")
+        .registrar()
+        .channel(CHANNEL)
+        .expect("channel")
+        .metrics()
+        .kafka
+        .clone();
+    assert!(
+        metrics.time_to_cut_sent.get() >= 1,
+        "the timer posted a time-to-cut"
+    );
+    assert!(
+        metrics.time_to_cut_used.get() >= 1,
+        "a time-to-cut cut a block"
+    );
 }
 
 /// Nodes that boot from the same genesis block (same bytes, same chain).
