@@ -403,11 +403,7 @@ impl KafkaCutter {
                 config_seq,
                 original_offset: first_post(original_offset, offset),
             });
-            producer
-                .post(&record)
-                .await
-                .map(|_| true)
-                .map_err(|e| format!("re-posting the message of offset {offset}: {e}"))
+            repost(&producer, record, offset, "message").await
         };
         let work = self.until_stopped(work);
         Box::pin(work.into_actor(self).map(|result, act, ctx| match result {
@@ -516,11 +512,7 @@ impl KafkaCutter {
                 config_seq,
                 original_offset: first_post(original_offset, offset),
             });
-            producer
-                .post(&record)
-                .await
-                .map(|_| true)
-                .map_err(|e| format!("re-posting the config update of offset {offset}: {e}"))
+            repost(&producer, record, offset, "config update").await
         };
         let work = self.until_stopped(work);
         Box::pin(
@@ -550,6 +542,19 @@ fn envelope_facts(payload: &Bytes) -> Option<(usize, Option<HeaderType>)> {
         .and_then(|h| ChannelHeader::decode(h.channel_header).ok())
         .and_then(|h| HeaderType::try_from(h.r#type).ok());
     Some((size, kind))
+}
+
+/// Posts a copy that was validated again; `Ok(true)` once the broker has it.
+async fn repost(
+    producer: &PartitionProducer,
+    record: Record,
+    offset: i64,
+    what: &str,
+) -> Result<bool, String> {
+    let posted = producer.post(&record).await;
+    posted
+        .map(|_| true)
+        .map_err(|e| format!("re-posting the {what} of offset {offset}: {e}"))
 }
 
 /// The offset a copy posted anew names: the first post's.
