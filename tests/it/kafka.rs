@@ -723,3 +723,62 @@ async fn a_kafka_system_channel_creates_channels_that_order_through_kafka() {
     wait_for_height(&readers[1], SYSTEM, system_height).await;
     assert_identical_chains(&readers, SYSTEM).await;
 }
+
+/// A record validated under a config the channel has moved past: every
+/// orderer validates it again and posts a copy naming the first post's
+/// offset; every orderer orders the first copy it reads, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_record_is_posted_anew_and_ordered_once_everywhere() {
+    use super::config_update::{batch_update, current_config};
+    use ordo::fabric::configtx::compute::config_update_envelope;
+    use ordo::runtime::consensus::kafka::record::{Offsets, Record, Regular};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let broker = KafkaBroker::start().await;
+    let profile = kafka_profile(CHANNEL, &broker, 10);
+    let nodes = kafka_nodes(2, &profile).await;
+    let current = current_config(&nodes[0]).await;
+    let update = config_update_envelope(&batch_update(&current, 5));
+    let statuses = {
+        let mut client = nodes[0].client().await;
+        let mut stream = BroadcastStream::open(&mut client).await;
+        stream.send(update).await;
+        vec![stream.next().await.expect("an answer").status]
+    };
+    assert_eq!(statuses, vec![Status::Success as i32]);
+    for node in &nodes {
+        wait_for_height(node, CHANNEL, 2).await;
+    }
+
+    // A client of the partition posts a transaction validated at sequence
+    // 0, as an orderer that had not read the config block yet would.
+    let producer: FutureProducer = broker.client_config().create().expect("producer");
+    let stale = Record::Normal(Regular {
+        payload: kafka_tx(CHANNEL, 42).encode_to_vec().into(),
+        config_seq: 0,
+        original_offset: 0,
+    })
+    .encode();
+    let stale_offset = producer
+        .send(
+            FutureRecord::<(), [u8]>::to(CHANNEL)
+                .partition(0)
+                .payload(&stale),
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("posted")
+        .offset;
+    let statuses = broadcast_all(&nodes[1], CHANNEL, 43..44).await;
+    assert_eq!(statuses, vec![Status::Success]);
+    wait_all_ordered(&nodes, CHANNEL, 2).await;
+    let blocks = assert_identical_chains(&nodes, CHANNEL).await;
+    let mut numbers = tx_numbers(&blocks);
+    numbers.sort_unstable();
+    assert_eq!(numbers, vec![42, 43], "the stale one once");
+    let last = Offsets::of_block(blocks.last().expect("a block")).expect("metadata");
+    assert_eq!(
+        last.last_original_offset_processed, stale_offset,
+        "the copy processed names the first post"
+    );
+}
