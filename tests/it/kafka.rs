@@ -512,6 +512,18 @@ async fn a_broker_that_goes_away_under_load_loses_and_repeats_nothing() {
     let acked = |tally: &Arc<Mutex<Tally>>| tally.lock().expect("tally").acknowledged.len();
     wait_until("load acknowledged", || acked(&tally) >= 150).await;
 
+    // A reader waiting at the tip, as a peer's Deliver stream does.
+    let mut reader = node.client().await;
+    let follower = tokio::spawn(async move {
+        deliver(
+            &mut reader,
+            "outage",
+            BlockPosition::Newest,
+            BlockPosition::Number(u64::MAX),
+            SeekBehavior::BlockUntilReady,
+        )
+        .await
+    });
     broker.kill();
     wait_until("the chain shows the brokers gone", || {
         errored(&node, "outage").is_some()
@@ -533,6 +545,9 @@ async fn a_broker_that_goes_away_under_load_loses_and_repeats_nothing() {
     )
     .await;
     assert_eq!(got.status, Some(Status::ServiceUnavailable));
+    // The reader at the tip is told too, as Fabric ends it on Errored().
+    let followed = follower.await.expect("follower");
+    assert_eq!(followed.status, Some(Status::ServiceUnavailable));
 
     broker.restart().await;
     wait_connected(&node, "outage").await;
