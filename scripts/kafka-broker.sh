@@ -48,9 +48,10 @@ install() {
   fi
   echo "installing tansu $TANSU_VERSION (a release build: about 20 minutes on 2 cores)"
   # libsql is the SQLite storage engine: a broker with data on local disk.
-  if ! cargo install tansu --version "$TANSU_VERSION" --features libsql --locked; then
-    echo "retrying without --locked"
-    cargo install tansu --version "$TANSU_VERSION" --features libsql
+  # Seen to build as is; tansu's own lock file is the fallback.
+  if ! cargo install tansu --version "$TANSU_VERSION" --features libsql; then
+    echo "retrying with tansu's own lock file (--locked)"
+    cargo install tansu --version "$TANSU_VERSION" --features libsql --locked
   fi
 }
 
