@@ -19,7 +19,8 @@
 # envelope, peak RSS (MB) of the nodes and of the broker, and whether every
 # envelope was acknowledged and delivered. With `spread`, the rates are all
 # envelopes over the longest load, and the latencies the worst of the three.
-# BENCH_KAFKA_DIR keeps the crypto material between runs.
+# BENCH_KAFKA_DIR keeps the crypto material between runs; TANSU_STORAGE
+# replaces the broker's storage engine (default sqlite://tansu.db).
 set -euo pipefail
 ordo=$(realpath "$1") mode=$2 count=$3 target=${4:-one}
 tansu=${TANSU:-$(command -v tansu || true)}
@@ -65,7 +66,7 @@ bport=$base p1=$((base + 1))
 
 mkdir "$work/broker"
 (cd "$work/broker" && exec "$tansu" broker --listener-url tcp://127.0.0.1:$bport \
-  --advertised-listener-url tcp://127.0.0.1:$bport --storage-engine sqlite://tansu.db) \
+  --advertised-listener-url tcp://127.0.0.1:$bport --storage-engine "${TANSU_STORAGE:-sqlite://tansu.db}") \
   >"$work/broker.log" 2>&1 &
 bpid=$!
 for _ in $(seq 300); do listening $bport && break; sleep 0.1; done
