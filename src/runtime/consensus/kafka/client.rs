@@ -258,8 +258,10 @@ impl PartitionProducer {
         config
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            // Gather what many Broadcast streams send into few requests.
-            .set("linger.ms", "5")
+            // Gather what many Broadcast streams send into few requests; a
+            // shorter linger leaves librdkafka's thread polling while
+            // requests are out (docs/benchmarks.md, Kafka).
+            .set("linger.ms", "10")
             // Records as large as a channel allows (Fabric's producer takes
             // up to 100 MiB): AbsoluteMaxBytes is checked before posting.
             .set("message.max.bytes", "104857600")
