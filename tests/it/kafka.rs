@@ -645,7 +645,8 @@ async fn a_failed_kafka_chain_is_restarted_from_its_offsets() {
         .channel("failover")
         .expect("channel");
     let restarts = channel.metrics().chain_restarts.get();
-    faults::configure(points::KAFKA_CUTTER_RECORD, "1*return(EIO@failover)").expect("failpoint");
+    let point = format!("{}::failover", points::KAFKA_CUTTER_RECORD);
+    faults::configure(&point, "1*return(EIO)").expect("failpoint");
     send_until(&node, "failover", &mut next, &mut tally, |t| {
         t.acknowledged.len() >= 120
     })
@@ -659,7 +660,7 @@ async fn a_failed_kafka_chain_is_restarted_from_its_offsets() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    faults::configure(points::KAFKA_CUTTER_RECORD, "off").expect("failpoint");
+    faults::configure(&point, "off").expect("failpoint");
     wait_connected(&node, "failover").await;
     let resumed = tally.acknowledged.len();
     send_until(&node, "failover", &mut next, &mut tally, |t| {

@@ -13,6 +13,7 @@ use prost::Message;
 use ordo::fabric::blockutil;
 use ordo::fabric::channelconfig::ChannelConfig;
 use ordo::fabric::protos::common::{ChannelHeader, Envelope, HeaderType, Payload, Status};
+use ordo::runtime::channel::ChannelState;
 use ordo::security::signer::{CertificateAuthority, SigningIdentity};
 use ordo::tools::client::envelope::signed_transaction;
 
@@ -191,10 +192,19 @@ fn has_channel(node: &TestNode, channel: &str) -> bool {
         .is_some()
 }
 
-/// Waits until the registrar has created `channel`.
+fn runs_channel(node: &TestNode, channel: &str) -> bool {
+    node.node
+        .as_ref()
+        .expect("running")
+        .registrar()
+        .channel(channel)
+        .is_some_and(|c| c.state() == ChannelState::Active && c.chain().is_ok())
+}
+
+/// Waits until the registrar has created `channel` and its chain runs.
 pub(crate) async fn wait_for_channel(node: &TestNode, channel: &str) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !has_channel(node, channel) {
+    while !runs_channel(node, channel) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "channel {channel} was not created"
@@ -371,6 +381,7 @@ async fn a_channel_created_through_the_system_channel_orders_and_survives_a_rest
     assert_eq!(registrar.system_channel_id().as_deref(), Some(SYSTEM));
     assert!(has_channel(&node, APP));
     drop(registrar);
+    wait_for_channel(&node, APP).await;
     orders_transactions(&node, &fixture.org1_client, APP).await;
 
     // A crash after the system channel wrote the creation and before the

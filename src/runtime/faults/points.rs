@@ -27,9 +27,10 @@ pub const RAFT_WAL_SEGMENT_CREATE: &str = "raft::wal::segment_create";
 pub const RAFT_WAL_SYNC_DIR: &str = "raft::wal::sync_dir";
 pub const RAFT_WAL_TRUNCATE: &str = "raft::wal::truncate";
 
-// Not a storage step: the Kafka CutterActor about to process a record
-// (scoped by the channel's name), so a test can fail the chain's actors
-// and watch the supervisor restart it from the last block's offsets.
+// Not a storage step: the Kafka CutterActor about to process a record,
+// so a test can fail the chain's actors and watch the supervisor restart
+// it from the last block's offsets. Configured per channel, as
+// `kafka::cutter::record::<channel>`.
 pub const KAFKA_CUTTER_RECORD: &str = "kafka::cutter::record";
 
 // Not a storage step: between a failed ledger write and the LedgerActor's

@@ -604,10 +604,18 @@ impl Handler<Consumed> for KafkaCutter {
         if self.failed {
             return AtomicResponse::new(done());
         }
-        let point = crate::runtime::faults::points::KAFKA_CUTTER_RECORD;
-        if let Err(e) = crate::runtime::faults::check(point, std::path::Path::new(self.channel())) {
-            self.fail(format!("record at offset {}: {e}", consumed.offset), ctx);
-            return AtomicResponse::new(done());
+        if crate::runtime::faults::ENABLED {
+            // Named per channel, so that a count (`1*...`) is spent by this
+            // channel's records alone.
+            let point = format!(
+                "{}::{}",
+                crate::runtime::faults::points::KAFKA_CUTTER_RECORD,
+                self.channel()
+            );
+            if let Err(e) = crate::runtime::faults::check(&point, std::path::Path::new("")) {
+                self.fail(format!("record at offset {}: {e}", consumed.offset), ctx);
+                return AtomicResponse::new(done());
+            }
         }
         AtomicResponse::new(self.process(consumed, ctx))
     }
