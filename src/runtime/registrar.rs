@@ -239,23 +239,36 @@ impl Registrar {
             return;
         };
         let height = system.store().height();
+        let mut scanned = height;
         for number in 0..height {
-            self.apply_creations_in(&system, number);
+            if let Err(e) = self.apply_creations_in(&system, number) {
+                // The follower tries this block again, and every block after
+                // it, in order: a channel comes from the first creation of
+                // it on every node alike.
+                tracing::error!(channel = %system.id(), block = number, error = %e, "a channel creation could not be applied; retrying");
+                scanned = number;
+                break;
+            }
         }
         self.system_scanned
-            .store(height, std::sync::atomic::Ordering::Release);
+            .store(scanned, std::sync::atomic::Ordering::Release);
     }
 
     /// Creates the channels that block `number` of the system channel
     /// creates, if they do not exist yet. Blocking (reads and writes disks).
-    fn apply_creations_in(&self, system: &ChannelHandle, number: u64) {
+    /// A creation every node would refuse alike is logged and skipped; one
+    /// that failed here only (a disk error) is an error, to be tried again
+    /// before any later block, so that no later creation of the same
+    /// channel takes its place on this node alone.
+    fn apply_creations_in(
+        &self,
+        system: &ChannelHandle,
+        number: u64,
+    ) -> Result<(), RegistrarError> {
         let block = match system.store().block(number) {
             Ok(Some(block)) => block,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::error!(channel = %system.id(), block = number, error = %e, "cannot read a system channel block for the channels it creates");
-                return;
-            }
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(e.into()),
         };
         for raw in crate::fabric::blockutil::entries(&block) {
             if !crate::runtime::msgprocessor::systemchannel::is_orderer_transaction(raw) {
@@ -266,11 +279,19 @@ impl Registrar {
                     tracing::info!(channel = %created.id(), system_channel = %system.id(), block = number, "channel created through the system channel");
                 }
                 Ok(None) => {}
+                Err(
+                    e @ (RegistrarError::Ledger(_)
+                    | RegistrarError::Removal(_)
+                    | RegistrarError::NoArbiter),
+                ) => {
+                    return Err(e);
+                }
                 Err(e) => {
                     tracing::error!(system_channel = %system.id(), block = number, error = %e, "the system channel ordered a channel creation that cannot be applied");
                 }
             }
         }
+        Ok(())
     }
 
     /// Creates the channel an ORDERER_TRANSACTION carries, from a genesis
@@ -317,6 +338,9 @@ impl Registrar {
             .system_scanned
             .load(std::sync::atomic::Ordering::Acquire);
         drop(system);
+        const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(100);
+        const RETRY_MOST: std::time::Duration = std::time::Duration::from_secs(10);
+        let mut retry = RETRY_FIRST;
         tokio::spawn(async move {
             loop {
                 let written = *height.borrow_and_update();
@@ -335,10 +359,22 @@ impl Registrar {
                         registrar.apply_creations_in(&system, number)
                     })
                     .await;
-                    if let Err(e) = applied {
-                        tracing::error!(system_channel = %id, block = number, error = %e, "applying the channel creations of a system channel block failed");
+                    match applied {
+                        Ok(Ok(())) => {
+                            next += 1;
+                            retry = RETRY_FIRST;
+                        }
+                        Ok(Err(e)) => {
+                            // This block again, and nothing after it first.
+                            tracing::error!(system_channel = %id, block = number, error = %e, retry_in = ?retry, "a channel creation could not be applied; retrying");
+                            tokio::time::sleep(retry).await;
+                            retry = (retry * 2).min(RETRY_MOST);
+                        }
+                        Err(e) => {
+                            tracing::error!(system_channel = %id, block = number, error = %e, "applying the channel creations of a system channel block failed");
+                            next += 1;
+                        }
                     }
-                    next += 1;
                 }
                 if height.changed().await.is_err() {
                     return;

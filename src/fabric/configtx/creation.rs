@@ -34,7 +34,7 @@ use crate::fabric::protos::common::{
 const PREDICTABLE_TEMPLATE: [&str; 3] = ["V1_1", "V1_4_2", "V2_0"];
 /// Orderer capabilities under which a creation may name its Application
 /// group's policy `Admins` (Fabric's `UseChannelCreationPolicyAsAdmins`).
-const CREATION_POLICY_AS_ADMINS: [&str; 2] = ["V1_4_2", "V2_0"];
+const CREATION_POLICY_AS_ADMINS: [&str; 1] = ["V2_0"];
 
 /// Why a channel creation was refused; the text is Fabric's. Broadcast
 /// answers BAD_REQUEST.

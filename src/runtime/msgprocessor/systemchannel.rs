@@ -39,6 +39,14 @@ pub fn process_channel_creation(
     filters: &RuleSet,
     update: &Envelope,
 ) -> Result<Creation, Rejection> {
+    // Fabric's system channel filter: no creation while the ordering
+    // service migrates (the template would copy a half-migrated Orderer
+    // group).
+    if system.orderer.consensus_state == crate::fabric::channelconfig::ConsensusState::Maintenance {
+        return Err(Rejection::bad_request(
+            "channel creation is not permitted: maintenance mode",
+        ));
+    }
     let proposed = propose_channel_creation(system, update, policies)
         .map_err(|e| Rejection::bad_request(e.to_string()))?;
     let channel_id = proposed.config.channel_id.clone();
@@ -136,4 +144,47 @@ pub fn creation_update(orderer_transaction: &[u8]) -> Result<Envelope, String> {
         .map_err(|e| format!("not a config envelope: {e}"))?
         .last_update
         .ok_or_else(|| "updated config does not include a config update".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fabric::channelconfig::ConsensusState;
+    use crate::fabric::configtx::creation::testing::{creation, system};
+    use crate::fabric::configtx::ChannelPolicies;
+    use crate::security::signer::SigningIdentity;
+
+    /// As Fabric's system channel filter: no channel is created while the
+    /// ordering service is in maintenance mode (a consensus migration).
+    #[test]
+    fn no_creation_in_maintenance_mode() {
+        let system = system();
+        let dir = tempfile::tempdir().expect("tempdir");
+        system.orderer.write_orderer_msp(dir.path());
+        let signer =
+            SigningIdentity::from_msp_dir(dir.path(), "OrdererMSP").expect("orderer identity");
+        let update = creation(
+            "appchannel",
+            "SampleConsortium",
+            &["Org1MSP"],
+            1,
+            &system.org1.admin,
+        );
+        let filters = RuleSet::standard();
+        let mut config = system.config.clone();
+        assert!(
+            process_channel_creation(&config, &ChannelPolicies, &signer, &filters, &update).is_ok(),
+            "created while not in maintenance"
+        );
+        config.orderer.consensus_state = ConsensusState::Maintenance;
+        let Err(refused) =
+            process_channel_creation(&config, &ChannelPolicies, &signer, &filters, &update)
+        else {
+            panic!("a channel was created in maintenance mode");
+        };
+        assert_eq!(
+            refused.info,
+            "channel creation is not permitted: maintenance mode"
+        );
+    }
 }
