@@ -9,7 +9,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use prometheus_client::metrics::gauge::Gauge;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
@@ -377,11 +376,4 @@ pub fn partition_consumer(
             reason: e.to_string(),
         })?;
     Ok(consumer)
-}
-
-/// A record read from the partition.
-#[derive(Debug, Clone)]
-pub struct ConsumedRecord {
-    pub offset: i64,
-    pub payload: Bytes,
 }
