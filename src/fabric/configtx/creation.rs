@@ -111,18 +111,22 @@ pub fn requested_channel(update_envelope: &Envelope) -> Result<String, CreationE
             "Failing initial channel config creation because of payload unmarshaling error: {e}"
         ))
     })?;
-    let header = payload.header.ok_or_else(|| {
+    Ok(creation_header(&payload)?.channel_id)
+}
+
+/// The channel header of a creation's payload, refused in Fabric's words.
+fn creation_header(payload: &Payload) -> Result<ChannelHeader, CreationError> {
+    let header = payload.header.as_ref().ok_or_else(|| {
         CreationError::Malformed(
             "Failed initial channel config creation because config update header was missing"
                 .into(),
         )
     })?;
-    let channel_header = ChannelHeader::decode(header.channel_header).map_err(|e| {
+    ChannelHeader::decode(header.channel_header.clone()).map_err(|e| {
         CreationError::Malformed(format!(
             "Failed initial channel config creation because channel header was malformed: {e}"
         ))
-    })?;
-    Ok(channel_header.channel_id)
+    })
 }
 
 fn read_request(update_envelope: &Envelope) -> Result<CreationRequest, CreationError> {
@@ -135,17 +139,7 @@ fn read_request(update_envelope: &Envelope) -> Result<CreationRequest, CreationE
         Payload::decode(update_envelope.payload.clone()).map_err(|e| malformed("payload", e))?;
     let envelope = ConfigUpdateEnvelope::decode(payload.data.clone())
         .map_err(|e| malformed("config update envelope", e))?;
-    let header = payload.header.ok_or_else(|| {
-        CreationError::Malformed(
-            "Failed initial channel config creation because config update header was missing"
-                .into(),
-        )
-    })?;
-    let channel_header = ChannelHeader::decode(header.channel_header).map_err(|e| {
-        CreationError::Malformed(format!(
-            "Failed initial channel config creation because channel header was malformed: {e}"
-        ))
-    })?;
+    let channel_header = creation_header(&payload)?;
     if channel_header.r#type != HeaderType::ConfigUpdate as i32 {
         return Err(CreationError::Malformed(
             "invalid header type, expected CONFIG_UPDATE".into(),
